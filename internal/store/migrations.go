@@ -1,0 +1,56 @@
+package store
+
+// migrations are applied in order; migrations[i] takes the schema from
+// user_version i to i+1. Never edit a released step: append a new one.
+var migrations = []string{
+	// 1: initial schema.
+	`
+CREATE TABLE loras (
+	sha256      TEXT PRIMARY KEY NOT NULL,
+	name        TEXT NOT NULL UNIQUE,
+	size        INTEGER NOT NULL,
+	path        TEXT NOT NULL,
+	managed     INTEGER NOT NULL,
+	family      TEXT NOT NULL,
+	base        TEXT NOT NULL,
+	rank        INTEGER NOT NULL,
+	info        TEXT,
+	added_at    TEXT NOT NULL,
+	verified_at TEXT
+);
+CREATE INDEX loras_base_family ON loras(base, family);
+
+CREATE TABLE origins (
+	lora_sha   TEXT NOT NULL REFERENCES loras(sha256) ON DELETE CASCADE ON UPDATE CASCADE,
+	ordinal    INTEGER NOT NULL,
+	kind       TEXT NOT NULL,
+	path       TEXT NOT NULL DEFAULT '',
+	url        TEXT NOT NULL DEFAULT '',
+	repo       TEXT NOT NULL DEFAULT '',
+	revision   TEXT NOT NULL DEFAULT '',
+	commit_id  TEXT NOT NULL DEFAULT '',
+	file       TEXT NOT NULL DEFAULT '',
+	model_id   TEXT NOT NULL DEFAULT '',
+	version_id TEXT NOT NULL DEFAULT '',
+	job        TEXT NOT NULL DEFAULT '',
+	step       INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (lora_sha, ordinal)
+);
+CREATE INDEX origins_repo_file ON origins(repo, file);
+CREATE INDEX origins_civitai ON origins(model_id, version_id);
+
+CREATE TABLE installs (
+	dir           TEXT NOT NULL,
+	file          TEXT NOT NULL,
+	name          TEXT NOT NULL,
+	source_sha256 TEXT NOT NULL,
+	sha256        TEXT NOT NULL,
+	size          INTEGER NOT NULL,
+	form          TEXT NOT NULL,
+	pipeline      TEXT NOT NULL DEFAULT '',
+	installed_at  TEXT NOT NULL,
+	PRIMARY KEY (dir, file)
+);
+CREATE INDEX installs_source ON installs(source_sha256);
+`,
+}
