@@ -1,0 +1,596 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/lora"
+	"github.com/daydreamlive/scopectl/internal/scope"
+	"github.com/daydreamlive/scopectl/internal/store"
+)
+
+func (a *app) loraCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "lora", Short: "Inspect, convert and manage Wan LoRAs in the library and Scope's LoRA dir"}
+	cmd.AddCommand(a.loraInspect(), a.loraConvert(), a.loraAdd(), a.loraScan(), a.loraLs(), a.loraShow(),
+		a.loraRm(), a.loraVerify(), a.loraInstall(), a.loraUninstall())
+	return cmd
+}
+
+func (a *app) loraInspect() *cobra.Command {
+	var noHash bool
+	cmd := &cobra.Command{
+		Use:   "inspect FILE...",
+		Short: "Report family, base model, rank, alpha, targets and anything unusual of LoRA files",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var reps []*lora.Report
+			var firstErr error
+			for _, p := range args {
+				r, err := lora.Inspect(p, lora.InspectOptions{Hash: !noHash})
+				if err != nil {
+					if firstErr == nil {
+						firstErr = err
+					}
+					if !a.json {
+						fmt.Fprintln(a.stderr, "scopectl: "+err.Error())
+					}
+					continue
+				}
+				reps = append(reps, r)
+			}
+			if reps == nil {
+				reps = []*lora.Report{}
+			}
+			if err := a.out(reps, func(w io.Writer) {
+				for i, r := range reps {
+					if i > 0 {
+						fmt.Fprintln(w)
+					}
+					printReport(w, r)
+				}
+			}); err != nil {
+				return err
+			}
+			if firstErr != nil && len(args) == 1 {
+				if !a.json {
+					return withCode(ExitFailure, errSilent)
+				}
+				return firstErr
+			}
+			if firstErr != nil {
+				return withCode(ExitFailure, errSilent)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&noHash, "no-hash", false, "read only the header (skip the sha256 of the whole file)")
+	return cmd
+}
+
+func printReport(w io.Writer, r *lora.Report) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, f string, v ...any) { fmt.Fprintf(tw, "%s:\t"+f+"\n", append([]any{k}, v...)...) }
+	row("file", "%s", r.Path)
+	kind := r.Kind
+	if r.Model != "" {
+		kind += " (" + r.Model + ")"
+	}
+	row("kind", "%s", kind)
+	row("family", "%s", r.Family)
+	row("base", "%s (%s)", r.Base, r.BaseReason)
+	if r.Kind == "wan-lora" {
+		ranks := ""
+		if r.Ranks != nil {
+			ranks = " (differs per module; see --json)"
+		}
+		row("rank", "%d%s", r.Rank, ranks)
+		if r.Alpha != nil {
+			row("alpha", "%g (%s, scale %g)", *r.Alpha, r.AlphaFrom, *r.Alpha/float64(r.Rank))
+		} else {
+			row("alpha", "differs per module (%s; see --json)", r.AlphaFrom)
+		}
+		row("targets", "%s", strings.Join(r.Targets, ", "))
+		row("modules", "%s", strings.Join(r.Modules, ", "))
+		row("layers", "%d", r.Layers)
+	}
+	row("dtype", "%s", r.DType)
+	row("tensors", "%d", r.Tensors)
+	row("params", "%d", r.Params)
+	row("bytes", "%d", r.Bytes)
+	if r.SHA256 != "" {
+		row("sha256", "%s", r.SHA256)
+	}
+	keys := make([]string, 0, len(r.Metadata))
+	for k := range r.Metadata {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := r.Metadata[k]
+		if len(v) > 80 {
+			v = v[:77] + "..."
+		}
+		row("metadata."+k, "%s", strings.ReplaceAll(v, "\n", " "))
+	}
+	for _, u := range r.Unusual {
+		row("unusual", "%s", u)
+	}
+	for _, p := range r.Problems {
+		row("problem", "%s", p)
+	}
+	if r.ScopeReady {
+		row("scope", "loads as trained")
+	} else {
+		row("scope", "needs `scopectl lora install`: %s", strings.Join(r.ScopeIssues, "; "))
+	}
+	tw.Flush()
+}
+
+func (a *app) loraConvert() *cobra.Command {
+	var to, out string
+	var fold, force bool
+	cmd := &cobra.Command{
+		Use:   "convert IN --to diffusers|comfy|kohya -o OUT",
+		Short: "Convert a LoRA between key families, copying tensors bit for bit",
+		Long: "Tensors are copied bit for bit and alpha is carried: as alpha keys (comfy, kohya) or in\n" +
+			"diffusers' lora_adapter_metadata. --fold-alpha multiplies B by alpha/rank instead.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			fam, ok := lora.ParseFamily(to)
+			if !ok {
+				return usageError("--to %q: expected diffusers, comfy or kohya", to)
+			}
+			if out == "" {
+				return usageError("-o OUT is required")
+			}
+			if sameFile(args[0], out) {
+				return usageError("-o %s: output must differ from the input", out)
+			}
+			if _, err := os.Stat(out); err == nil && !force {
+				return withCode(ExitRefused, fmt.Errorf("%s exists (use --force to replace it)", out))
+			}
+			res, err := lora.ConvertFile(args[0], out, lora.ConvertOptions{To: fam, FoldAlpha: fold})
+			if err != nil {
+				return err
+			}
+			return a.out(res, func(w io.Writer) {
+				fmt.Fprintf(w, "converted %s (%s) → %s (%s): %d tensors, %d bytes, sha256 %s\n", args[0], res.From, out, res.To, res.Tensors, res.Bytes, res.SHA256)
+				for _, n := range res.Notes {
+					fmt.Fprintln(w, "note: "+n)
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "target family: diffusers, comfy (ai-toolkit/ComfyUI) or kohya")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "output .safetensors file")
+	cmd.Flags().BoolVar(&fold, "fold-alpha", false, "fold alpha/rank into lora_B (written as F32) instead of carrying alpha")
+	cmd.Flags().BoolVar(&force, "force", false, "replace OUT if it exists")
+	return cmd
+}
+
+func sameFile(a, b string) bool {
+	fa, err1 := os.Stat(a)
+	fb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
+}
+
+func (a *app) loraAdd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "add FILE|DIR...",
+		Short: "Import LoRAs into the content-addressed library (same content = one entry)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lib, err := a.library()
+			if err != nil {
+				return err
+			}
+			files, err := expandFiles(args)
+			if err != nil {
+				return err
+			}
+			if name != "" && len(files) != 1 {
+				return usageError("--name needs exactly one file (got %d)", len(files))
+			}
+			results := []*library.AddResult{}
+			var failed []string
+			for _, f := range files {
+				r, err := lib.Add(cmd.Context(), f, library.AddOptions{Name: name})
+				if err != nil {
+					failed = append(failed, err.Error())
+					if !a.json {
+						fmt.Fprintln(a.stderr, "scopectl: "+err.Error())
+					}
+					continue
+				}
+				results = append(results, r)
+			}
+			if err := a.out(map[string]any{"results": results, "errors": nonNil(failed)}, func(w io.Writer) {
+				for _, r := range results {
+					fmt.Fprintf(w, "%-7s %s  %s  %s  (%s)\n", r.Status, r.LoRA.Name, r.LoRA.Base, r.LoRA.SHA256[:12], r.Method)
+				}
+			}); err != nil {
+				return err
+			}
+			if len(failed) > 0 {
+				return withCode(ExitFailure, errSilent)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "entry name (default: file name without .safetensors)")
+	return cmd
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// expandFiles turns DIR arguments into the .safetensors files below them; files are
+// passed through as given, so that a pickle file named explicitly gets its explanation.
+func expandFiles(args []string) ([]string, error) {
+	var out []string
+	for _, p := range args {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if !fi.IsDir() {
+			out = append(out, p)
+			continue
+		}
+		err = filepath.WalkDir(p, func(q string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if !d.IsDir() && d.Type().IsRegular() && strings.HasSuffix(d.Name(), ".safetensors") && !strings.HasPrefix(d.Name(), ".") {
+				out = append(out, q)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (a *app) loraScan() *cobra.Command {
+	return &cobra.Command{
+		Use:   "scan [DIR]",
+		Short: "Index the LoRAs in a folder where they lie (default: Scope's LoRA dir), then list the library",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir := a.cfg.LoRADir
+			if len(args) == 1 {
+				dir = args[0]
+			}
+			lib, err := a.library()
+			if err != nil {
+				return err
+			}
+			var results []*library.AddResult
+			var skipped []error
+			note := ""
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				if len(args) == 1 {
+					return fmt.Errorf("%s: not a directory", dir)
+				}
+				note = fmt.Sprintf("Scope's LoRA dir %s does not exist yet (set SCOPE_LORA_DIR or --lora-dir)", dir)
+			} else if results, skipped, err = lib.Scan(cmd.Context(), dir); err != nil {
+				return err
+			}
+			all, err := lib.Store.ListLoRAs(cmd.Context(), store.Filter{})
+			if err != nil {
+				return err
+			}
+			skips := []string{}
+			for _, s := range skipped {
+				skips = append(skips, s.Error())
+			}
+			if results == nil {
+				results = []*library.AddResult{}
+			}
+			return a.out(map[string]any{"dir": dir, "indexed": results, "skipped": skips, "library": nonNilL(all), "note": note}, func(w io.Writer) {
+				if note != "" {
+					fmt.Fprintln(w, note)
+				} else {
+					fmt.Fprintf(w, "scanned %s: %d LoRAs indexed, %d files skipped\n", dir, len(results), len(skips))
+				}
+				for _, s := range skips {
+					fmt.Fprintln(w, "skipped: "+s)
+				}
+				fmt.Fprintf(w, "library (%s): %d LoRAs\n", a.cfg.DataDir, len(all))
+				printTable(w, all)
+			})
+		},
+	}
+}
+
+func nonNilL(l []store.LoRA) []store.LoRA {
+	if l == nil {
+		return []store.LoRA{}
+	}
+	return l
+}
+
+func printTable(w io.Writer, ls []store.LoRA) {
+	if len(ls) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tBASE\tFAMILY\tRANK\tSIZE\tSHA256\tSTORED")
+	for _, l := range ls {
+		stored := "library"
+		if !l.Managed {
+			stored = "in place"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%.12s\t%s\n", l.Name, l.Base, l.Family, l.Rank, humanBytes(l.Size), l.SHA256, stored)
+	}
+	tw.Flush()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
+}
+
+func (a *app) loraLs() *cobra.Command {
+	var f store.Filter
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the library",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			lib, err := a.library()
+			if err != nil {
+				return err
+			}
+			ls, err := lib.Store.ListLoRAs(cmd.Context(), f)
+			if err != nil {
+				return err
+			}
+			return a.out(nonNilL(ls), func(w io.Writer) {
+				if len(ls) == 0 {
+					fmt.Fprintln(w, "no LoRAs (add some with `scopectl lora add FILE` or `scopectl lora scan DIR`)")
+				}
+				printTable(w, ls)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&f.Base, "base", "", "only this base model (wan2.1-t2v-14b, wan2.1-t2v-1.3b, wan2.1-i2v-14b, unknown)")
+	cmd.Flags().StringVar(&f.Family, "family", "", "only this key family (diffusers, comfy, kohya)")
+	cmd.Flags().StringVar(&f.Name, "name", "", "only names containing this (or matching this glob)")
+	return cmd
+}
+
+func (a *app) loraShow() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show NAME|SHA",
+		Short: "Show one library entry: origins, installs and its full inspection",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lib, err := a.library()
+			if err != nil {
+				return err
+			}
+			e, err := lib.Store.GetLoRA(cmd.Context(), args[0])
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			all, err := lib.Store.ListInstalls(cmd.Context(), "")
+			if err != nil {
+				return err
+			}
+			installs := []store.Install{}
+			for _, in := range all {
+				if in.SourceSHA256 == e.SHA256 {
+					installs = append(installs, in)
+				}
+			}
+			return a.out(map[string]any{"lora": e, "installs": installs}, func(w io.Writer) {
+				fmt.Fprintf(w, "name:     %s\nsha256:   %s\npath:     %s\nadded:    %s\n", e.Name, e.SHA256, e.Path, e.AddedAt.Format("2006-01-02 15:04:05Z07:00"))
+				if e.VerifiedAt != nil {
+					fmt.Fprintf(w, "verified: %s\n", e.VerifiedAt.Format("2006-01-02 15:04:05Z07:00"))
+				}
+				for _, o := range e.Origins {
+					b, _ := json.Marshal(o)
+					fmt.Fprintf(w, "origin:   %s\n", b)
+				}
+				for _, in := range installs {
+					fmt.Fprintf(w, "install:  %s (%s, %s)\n", filepath.Join(in.Dir, in.File), in.Form, in.InstalledAt.Format("2006-01-02 15:04"))
+				}
+				var rep lora.Report
+				if json.Unmarshal(e.Info, &rep) == nil {
+					fmt.Fprintln(w)
+					rep.SHA256 = e.SHA256
+					printReport(w, &rep)
+				}
+			})
+		},
+	}
+}
+
+func (a *app) loraRm() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm NAME|SHA...",
+		Short: "Remove entries from the library (files indexed in place are left alone)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lib, err := a.library()
+			if err != nil {
+				return err
+			}
+			removed := []store.LoRA{}
+			for _, ref := range args {
+				e, err := lib.Remove(cmd.Context(), ref)
+				if err != nil {
+					return err
+				}
+				removed = append(removed, e)
+			}
+			return a.out(map[string]any{"removed": removed}, func(w io.Writer) {
+				for _, e := range removed {
+					fmt.Fprintf(w, "removed %s (%.12s)\n", e.Name, e.SHA256)
+				}
+			})
+		},
+	}
+}
+
+func (a *app) loraVerify() *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify [NAME|SHA...]",
+		Short: "Re-hash library files; report missing or corrupt ones and exit 1 on damage",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lib, err := a.library()
+			if err != nil {
+				return err
+			}
+			res, err := lib.Verify(cmd.Context(), args)
+			if err != nil {
+				return err
+			}
+			bad := 0
+			for _, r := range res {
+				if r.Status != "ok" {
+					bad++
+				}
+			}
+			if err := a.out(map[string]any{"results": res, "damaged": bad}, func(w io.Writer) {
+				for _, r := range res {
+					line := fmt.Sprintf("%-8s %s  %s", r.Status, r.Name, r.Path)
+					if r.Detail != "" {
+						line += "  (" + r.Detail + ")"
+					}
+					fmt.Fprintln(w, line)
+				}
+				fmt.Fprintf(w, "%d checked, %d damaged\n", len(res), bad)
+			}); err != nil {
+				return err
+			}
+			if bad > 0 {
+				return withCode(ExitFailure, errSilent)
+			}
+			return nil
+		},
+	}
+}
+
+func (a *app) loraInstall() *cobra.Command {
+	var opt library.InstallOptions
+	cmd := &cobra.Command{
+		Use:   "install NAME...",
+		Short: "Put library LoRAs into Scope's LoRA dir, atomically, in a form Scope applies exactly",
+		Long: "Writes each LoRA so that its effect in Scope equals B @ A × alpha/rank of the source:\n" +
+			"diffusers keys (which Scope silently ignores) are converted, and alpha is kept in a form\n" +
+			"Scope applies. Refuses a base model that does not fit --pipeline unless --force.\n" +
+			"Known pipelines: " + strings.Join(scope.Pipelines(), ", ") + ".",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opt.Dir == "" {
+				opt.Dir = a.cfg.LoRADir
+			}
+			if opt.Pipeline != "" {
+				if _, ok := scope.PipelineBase[opt.Pipeline]; !ok {
+					return usageError("--pipeline %q: expected one of %s", opt.Pipeline, strings.Join(scope.Pipelines(), ", "))
+				}
+			}
+			lib, err := a.library()
+			if err != nil {
+				return err
+			}
+			results := []*library.InstallResult{}
+			var firstErr error
+			for _, ref := range args {
+				r, err := lib.Install(cmd.Context(), ref, opt)
+				if err != nil {
+					if firstErr == nil {
+						firstErr = err
+					}
+					continue
+				}
+				results = append(results, r)
+			}
+			if err := a.out(map[string]any{"results": results}, func(w io.Writer) {
+				for _, r := range results {
+					fmt.Fprintf(w, "%-9s %s → %s (%s, %s)\n", r.Status, r.Name, r.Path, r.Form, r.Base)
+					for _, x := range r.Warnings {
+						fmt.Fprintln(w, "  note: "+x)
+					}
+				}
+			}); err != nil {
+				return err
+			}
+			return firstErr
+		},
+	}
+	cmd.Flags().StringVar(&opt.Dir, "dir", "", "Scope's LoRA dir (default: the lora_dir setting)")
+	cmd.Flags().StringVar(&opt.Pipeline, "pipeline", "", "Scope pipeline the LoRA is for: refuses a base model mismatch")
+	cmd.Flags().BoolVar(&opt.Force, "force", false, "install despite a base mismatch, unknown base, dropped DoRA/diff tensors or a foreign file in the way")
+	return cmd
+}
+
+func (a *app) loraUninstall() *cobra.Command {
+	var dir string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "uninstall NAME...",
+		Short: "Remove LoRAs scopectl installed from Scope's LoRA dir (never other files)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if dir == "" {
+				dir = a.cfg.LoRADir
+			}
+			lib, err := a.library()
+			if err != nil {
+				return err
+			}
+			removed := []library.UninstallResult{}
+			var firstErr error
+			for _, ref := range args {
+				r, err := lib.Uninstall(cmd.Context(), ref, dir, force)
+				removed = append(removed, r...)
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+			}
+			if err := a.out(map[string]any{"removed": removed}, func(w io.Writer) {
+				for _, r := range removed {
+					fmt.Fprintf(w, "removed %s\n", r.Path)
+				}
+			}); err != nil {
+				return err
+			}
+			if firstErr != nil && errors.Is(firstErr, store.ErrNotFound) {
+				return withCode(ExitNotFound, firstErr)
+			}
+			return firstErr
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "Scope's LoRA dir (default: the lora_dir setting)")
+	cmd.Flags().BoolVar(&force, "force", false, "remove even if the file was changed after install")
+	return cmd
+}
