@@ -43,9 +43,16 @@ func openHeader(f *os.File) (*Header, error) {
 	var prefix [9]byte
 	n, _ := f.ReadAt(prefix[:], 0)
 	if kind := torchKind(prefix[:n]); kind != "" {
-		return nil, formatErr("file", "this is a PyTorch %s checkpoint (.pt/.ckpt/.bin), not safetensors; convert it to .safetensors first", kind)
+		return nil, formatErr("file", "this is a PyTorch %s checkpoint (.pt/.ckpt/.bin), not safetensors: refused, because pickle can run code in any loader that does not restrict it, and Scope hands every non-.safetensors file to torch.load and never lists it; only safetensors are accepted (convert it with safetensors.torch.save_file on a trusted machine)", torchKindName(kind))
 	}
 	return ReadHeader(f, st.Size())
+}
+
+func torchKindName(kind string) string {
+	if kind == "zip" {
+		return "zip (pickle inside)"
+	}
+	return kind
 }
 
 // torchKind reports whether the first bytes of a file look like a pickle

@@ -197,7 +197,7 @@ func TestOpenRefusesTorchCheckpoints(t *testing.T) {
 		os.WriteFile(path, []byte(tc.content), 0o644)
 		_, err := Open(path)
 		if err == nil || !strings.HasPrefix(err.Error(), path+": ") ||
-			!strings.Contains(err.Error(), tc.kind+" checkpoint") || !strings.Contains(err.Error(), "not safetensors") {
+			!strings.Contains(err.Error(), "PyTorch "+tc.kind) || !strings.Contains(err.Error(), "pickle can run code") || !strings.Contains(err.Error(), "not safetensors") {
 			t.Errorf("%s: got %v", tc.name, err)
 		}
 		var fe *FormatError

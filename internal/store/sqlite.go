@@ -47,7 +47,7 @@ func dsn(abs string) string {
 	if !strings.HasPrefix(p, "/") {
 		p = "/" + p // Windows drive paths: file:///C:/...
 	}
-	u := url.URL{Scheme: "file", Path: p, OmitHost: false}
+	u := url.URL{Path: p}
 	q := "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
 	return "file://" + u.EscapedPath() + "?" + q
 }

@@ -39,8 +39,8 @@ type Origin struct {
 
 // LoRA is one library entry.
 type LoRA struct {
-	SHA256     string          `json:"sha256"`  // lowercase hex, primary key
-	Name       string          `json:"name"`    // unique (case-sensitive)
+	SHA256     string          `json:"sha256"` // lowercase hex, primary key
+	Name       string          `json:"name"`   // unique (case-sensitive)
 	Size       int64           `json:"size"`
 	Path       string          `json:"path"`    // absolute path of the content
 	Managed    bool            `json:"managed"` // true: in the library's blob dir; false: indexed in place
