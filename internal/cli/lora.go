@@ -20,7 +20,7 @@ import (
 )
 
 func (a *app) loraCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "lora", Short: "Inspect, convert and manage Wan LoRAs in the library and Scope's LoRA dir"}
+	cmd := group(&cobra.Command{Use: "lora", Short: "Inspect, convert and manage Wan LoRAs in the library and Scope's LoRA dir"})
 	cmd.AddCommand(a.loraInspect(), a.loraConvert(), a.loraAdd(), a.loraScan(), a.loraLs(), a.loraShow(),
 		a.loraRm(), a.loraVerify(), a.loraInstall(), a.loraUninstall())
 	return cmd

@@ -48,7 +48,7 @@ func (a *app) versionCmd() *cobra.Command {
 }
 
 func (a *app) configCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "config", Short: "Show scopectl's configuration"}
+	cmd := group(&cobra.Command{Use: "config", Short: "Show scopectl's configuration"})
 	cmd.AddCommand(&cobra.Command{
 		Use:   "show",
 		Short: "Print every effective setting and where it came from (secrets redacted)",
@@ -103,7 +103,7 @@ func (a *app) configCmd() *cobra.Command {
 }
 
 func (a *app) secretsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "secrets", Short: "Find leaked credentials"}
+	cmd := group(&cobra.Command{Use: "secrets", Short: "Find leaked credentials"})
 	scan := &cobra.Command{
 		Use:   "scan PATH...",
 		Short: "Scan files and folders for leaked credentials; exit 1 when any is found",

@@ -35,6 +35,7 @@ const (
 type app struct {
 	stdout, stderr io.Writer
 	json           bool
+	tty            bool // stderr is a terminal: show progress bars
 	verbose        bool
 	flags          map[string]*string // config key -> flag value
 	cfg            *config.Config
@@ -69,7 +70,14 @@ var Version = "dev"
 func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	a := &app{stdout: stdout, stderr: stderr, flags: map[string]*string{}}
+	// Everything scopectl prints passes through the redactor, whatever printed it: a
+	// secret in a file name, a library's error text or a log line is scrubbed.
+	tty := progress.Auto(stderr, false).Mode == progress.Bar
+	rout, rerr := secret.Default.Writer(stdout), secret.Default.Writer(stderr)
+	defer rout.Flush()
+	defer rerr.Flush()
+	stdout, stderr = rout, rerr
+	a := &app{stdout: stdout, stderr: stderr, tty: tty, flags: map[string]*string{}}
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -140,6 +148,19 @@ func (a *app) rootCmd() *cobra.Command {
 	return root
 }
 
+// group makes a command that only holds subcommands reject unknown ones (cobra would
+// print help and exit 0, which a script would take for success).
+func group(cmd *cobra.Command) *cobra.Command {
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError("unknown command %q for %q (see '%s --help')", args[0], c.CommandPath(), c.CommandPath())
+		}
+		return c.Help()
+	}
+	return cmd
+}
+
 // setup loads configuration and the redacting logger before any command runs.
 func (a *app) setup(cmd *cobra.Command) error {
 	flags := map[string]string{}
@@ -180,7 +201,15 @@ func (a *app) library() (*library.Library, error) {
 	return a.lib, nil
 }
 
-func (a *app) progress() progress.Reporter { return progress.Auto(a.stderr, a.json) }
+func (a *app) progress() progress.Reporter {
+	switch {
+	case a.json:
+		return progress.Reporter{Mode: progress.JSON, W: a.stderr}
+	case a.tty:
+		return progress.Reporter{Mode: progress.Bar, W: a.stderr}
+	}
+	return progress.Reporter{}
+}
 
 // out prints v as JSON with --json, else calls text.
 func (a *app) out(v any, text func(w io.Writer)) error {

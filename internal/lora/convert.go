@@ -249,13 +249,16 @@ func (pl *Plan) Write(src io.ReaderAt, dataStart int64, w io.Writer) (*ConvertRe
 	if err != nil {
 		return nil, err
 	}
+	var fr foldReader // one for every folded tensor, so its buffers are allocated once per file
 	for _, e := range pl.entries {
 		var r io.Reader
 		switch {
 		case e.data != nil:
 			r = bytes.NewReader(e.data)
 		case e.fold != 0:
-			r = &foldReader{src: io.NewSectionReader(src, dataStart+e.src.Begin, e.src.ByteLen()), in: e.srcDT, out: e.spec.DType, scale: e.fold}
+			fr = foldReader{src: io.NewSectionReader(src, dataStart+e.src.Begin, e.src.ByteLen()), in: e.srcDT, out: e.spec.DType, scale: e.fold,
+				inBuf: fr.inBuf, outBuf: fr.outBuf}
+			r = &fr
 		default:
 			r = io.NewSectionReader(src, dataStart+e.src.Begin, e.src.ByteLen())
 		}
@@ -293,6 +296,7 @@ type foldReader struct {
 	in, out safetensors.DType
 	scale   float64
 	inBuf   []byte
+	outBuf  []byte // reused for every chunk, so memory and GC work do not grow with the tensor
 	pending []byte
 	err     error
 }
@@ -312,8 +316,10 @@ func (f *foldReader) Read(p []byte) (int, error) {
 		}
 		f.err = err
 		n -= n % isz
-		osz := f.out.Size()
-		out := make([]byte, 0, n/isz*osz)
+		if need := n / isz * f.out.Size(); cap(f.outBuf) < need {
+			f.outBuf = make([]byte, 0, need)
+		}
+		out := f.outBuf[:0]
 		for i := 0; i < n; i += isz {
 			var v float64
 			b := f.inBuf[i:]
@@ -334,7 +340,7 @@ func (f *foldReader) Read(p []byte) (int, error) {
 				out = binary.LittleEndian.AppendUint32(out, math.Float32bits(float32(v)))
 			}
 		}
-		f.pending = out
+		f.outBuf, f.pending = out, out
 	}
 	n := copy(p, f.pending)
 	f.pending = f.pending[n:]
