@@ -159,7 +159,13 @@ func (a *app) loraConvert() *cobra.Command {
 			if _, err := os.Stat(out); err == nil && !force {
 				return withCode(ExitRefused, fmt.Errorf("%s exists (use --force to replace it)", out))
 			}
-			res, err := lora.ConvertFile(args[0], out, lora.ConvertOptions{To: fam, FoldAlpha: fold})
+			var size int64
+			if fi, err := os.Stat(args[0]); err == nil {
+				size = fi.Size()
+			}
+			t := a.progress().Start("convert", filepath.Base(args[0]), size)
+			res, err := lora.ConvertFile(args[0], out, lora.ConvertOptions{To: fam, FoldAlpha: fold, Progress: t})
+			t.Finish()
 			if err != nil {
 				return err
 			}

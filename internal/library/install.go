@@ -109,6 +109,9 @@ func (l *Library) Install(ctx context.Context, ref string, opt InstallOptions) (
 		}
 	} else {
 		copt := lora.ScopeOptions(p)
+		t := l.Progress.Start("install", e.Name, rep.Bytes)
+		copt.Progress = t
+		defer t.Finish()
 		res.Form = "diffusion_model"
 		if copt.Bare {
 			res.Form = "bare+alpha"

@@ -91,7 +91,7 @@ func (l *Library) Add(ctx context.Context, path string, opt AddOptions) (*AddRes
 	if len(rep.Problems) > 0 {
 		return nil, fmt.Errorf("%s: damaged LoRA: %s", path, rep.Problems[0])
 	}
-	sha, err := l.hash(abs, rep.Bytes)
+	sha, err := l.hash(abs, filepath.Base(abs), rep.Bytes)
 	if err != nil {
 		return nil, err
 	}
@@ -104,8 +104,19 @@ func (l *Library) Add(ctx context.Context, path string, opt AddOptions) (*AddRes
 		if err := l.Store.AddOrigin(ctx, sha, origin); err != nil {
 			return nil, err
 		}
+		method := "none"
+		if !existing.Managed && !opt.InPlace {
+			// Indexed in place before; now the user wants the library to keep a copy.
+			if method, err = l.ingest(abs, sha); err != nil {
+				return nil, err
+			}
+			existing.Path, existing.Managed = l.BlobPath(sha), true
+			if err := l.Store.UpdateLoRA(ctx, existing); err != nil {
+				return nil, err
+			}
+		}
 		existing, err = l.Store.GetBySHA(ctx, sha)
-		return &AddResult{Status: "exists", Method: "none", LoRA: existing}, err
+		return &AddResult{Status: "exists", Method: method, LoRA: existing}, err
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
@@ -156,14 +167,14 @@ func ValidName(name string) error {
 	return nil
 }
 
-func (l *Library) hash(path string, size int64) (string, error) {
+func (l *Library) hash(path, label string, size int64) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
 	h := sha256.New()
-	t := l.Progress.Start("hash", filepath.Base(path), size)
+	t := l.Progress.Start("hash", label, size)
 	defer t.Finish()
 	if _, err := io.Copy(io.MultiWriter(h, t), f); err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
@@ -285,7 +296,7 @@ func (l *Library) Verify(ctx context.Context, refs []string) ([]VerifyResult, er
 		case fi.Size() != e.Size:
 			v.Status, v.Detail = "corrupt", fmt.Sprintf("size %d, expected %d", fi.Size(), e.Size)
 		default:
-			got, err := l.hash(e.Path, fi.Size())
+			got, err := l.hash(e.Path, e.Name, fi.Size())
 			if err != nil {
 				v.Status, v.Detail = "missing", err.Error()
 			} else if got != e.SHA256 {

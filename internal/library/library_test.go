@@ -236,3 +236,32 @@ func TestInstallUninstall(t *testing.T) {
 		}
 	}
 }
+
+func TestAddAcrossFilesystemsCopies(t *testing.T) {
+	shm := "/dev/shm"
+	if fi, err := os.Stat(shm); err != nil || !fi.IsDir() {
+		t.Skip("no /dev/shm")
+	}
+	dir, err := os.MkdirTemp(shm, "scopectl-test-")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer os.RemoveAll(dir)
+	l := open(t)
+	p := gen(t, dir, "shm.safetensors", loratest.Spec{Base: lora.BaseT2V1_3B})
+	// Index in place first, then add: the entry becomes managed, by a verified copy
+	// (a hardlink cannot cross filesystems; tmpfs has no reflink).
+	if r, err := l.Add(ctx, p, library.AddOptions{InPlace: true}); err != nil || r.LoRA.Managed {
+		t.Fatalf("%+v %v", r, err)
+	}
+	r, err := l.Add(ctx, p, library.AddOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Method != "copy" || !r.LoRA.Managed || r.LoRA.Path != l.BlobPath(r.LoRA.SHA256) {
+		t.Fatalf("%+v", r)
+	}
+	if got, _ := lora.HashFile(r.LoRA.Path); got != r.LoRA.SHA256 {
+		t.Fatal("copied blob differs")
+	}
+}

@@ -28,6 +28,8 @@ type ConvertOptions struct {
 	DropUnitAlpha bool
 	// DropForeign leaves out tensors that are not Wan LoRA keys.
 	DropForeign bool
+	// Progress, if set, is written every output byte (a progress tracker).
+	Progress io.Writer
 }
 
 // ConvertResult describes a finished conversion. Field names are part of --json.
@@ -52,6 +54,7 @@ type entry struct {
 
 // Plan is a conversion worked out from the header alone, before any data is read.
 type Plan struct {
+	progress io.Writer
 	entries  []entry
 	metadata map[string]string
 	Result   ConvertResult
@@ -66,7 +69,7 @@ func NewPlan(p *Parsed, from Family, opt ConvertOptions) (*Plan, error) {
 		return nil, fmt.Errorf("no Wan LoRA pairs to convert")
 	}
 	st := Style{Family: opt.To, Bare: opt.Bare}
-	pl := &Plan{Result: ConvertResult{From: from, To: opt.To, Alpha: "none", Notes: []string{}}}
+	pl := &Plan{Result: ConvertResult{From: from, To: opt.To, Alpha: "none", Notes: []string{}}, progress: opt.Progress}
 	seen := map[string]bool{}
 	add := func(e entry) error {
 		if seen[e.spec.Name] {
@@ -243,7 +246,11 @@ func (pl *Plan) Write(src io.ReaderAt, dataStart int64, w io.Writer) (*ConvertRe
 		specs[i] = e.spec
 	}
 	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(w, h)}
+	sinks := []io.Writer{w, h}
+	if pl.progress != nil {
+		sinks = append(sinks, pl.progress)
+	}
+	cw := &countWriter{w: io.MultiWriter(sinks...)}
 	bw := bufio.NewWriterSize(cw, 1<<20)
 	sw, err := safetensors.NewWriter(bw, specs, pl.metadata)
 	if err != nil {

@@ -1,6 +1,7 @@
 package lora
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -208,6 +209,7 @@ func (p *Parsed) loadMetadataAlphas() {
 	hasAlpha := json.Unmarshal(get("lora_alpha"), &alpha) == nil && alpha != 0
 	var pattern map[string]float64
 	_ = json.Unmarshal(get("alpha_pattern"), &pattern)
+	patOrder := objectKeys(get("alpha_pattern"))
 	dt := safetensors.DType(p.Header.Metadata[alphaDTypeKey])
 	if !dt.Valid() {
 		dt = safetensors.F32
@@ -218,8 +220,10 @@ func (p *Parsed) loadMetadataAlphas() {
 		}
 		v, found := pattern[diffusersName(m.Name)]
 		if !found {
-			for pat, pv := range pattern { // PEFT matches patterns as suffixes of module names
-				if strings.HasSuffix(diffusersName(m.Name), "."+pat) {
+			// PEFT matches patterns as suffixes of module names, and the first
+			// matching one in the config's order wins.
+			for _, pat := range patOrder {
+				if pv, ok := pattern[pat]; ok && strings.HasSuffix(diffusersName(m.Name), "."+pat) {
 					v, found = pv, true
 					break
 				}
@@ -232,6 +236,33 @@ func (p *Parsed) loadMetadataAlphas() {
 			m.Alpha, m.AlphaFrom, m.AlphaDType = v, "metadata", dt
 		}
 	}
+}
+
+// objectKeys returns the keys of a JSON object in document order (a repeated
+// key keeps its first position, as in a Python dict), or nil if raw is not an
+// object.
+func objectKeys(raw json.RawMessage) []string {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	var keys []string
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return keys
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return keys
+		}
+		if k, _ := t.(string); !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // scalar decodes one element of a float or integer dtype.

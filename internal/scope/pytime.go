@@ -20,7 +20,17 @@ func FormatPyTime(t time.Time) string {
 // ParsePyTime parses the ISO 8601 forms Python and pydantic write and accept:
 // "T" or " " between date and time, an optional fraction of any length, and
 // an offset of "Z", "+HH:MM", "+HHMM" or none (taken as UTC). The result is in UTC.
+// Times whose UTC year falls outside Python's 1..9999 are refused: FormatPyTime
+// could not write them back in a form Python (or ParsePyTime) reads.
 func ParsePyTime(s string) (time.Time, error) {
+	t, err := parsePyTime(s)
+	if err == nil && (t.Year() < 1 || t.Year() > 9999) {
+		return time.Time{}, fmt.Errorf("datetime %q is outside years 1 to 9999 in UTC", s)
+	}
+	return t, err
+}
+
+func parsePyTime(s string) (time.Time, error) {
 	in := s
 	if len(s) > 10 && s[10] == ' ' {
 		s = s[:10] + "T" + s[11:]
