@@ -64,6 +64,7 @@ type Config struct {
 	CivitAIURL  string        // CIVITAI_API_URL; default https://civitai.com
 	RunPodKey   secret.Secret // RUNPOD_API_KEY
 	CrocSecret  secret.Secret // CROC_SECRET
+	AgentToken  secret.Secret // SCOPECTL_AGENT_TOKEN: bearer token of `scopectl agent`
 	S3AccessKey secret.Secret // SCOPECTL_S3_ACCESS_KEY_ID, AWS_ACCESS_KEY_ID
 	S3SecretKey secret.Secret // SCOPECTL_S3_SECRET_ACCESS_KEY, AWS_SECRET_ACCESS_KEY
 	S3Endpoint  string        // SCOPECTL_S3_ENDPOINT, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL
@@ -476,7 +477,7 @@ func (ld *loader) loadConfigFile() error {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return fmt.Errorf("config: %s: %s", path, oneLine(strings.TrimPrefix(err.Error(), "yaml: ")))
+		return fmt.Errorf("config: %s: %s", path, yamlErrMsg(err))
 	}
 	ld.file = map[string]layerValue{}
 	ld.filePath = path
@@ -498,6 +499,9 @@ func (ld *loader) loadConfigFile() error {
 		}
 		s, ok := specFor(k.Value)
 		if !ok {
+			if !keyName.MatchString(k.Value) {
+				return fmt.Errorf("config: %s:%d: unknown key (not repeated: it does not look like a setting name and may be a secret)", path, k.Line)
+			}
 			hint := ""
 			if sug := suggest(k.Value); sug != "" {
 				hint = fmt.Sprintf(" (did you mean %q?)", sug)
@@ -523,6 +527,22 @@ func (ld *loader) loadConfigFile() error {
 	}
 	ld.checkPerms(path, path, fi, secretKeys)
 	return nil
+}
+
+// keyName is what a setting name, or a typo of one, looks like: short words
+// of letters and digits joined by "_", "." or "-". Other unknown keys, such
+// as a token pasted where a key belongs, are not repeated in errors.
+var keyName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]{0,15}(?:[_.-][A-Za-z0-9]{1,15})*$`)
+
+// yamlAnchorRef matches yaml.v3's "unknown anchor 'NAME' referenced", whose
+// NAME is text of the file: any value that starts with "*", such as a
+// password, so it must not be repeated.
+var yamlAnchorRef = regexp.MustCompile(`unknown anchor '.*' referenced`)
+
+// yamlErrMsg is a YAML parse error on one line, without text of the file.
+func yamlErrMsg(err error) string {
+	msg := oneLine(strings.TrimPrefix(err.Error(), "yaml: "))
+	return yamlAnchorRef.ReplaceAllLiteralString(msg, "a value starting with * refers to an anchor that does not exist (quote values that start with *)")
 }
 
 // pathErr strips the path from an *fs.PathError (the caller names the file).
@@ -573,7 +593,30 @@ func (c *Config) setSecret(key string, s secret.Secret) {
 		c.S3AccessKey = s
 	case KeyS3SecretKey:
 		c.S3SecretKey = s
+	case KeyAgentToken:
+		c.AgentToken = s
 	}
+}
+
+// Secret returns the secret of a canonical key (unset when the key has none).
+func (c *Config) Secret(key string) secret.Secret {
+	switch key {
+	case KeyHFToken:
+		return c.HFToken
+	case KeyCivitAIKey:
+		return c.CivitAIKey
+	case KeyRunPodKey:
+		return c.RunPodKey
+	case KeyCrocSecret:
+		return c.CrocSecret
+	case KeyS3AccessKey:
+		return c.S3AccessKey
+	case KeyS3SecretKey:
+		return c.S3SecretKey
+	case KeyAgentToken:
+		return c.AgentToken
+	}
+	return secret.Secret{}
 }
 
 // Lookup returns the effective value of a canonical key.
@@ -590,7 +633,7 @@ func (c *Config) Lookup(key string) (Value, bool) {
 // secret.Default (for _, s := range cfg.Secrets() { secret.Default.Add(s) }).
 func (c *Config) Secrets() []secret.Secret {
 	var out []secret.Secret
-	for _, s := range []secret.Secret{c.HFToken, c.CivitAIKey, c.RunPodKey, c.CrocSecret, c.S3AccessKey, c.S3SecretKey} {
+	for _, s := range []secret.Secret{c.HFToken, c.CivitAIKey, c.RunPodKey, c.CrocSecret, c.S3AccessKey, c.S3SecretKey, c.AgentToken} {
 		if s.IsSet() {
 			out = append(out, s)
 		}

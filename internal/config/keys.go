@@ -19,6 +19,7 @@ const (
 	KeyS3Region    = "s3_region"
 	KeyS3AccessKey = "s3_access_key_id"
 	KeyS3SecretKey = "s3_secret_access_key"
+	KeyAgentToken  = "agent_token"
 )
 
 type kind int
@@ -76,6 +77,8 @@ var specs = []keySpec{
 		desc: "S3 access key id"},
 	{name: KeyS3SecretKey, secret: true, env: []envName{{Name: "SCOPECTL_S3_SECRET_ACCESS_KEY"}, {Name: "AWS_SECRET_ACCESS_KEY"}},
 		desc: "S3 secret access key"},
+	{name: KeyAgentToken, secret: true, env: []envName{{Name: "SCOPECTL_AGENT_TOKEN"}},
+		desc: "bearer token of scopectl agent (the pod-side receiver)"},
 }
 
 func specFor(name string) (*keySpec, bool) {

@@ -39,9 +39,25 @@ type InstallResult struct {
 // ErrRefused marks installs refused by a safety gate (exit code 3 in the CLI).
 var ErrRefused = errors.New("refused")
 
-// Install puts a library LoRA into Scope's LoRA dir in a form whose effect in Scope is
-// exactly B @ A × alpha/rank, atomically, and records it in lora_manifest.json.
-func (l *Library) Install(ctx context.Context, ref string, opt InstallOptions) (*InstallResult, error) {
+// Prepared is a library LoRA as a local file in the form whose effect in Scope is
+// exactly B @ A × alpha/rank: the library blob itself when Scope already applies it
+// exactly, otherwise a conversion kept in the staging folder.
+type Prepared struct {
+	Entry    store.LoRA
+	Path     string // local file to copy or send
+	File     string // file name in Scope's LoRA dir: <name>.safetensors
+	SHA256   string
+	Size     int64
+	Form     string // as-is | diffusion_model | bare+alpha
+	Base     string
+	Warnings []string
+}
+
+// stagingVersion changes when the Scope form written for the same source changes.
+const stagingVersion = "s1"
+
+// Prepare resolves ref, applies the safety gate and produces the Scope form.
+func (l *Library) Prepare(ctx context.Context, ref string, opt InstallOptions) (*Prepared, error) {
 	e, err := l.Store.GetLoRA(ctx, ref)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
@@ -56,10 +72,54 @@ func (l *Library) Install(ctx context.Context, ref string, opt InstallOptions) (
 		return nil, err
 	}
 	rep := lora.Describe(p, e.Path)
-	res := &InstallResult{Name: e.Name, Base: rep.Base, Warnings: []string{}}
-	if err := gate(rep, opt, res); err != nil {
+	pr := &Prepared{Entry: e, File: e.Name + ".safetensors", Base: rep.Base, Warnings: []string{}}
+	if err := gate(rep, opt, &pr.Warnings); err != nil {
 		return nil, fmt.Errorf("%s: %w", e.Name, err)
 	}
+	if rep.ScopeReady && len(p.Unrecognized) == 0 {
+		pr.Path, pr.SHA256, pr.Size, pr.Form = e.Path, e.SHA256, e.Size, "as-is"
+		return pr, nil
+	}
+	copt := lora.ScopeOptions(p)
+	pr.Form = "diffusion_model"
+	if copt.Bare {
+		pr.Form = "bare+alpha"
+	}
+	pr.Warnings = append(pr.Warnings, fmt.Sprintf("converted %s → %s form for Scope", rep.Family, pr.Form))
+	staged := filepath.Join(filepath.Dir(l.BlobDir), "staging", e.SHA256+"."+stagingVersion+".safetensors")
+	if fi, err := os.Stat(staged); err == nil {
+		// Reuse an earlier conversion only if it is still intact.
+		if sha, err := lora.HashFile(staged); err == nil {
+			pr.Path, pr.SHA256, pr.Size = staged, sha, fi.Size()
+			if r, err := lora.Inspect(staged, lora.InspectOptions{}); err == nil && r.ScopeReady {
+				return pr, nil
+			}
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(staged), 0o755); err != nil {
+		return nil, err
+	}
+	t := l.Progress.Start("convert", e.Name, rep.Bytes)
+	copt.Progress = t
+	cr, err := lora.WriteConverted(f, p, rep.Family, copt, staged)
+	t.Finish()
+	if err != nil {
+		return nil, err
+	}
+	pr.Path, pr.SHA256, pr.Size = staged, cr.SHA256, cr.Bytes
+	pr.Warnings = append(pr.Warnings, cr.Notes...)
+	return pr, nil
+}
+
+// Install puts a library LoRA into Scope's LoRA dir in a form whose effect in Scope is
+// exactly B @ A × alpha/rank, atomically, and records it in lora_manifest.json.
+func (l *Library) Install(ctx context.Context, ref string, opt InstallOptions) (*InstallResult, error) {
+	pr, err := l.Prepare(ctx, ref, opt)
+	if err != nil {
+		return nil, err
+	}
+	e := pr.Entry
+	res := &InstallResult{Name: e.Name, Base: pr.Base, Form: pr.Form, Warnings: pr.Warnings}
 	dir, err := filepath.Abs(opt.Dir)
 	if err != nil {
 		return nil, err
@@ -67,7 +127,7 @@ func (l *Library) Install(ctx context.Context, ref string, opt InstallOptions) (
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	file := e.Name + ".safetensors"
+	file := pr.File
 	res.Path = filepath.Join(dir, file)
 
 	installs, err := l.Store.ListInstalls(ctx, dir)
@@ -86,45 +146,30 @@ func (l *Library) Install(ctx context.Context, ref string, opt InstallOptions) (
 			onDisk, _ = lora.HashFile(res.Path)
 		}
 		switch {
-		case prev != nil && prev.SHA256 == onDisk && prev.SourceSHA256 == e.SHA256:
-			res.Status, res.Form, res.SHA256, res.Size = "unchanged", prev.Form, prev.SHA256, prev.Size
-			return res, l.recordManifest(dir, file, e, prev.SHA256, prev.Size, false)
+		case onDisk == pr.SHA256 && (prev != nil || opt.Force):
+			res.Status, res.SHA256, res.Size = "unchanged", pr.SHA256, pr.Size
+			if prev != nil && prev.SHA256 == onDisk && prev.SourceSHA256 == e.SHA256 {
+				return res, l.recordManifest(dir, file, e, pr.SHA256, pr.Size, false)
+			}
 		case prev == nil && !opt.Force:
 			return nil, fmt.Errorf("%s already exists and was not installed by scopectl: %w (use --force to replace it)", res.Path, ErrRefused)
 		case prev != nil && prev.SHA256 != onDisk && !opt.Force:
 			return nil, fmt.Errorf("%s was changed since scopectl installed it: %w (use --force to replace it)", res.Path, ErrRefused)
 		}
 	}
-
-	readyAsIs := rep.ScopeReady && len(p.Unrecognized) == 0
-	if readyAsIs {
-		res.Form = "as-is"
-		res.SHA256, res.Size, err = copyAtomic(e.Path, dir, file)
+	if res.Status == "" {
+		t := l.Progress.Start("install", e.Name, pr.Size)
+		res.SHA256, res.Size, err = copyAtomic(pr.Path, dir, file, t)
+		t.Finish()
 		if err != nil {
 			return nil, err
 		}
-		if res.SHA256 != e.SHA256 {
+		if res.SHA256 != pr.SHA256 {
 			os.Remove(res.Path)
-			return nil, fmt.Errorf("library file %s does not match its sha256 (run `scopectl lora verify`)", e.Path)
+			return nil, fmt.Errorf("%s does not match its sha256 any more (run `scopectl lora verify`)", pr.Path)
 		}
-	} else {
-		copt := lora.ScopeOptions(p)
-		t := l.Progress.Start("install", e.Name, rep.Bytes)
-		copt.Progress = t
-		defer t.Finish()
-		res.Form = "diffusion_model"
-		if copt.Bare {
-			res.Form = "bare+alpha"
-		}
-		cr, err := lora.WriteConverted(f, p, rep.Family, copt, res.Path)
-		if err != nil {
-			return nil, err
-		}
-		res.SHA256, res.Size = cr.SHA256, cr.Bytes
-		res.Warnings = append(res.Warnings, cr.Notes...)
-		res.Warnings = append(res.Warnings, fmt.Sprintf("converted %s → %s form for Scope", rep.Family, res.Form))
+		res.Status = "installed"
 	}
-	res.Status = "installed"
 	if err := l.Store.PutInstall(ctx, store.Install{
 		Dir: dir, File: file, Name: e.Name, SourceSHA256: e.SHA256, SHA256: res.SHA256,
 		Size: res.Size, Form: res.Form, Pipeline: opt.Pipeline,
@@ -135,7 +180,7 @@ func (l *Library) Install(ctx context.Context, ref string, opt InstallOptions) (
 }
 
 // gate applies the safety checks, turning forced ones into warnings.
-func gate(rep *lora.Report, opt InstallOptions, res *InstallResult) error {
+func gate(rep *lora.Report, opt InstallOptions, warnings *[]string) error {
 	if len(rep.Problems) > 0 {
 		return fmt.Errorf("damaged LoRA: %s", rep.Problems[0])
 	}
@@ -159,13 +204,13 @@ func gate(rep *lora.Report, opt InstallOptions, res *InstallResult) error {
 		return nil
 	}
 	if opt.Force {
-		res.Warnings = append(res.Warnings, refusals...)
+		*warnings = append(*warnings, refusals...)
 		return nil
 	}
 	return fmt.Errorf("%s: %w (use --force to install anyway)", refusals[0], ErrRefused)
 }
 
-func copyAtomic(src, dir, name string) (string, int64, error) {
+func copyAtomic(src, dir, name string, progress io.Writer) (string, int64, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return "", 0, err
@@ -177,7 +222,7 @@ func copyAtomic(src, dir, name string) (string, int64, error) {
 	}
 	defer af.Abort()
 	h := newHasher()
-	n, err := io.Copy(io.MultiWriter(af, h), in)
+	n, err := io.Copy(io.MultiWriter(af, h, progress), in)
 	if err != nil {
 		return "", 0, err
 	}
@@ -185,6 +230,15 @@ func copyAtomic(src, dir, name string) (string, int64, error) {
 		return "", 0, err
 	}
 	return h.hex(), n, nil
+}
+
+// Provenance is the Scope manifest provenance of a library entry (its first origin).
+func Provenance(e store.LoRA) scope.Provenance {
+	var o store.Origin
+	if len(e.Origins) > 0 {
+		o = e.Origins[0]
+	}
+	return provenance(o)
 }
 
 // provenance maps a library origin to Scope's manifest provenance.
