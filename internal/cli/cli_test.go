@@ -3,6 +3,8 @@ package cli_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"sync"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -293,18 +295,41 @@ func TestCanariesNeverPrinted(t *testing.T) {
 	}
 }
 
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// buildBinary builds scopectl once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "scopectl-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "scopectl")
+		build := exec.Command("go", "build", "-o", binPath, "./cmd/scopectl")
+		build.Dir = moduleRoot
+		if out, err := build.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
 // TestBuiltBinary runs the real binary, as users do.
 func TestBuiltBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
 	e := newEnv(t)
-	bin := filepath.Join(e.root, "scopectl")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/scopectl")
-	build.Dir = moduleRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	p := e.lora("a.safetensors", loratest.Spec{Base: lora.BaseI2V14B, Family: lora.Kohya, Alpha: 4, Rank: 8, Blocks: []int{0, 39}})
 	run := func(args ...string) (string, int) {
 		cmd := exec.Command(bin, args...)
@@ -328,5 +353,40 @@ func TestBuiltBinary(t *testing.T) {
 	}
 	if out, code := run("lora", "nope"); code == 0 {
 		t.Fatalf("unknown command succeeded: %s", out)
+	}
+}
+
+func TestSyncAndPullCLI(t *testing.T) {
+	e := newEnv(t)
+	p := e.lora("a.safetensors", loratest.Spec{Base: lora.BaseT2V1_3B, Family: lora.Kohya, Alpha: 2, Rank: 4})
+	e.mustRun("lora", "add", p)
+	target := filepath.Join(e.root, "pod-lora")
+	plan := decode[map[string]any](t, e.mustRun("sync", "a", "--to", target, "--dry-run", "--json"))
+	if plan["dry_run"] != true || len(plan["actions"].([]any)) != 1 {
+		t.Fatal(plan)
+	}
+	first := decode[map[string]any](t, e.mustRun("sync", "--all", "--to", "file://"+target, "--json"))
+	if first["sent_bytes"].(float64) == 0 {
+		t.Fatal(first)
+	}
+	second := decode[map[string]any](t, e.mustRun("sync", "--all", "--to", target, "--json"))
+	if second["sent_bytes"].(float64) != 0 {
+		t.Fatalf("nothing changed but %v bytes sent", second["sent_bytes"])
+	}
+	if _, _, code := e.run("sync", "a", "--to", target, "--pipeline", "krea-realtime-video"); code != 3 {
+		t.Fatalf("gate exit %d", code)
+	}
+	if _, errs, code := e.run("sync", "a", "--to", "gopher://x/y"); code != 1 || !strings.Contains(errs, "unknown scheme") {
+		t.Fatalf("%d %s", code, errs)
+	}
+	// Pull a trained checkpoint from a "remote" into a fresh library.
+	t.Setenv("SCOPECTL_DATA_DIR", filepath.Join(e.root, "data2"))
+	pulled := decode[map[string]any](t, e.mustRun("pull", "file://"+filepath.Join(target, "a.safetensors"), "--name", "from-pod", "--json"))
+	l := pulled["results"].([]any)[0].(map[string]any)["lora"].(map[string]any)
+	if l["name"] != "from-pod" || l["origins"].([]any)[0].(map[string]any)["kind"] != "remote" {
+		t.Fatal(l)
+	}
+	if _, _, code := e.run("pull", "file://"+filepath.Join(target, "..", "etc")); code == 0 {
+		t.Fatal("pulled a non-LoRA")
 	}
 }

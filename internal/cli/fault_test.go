@@ -1,0 +1,135 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/daydreamlive/scopectl/internal/lora"
+	"github.com/daydreamlive/scopectl/internal/lora/loratest"
+	"github.com/daydreamlive/scopectl/internal/remote"
+	"github.com/daydreamlive/scopectl/internal/scope"
+)
+
+// TestKill9DuringSync kills `scopectl sync` with SIGKILL at random moments, a bounded
+// number of times, and checks after each kill that the target holds only complete,
+// correct files, and that running the command again finishes the job, resuming.
+func TestKill9DuringSync(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	e := newEnv(t)
+	bin := buildBinary(t)
+	var want = map[string]bool{}
+	for i, base := range []string{lora.BaseT2V14B, lora.BaseT2V14B, lora.BaseT2V14B} {
+		name := []string{"one", "two", "three"}[i]
+		// 40 blocks × q,k,v,o at rank 32: ~42 MB each, big enough to be caught mid-write.
+		p := e.lora(name+".safetensors", loratest.Spec{Base: base, Rank: 32, Seed: uint64(i + 1),
+			Family: []lora.Family{lora.Comfy, lora.Kohya, lora.Diffusers}[i], Alpha: []float64{0, 16, 8}[i],
+			Blocks: seq(40), Modules: []string{"self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o"}})
+		e.mustRun("lora", "add", p)
+		want[name+".safetensors"] = true
+	}
+	target := filepath.Join(e.root, "target")
+	rng := rand.New(rand.NewPCG(42, 1))
+	env := os.Environ()
+	check := func(round int) {
+		m, err := scope.LoadManifest(target)
+		if err != nil {
+			t.Fatalf("round %d: manifest unreadable after kill: %v", round, err)
+		}
+		ents, _ := os.ReadDir(target)
+		for _, de := range ents {
+			n := de.Name()
+			if !strings.HasSuffix(n, ".safetensors") {
+				continue
+			}
+			if !want[n] {
+				t.Fatalf("round %d: unexpected file %s visible to Scope", round, n)
+			}
+			rep, err := lora.Inspect(filepath.Join(target, n), lora.InspectOptions{Hash: true})
+			if err != nil || !rep.ScopeReady {
+				t.Fatalf("round %d: %s is not a complete LoRA: %v", round, n, err)
+			}
+			if en, ok := m.Get(n); ok && en.SHA256 != rep.SHA256 {
+				t.Fatalf("round %d: manifest sha256 of %s does not match the file", round, n)
+			}
+		}
+	}
+	kills, partial := 0, 0
+	for round := 0; round < 8; round++ {
+		cmd := exec.Command(bin, "sync", "--all", "--to", target)
+		cmd.Env = env
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(20+rng.IntN(400)) * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err == nil {
+			kills++
+		}
+		cmd.Wait()
+		check(round)
+		ents, _ := os.ReadDir(target)
+		complete := 0
+		for _, de := range ents {
+			if strings.HasPrefix(de.Name(), remote.TempPrefix) {
+				partial++
+			}
+			if want[de.Name()] {
+				complete++
+			}
+		}
+		if complete == len(want) { // it finished before the kill: start over, so every round is a real test
+			os.RemoveAll(target)
+		}
+	}
+	if partial == 0 {
+		t.Fatal("no kill landed during an upload; the test proved nothing (raise the file size)")
+	}
+	// Finish: one uninterrupted run completes everything.
+	out := e.mustRunBin(bin, "sync", "--all", "--to", target, "--json")
+	var res struct {
+		Actions []struct {
+			Op      string `json:"op"`
+			Resumed int64  `json:"resumed"`
+		} `json:"actions"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	check(99)
+	for n := range want {
+		if _, err := os.Stat(filepath.Join(target, n)); err != nil {
+			t.Fatalf("%s missing after the final run", n)
+		}
+	}
+	again := e.mustRunBin(bin, "sync", "--all", "--to", target, "--json")
+	if !strings.Contains(again, `"sent_bytes": 0`) {
+		t.Fatalf("a sync after completion sent data: %s", again)
+	}
+	t.Logf("%d kills, %d partial uploads left behind and resumed; final run actions %+v", kills, partial, res.Actions)
+}
+
+func (e *env) mustRunBin(bin string, args ...string) string {
+	e.t.Helper()
+	cmd := exec.Command(bin, args...)
+	out, err := cmd.Output()
+	if err != nil {
+		e.t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
+	}
+	return string(out)
+}
+
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
