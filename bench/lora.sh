@@ -86,7 +86,7 @@ timeit() {
       "$HYPERFINE" --style none --runs "$RUNS" --warmup 1 --prepare "$prep" \
         --export-json "$WORK/hf.json" "$cmd" >/dev/null
     read -r T_MED T_MIN < <(tr -d '\n ' <"$WORK/hf.json" |
-      sed -E 's/.*"median":([0-9.eE+-]+).*"min":([0-9.eE+-]+).*/\1 \2/')
+      sed -E 's/.*"median":([0-9.eE+-]+).*"min":([0-9.eE+-]+).*/\1 \2/'; echo)
   else
     local ts=() i t0 t1
     bash -c "$prep" >/dev/null 2>&1; bash -c "$cmd" >/dev/null 2>&1 # warmup
@@ -109,7 +109,7 @@ out() { printf "$@" | tee -a "$REPORT"; }
 out '\nscopectl lora benchmarks — %s\n' "$(date -u +%Y-%m-%dT%H:%MZ)"
 out 'host: %s, %s CPUs, %s; go %s; timing: %s, %s runs (median; min in brackets)\n' \
   "$(uname -sr)" "$(nproc)" "$(awk '/MemTotal/{printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)" \
-  "$(go env GOVERSION)" "${HYPERFINE:+hyperfine}${HYPERFINE:-date loop}" "$RUNS"
+  "$(go env GOVERSION)" "$([ -n "$HYPERFINE" ] && echo hyperfine || echo 'date +%s%N loop')" "$RUNS"
 out 'filesystem of %s: %s; cold cache (drop_caches): %s\n' "$WORK" "$(df -T "$WORK" | awk 'NR==2{print $2}')" \
   "$([ $CAN_DROP = yes ] && echo 'available (verified with fincore)' || echo 'NOT available: cold rows skipped, all figures warm')"
 
@@ -149,7 +149,7 @@ out '\n   wall time on comfy147 (%s MB)                     median ms   [min]\n'
 P=$D/comfy147.safetensors
 timeit "true" "$SCOPECTL lora inspect --no-hash $P"; I_MED=$T_MED
 out '   %-50s %8s   [%s]\n' "scopectl lora inspect --no-hash (warm)" "$(ms $T_MED)" "$(ms $T_MIN)"
-timeit "true" "$SCOPECTL lora inspect $P"
+timeit "true" "$SCOPECTL lora inspect $P"; IH_MED=$T_MED
 out '   %-50s %8s   [%s]\n' "scopectl lora inspect (sha256 of whole file, warm)" "$(ms $T_MED)" "$(ms $T_MIN)"
 timeit "true" "cat $P"; C_MED=$T_MED
 out '   %-50s %8s   [%s]\n' "peer: cat FILE >/dev/null (warm)" "$(ms $T_MED)" "$(ms $T_MIN)"
@@ -160,6 +160,8 @@ if [ $CAN_DROP = yes ]; then
   out '   %-50s %8s   [%s]\n' "scopectl lora inspect --no-hash (cold cache)" "$(ms $T_MED)" "$(ms $T_MIN)"
   timeit "sync; echo 3 >/proc/sys/vm/drop_caches" "cat $P"
   out '   %-50s %8s   [%s]\n' "peer: cat FILE >/dev/null (cold cache)" "$(ms $T_MED)" "$(ms $T_MIN)"
+  timeit "sync; echo 3 >/proc/sys/vm/drop_caches" "$SCOPECTL --help"
+  out '   %-50s %8s   [%s]\n' "floor: scopectl --help (cold: loads the binary)" "$(ms $T_MED)" "$(ms $T_MIN)"
 fi
 
 # ================================================================ 2. convert vs cp
@@ -185,12 +187,16 @@ done
 out '(convert/x = convert MB/s ÷ peer MB/s, from medians: 1.00 = as fast as the peer.\n'
 out ' cp uses copy_file_range (in-kernel copy, no hash, no fsync); convert reads into user space,\n'
 out ' hashes every output byte with sha256 and fsyncs before its atomic rename.)\n'
-timeit "true" "sha256sum $D/comfy1g.safetensors"
-out 'reference: sha256sum of the 1 GB file (warm): %.3f s = %s MB/s\n' "$T_MED" "$(rate "$(size "$D/comfy1g.safetensors")" "$T_MED")"
+# What the hash costs: inspect with and without its whole-file sha256 (section 1) differ
+# only by hashing 153 MB of warm data, with the same Go sha256 that convert uses.
+hash_s=$(awk -v a="$IH_MED" -v b="$I_MED" 'BEGIN{print a-b}')
+out 'read+sha256 in scopectl (inspect minus inspect --no-hash, 153 MB warm): %s MB/s, i.e. %.2f s of the\n' \
+  "$(rate "$(size "$D/comfy147.safetensors")" "$hash_s")" "$(awk -v h="$hash_s" -v s="$(size "$D/comfy147.safetensors")" -v g="$(size "$D/comfy1g.safetensors")" 'BEGIN{print h*g/s}')"
+out '1 GB convert above is hashing, done in line with the copy (not overlapped with the I/O)\n'
 
 # ================================================================ 3. peak RSS
 out '\n3. peak memory (max RSS, /usr/bin/time -v) of scopectl lora convert\n'
-out '%-44s %9s %9s %9s %10s %9s\n' "conversion" "in MB" "out MB" "wall s" "maxRSS MB" "RSS/in"
+out '%-44s %9s %9s %9s %10s %9s\n' "conversion" "in MB" "out MB" "wall s*" "maxRSS MB" "RSS/in"
 rss() { # IN ARGS... -> prints row
   local in=$1 label=$2; shift 2
   rm -f "$OUT"; sync
@@ -216,6 +222,7 @@ for pair in "kohya147 kohya1g" "comfya147 comfya1g" "comfy147 comfy1g"; do
     "$(ratio "${RSS[$2]}" "${RSS[$1]}")" "$(ratio "$(size "$D/$2.safetensors")" "$(size "$D/$1.safetensors")")"
 done
 rm -f "$OUT"
+out '(* one run each, including the fsync of the output; see section 2 for throughput)\n'
 
 mkdir -p "$ROOT/bench/out"
 cp "$REPORT" "$ROOT/bench/out/lora.txt"

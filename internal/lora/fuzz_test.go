@@ -212,9 +212,10 @@ func FuzzInspect(f *testing.F) {
 	}
 	f.Add([]byte("\x80\x02}q\x00."))                    // pickle
 	f.Add([]byte("\x02\x00\x00\x00\x00\x00\x00\x00{}")) // header only
+	// One directory per fuzzing process, reused: inputs run one at a time.
+	work := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dir := t.TempDir()
-		path := filepath.Join(dir, "in.safetensors")
+		path := filepath.Join(work, "in.safetensors")
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
