@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/daydreamlive/scopectl/internal/config"
-	"github.com/daydreamlive/scopectl/internal/secret"
 )
 
 // Token-shaped strings are built by concatenation so this source file does
@@ -31,7 +30,7 @@ var secretLike = []*regexp.Regexp{
 	regexp.MustCompile(`rpa_[A-Za-z0-9]{20,}`),
 	regexp.MustCompile(`(?:AKIA|ASIA)[A-Z0-9]{16}`),
 	regexp.MustCompile(`[0-9a-f]{32}`),
-	regexp.MustCompile(`(?im)^[ \t]*(?:export[ \t]+)?["']?(?:hf_token|hugging_face_hub_token|civitai_api_key|civitai_token|runpod_api_key|croc_secret|s3_access_key_id|s3_secret_access_key|scopectl_s3_access_key_id|aws_access_key_id|scopectl_s3_secret_access_key|aws_secret_access_key)["']?[ \t]*[=:][ \t]*["']?[*&!]?([^\s"'#]{12,})`),
+	regexp.MustCompile(`(?im)^[ \t]*(?:export[ \t]+)?["']?(?:hf_token|hugging_face_hub_token|civitai_api_key|civitai_token|runpod_api_key|croc_secret|s3_access_key_id|s3_secret_access_key|scopectl_s3_access_key_id|aws_access_key_id|scopectl_s3_secret_access_key|aws_secret_access_key|agent_token|scopectl_agent_token)["']?[ \t]*[=:][ \t]*["']?[*&!]?([^\s"'#]{12,})`),
 }
 
 func secretsIn(data []byte) []string {
@@ -68,7 +67,7 @@ func checkLoad(t *testing.T, l config.Loader, data []byte) {
 		}
 		for _, v := range cfg.Values {
 			if v.Secret {
-				if raw := secretOf(cfg, v.Key); v.Value != raw.Redacted() {
+				if raw := cfg.Secret(v.Key); v.Value != raw.Redacted() {
 					t.Fatalf("%s shown as %q, want the redacted %q", v.Key, v.Value, raw.Redacted())
 				}
 			}
@@ -86,24 +85,6 @@ func checkLoad(t *testing.T, l config.Loader, data []byte) {
 	}
 }
 
-func secretOf(c *config.Config, key string) secret.Secret {
-	switch key {
-	case config.KeyHFToken:
-		return c.HFToken
-	case config.KeyCivitAIKey:
-		return c.CivitAIKey
-	case config.KeyRunPodKey:
-		return c.RunPodKey
-	case config.KeyCrocSecret:
-		return c.CrocSecret
-	case config.KeyS3AccessKey:
-		return c.S3AccessKey
-	case config.KeyS3SecretKey:
-		return c.S3SecretKey
-	}
-	return secret.Secret{}
-}
-
 func noEnv(string) (string, bool) { return "", false }
 
 func FuzzDotEnv(f *testing.F) {
@@ -115,6 +96,7 @@ func FuzzDotEnv(f *testing.F) {
 		"AWS_ACCESS_KEY_ID=" + fzS3ID + "\r\nAWS_SECRET_ACCESS_KEY=" + fzS3Key + "\r\nAWS_ENDPOINT_URL=https://" + fzS3ID + ":" + fzS3Key + "@s3.example.com/\r\n",
 		"HF_ENDPOINT=ftp://" + fzHF + "@example.com\n",
 		"CIVITAI_API_URL=" + fzCivitai + "\n",
+		"SCOPECTL_AGENT_TOKEN=" + fzCivitai + fzCroc + "\n",
 		"SCOPE_LORA_DIR=~/loras\nDAYDREAM_SCOPE_MODELS_DIR=/m\nHF_HOME=~\nHF_HUB_CACHE=  \n",
 		"A=${HF_TOKEN}\nB=\"multi\nline\"\nC=`x`\n",
 		"=novalue\n",
@@ -124,8 +106,9 @@ func FuzzDotEnv(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	// One directory per fuzzing process, reused: inputs run one at a time.
+	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, ".env"), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -149,6 +132,7 @@ func FuzzConfigYAML(f *testing.F) {
 		"croc_secret: &a " + fzCroc + "\nhf_token: *a\n",
 		"croc_secret: *" + fzCroc + "\n",
 		"HF_TOKEN: " + fzHF + "\n",
+		"agent_token: '" + fzCroc + fzCivitai + "'\nagent_token: x\n",
 		"HF_TOKEN=" + fzHF + "\n",
 		"hf-token: x\n" + fzHF + ": y\n",
 		"lora_dir: /x\n" + fzHF + ": y\n",
@@ -165,8 +149,9 @@ func FuzzConfigYAML(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	// One directory per fuzzing process, reused: inputs run one at a time.
+	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dir := t.TempDir()
 		cf := filepath.Join(dir, "config.yaml")
 		if err := os.WriteFile(cf, data, 0o600); err != nil {
 			t.Fatal(err)

@@ -161,6 +161,8 @@ func inspectSeeds(t testing.TB) map[string][]byte {
 		}, nil),
 		"diffusers_overlapping_patterns": stFile(t, []safetensors.TensorSpec{ts(dA, bf, 2, 4), ts(dB, bf, 4, 2)},
 			map[string]string{lora.AdapterMetadataKey: `{"lora_alpha": 2, "alpha_pattern": {"to_q": 1.5, "attn1.to_q": 6, "0.attn1.to_q": 12}}`}, nil),
+		"diffusers_alpha_beyond_f16": stFile(t, []safetensors.TensorSpec{ts(dA, bf, 2, 4), ts(dB, bf, 4, 2)},
+			map[string]string{lora.AdapterMetadataKey: `{"lora_alpha": 1e39, "alpha_pattern": {"to_q": 1e6}}`, "scopectl_alpha_dtype": "F16"}, nil),
 		"diffusers_malformed_metadata": stFile(t, []safetensors.TensorSpec{ts(dA, bf, 2, 4), ts(dB, bf, 4, 2)},
 			map[string]string{lora.AdapterMetadataKey: `{"transformer.lora_alpha": 4,`}, nil),
 		"diffusers_metadata_not_object": stFile(t, []safetensors.TensorSpec{ts(dA, bf, 2, 4), ts(dB, bf, 4, 2)},
@@ -236,59 +238,80 @@ func FuzzInspect(f *testing.F) {
 // checkConvert runs every conversion of a file Inspect calls a sound Wan
 // LoRA. Each must succeed (the file has no problems), and its output must
 // inspect as the same LoRA: same modules and ranks, alphas preserved (or
-// folded into lora_B).
+// folded into lora_B). Converting the output back to the file's own family
+// must give the same LoRA again.
 func checkConvert(t *testing.T, path string, r *lora.Report) {
-	sf, err := safetensors.Open(path)
-	if err != nil {
-		t.Fatalf("Inspect succeeded but Open failed: %v", err)
-	}
-	defer sf.Close()
-	p, err := lora.Analyze(sf)
-	if err != nil {
-		t.Fatalf("Inspect succeeded but Analyze failed: %v", err)
-	}
 	// The same file must always be described the same way.
-	if again := lora.Describe(p, path); !sameAlphas(r, again) || again.Rank != r.Rank || again.Base != r.Base {
+	if again := convert(t, path, "", lora.ConvertOptions{}, ""); !sameAlphas(r, again) || again.Rank != r.Rank || again.Base != r.Base {
 		t.Fatalf("inspected twice: alpha %v %v / %v %v, rank %d / %d, base %s / %s",
 			fmtAlpha(r), r.Alphas, fmtAlpha(again), again.Alphas, r.Rank, again.Rank, r.Base, again.Base)
 	}
-	src, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	out := filepath.Join(filepath.Dir(path), "out.safetensors")
+	back := filepath.Join(filepath.Dir(path), "back.safetensors")
 	for _, fam := range fuzzFamilies {
 		for _, opt := range []lora.ConvertOptions{
 			{To: fam},
 			{To: fam, Bare: true, DropUnitAlpha: true, DropForeign: true},
 			{To: fam, FoldAlpha: true},
 		} {
-			pl, err := lora.NewPlan(p, r.Family, opt)
-			if err != nil {
-				if opt.FoldAlpha {
-					continue // B of a dtype alpha cannot be folded into
-				}
-				t.Fatalf("NewPlan(%+v) of a LoRA with no problems: %v", opt, err)
-			}
-			var out bytes.Buffer
-			res, err := pl.Write(src, sf.Header.DataStart(), &out)
-			if err != nil {
-				t.Fatalf("Write(%+v): %v", opt, err)
-			}
-			if res.Bytes != int64(out.Len()) {
-				t.Fatalf("Write(%+v): result says %d bytes, wrote %d", opt, res.Bytes, out.Len())
-			}
-			outPath := filepath.Join(filepath.Dir(path), "out.safetensors")
-			if err := os.WriteFile(outPath, out.Bytes(), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			r2, err := lora.Inspect(outPath, lora.InspectOptions{})
-			if err != nil {
-				t.Fatalf("converted with %+v, the output does not inspect: %v", opt, err)
+			r2 := convert(t, path, r.Family, opt, out)
+			if r2 == nil {
+				continue
 			}
 			sameLoRA(t, opt, r, r2)
+			if opt == (lora.ConvertOptions{To: fam}) {
+				undo := lora.ConvertOptions{To: r.Family}
+				sameLoRA(t, undo, r, convert(t, out, fam, undo, back))
+			}
 		}
 	}
+}
+
+// convert converts the file at in with opt and writes the result to out,
+// returning the output's report (nil where folding is refused). With out ""
+// it only analyzes in and describes it.
+func convert(t *testing.T, in string, from lora.Family, opt lora.ConvertOptions, out string) *lora.Report {
+	t.Helper()
+	sf, err := safetensors.Open(in)
+	if err != nil {
+		t.Fatalf("%s: Inspect succeeded but Open failed: %v", filepath.Base(in), err)
+	}
+	defer sf.Close()
+	p, err := lora.Analyze(sf)
+	if err != nil {
+		t.Fatalf("%s: Inspect succeeded but Analyze failed: %v", filepath.Base(in), err)
+	}
+	if out == "" {
+		return lora.Describe(p, in)
+	}
+	pl, err := lora.NewPlan(p, from, opt)
+	if err != nil {
+		if opt.FoldAlpha {
+			return nil // lora_B of a non-float dtype cannot be folded into
+		}
+		t.Fatalf("%s: NewPlan(%+v) of a LoRA with no problems: %v", filepath.Base(in), opt, err)
+	}
+	src, err := os.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var buf bytes.Buffer
+	res, err := pl.Write(src, sf.Header.DataStart(), &buf)
+	if err != nil {
+		t.Fatalf("%s: Write(%+v): %v", filepath.Base(in), opt, err)
+	}
+	if res.Bytes != int64(buf.Len()) {
+		t.Fatalf("%s: Write(%+v): result says %d bytes, wrote %d", filepath.Base(in), opt, res.Bytes, buf.Len())
+	}
+	if err := os.WriteFile(out, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := lora.Inspect(out, lora.InspectOptions{})
+	if err != nil {
+		t.Fatalf("%s converted with %+v: the output does not inspect: %v", filepath.Base(in), opt, err)
+	}
+	return r
 }
 
 func fmtAlpha(r *lora.Report) any {

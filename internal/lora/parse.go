@@ -211,9 +211,6 @@ func (p *Parsed) loadMetadataAlphas() {
 	_ = json.Unmarshal(get("alpha_pattern"), &pattern)
 	patOrder := objectKeys(get("alpha_pattern"))
 	dt := safetensors.DType(p.Header.Metadata[alphaDTypeKey])
-	if !dt.Valid() {
-		dt = safetensors.F32
-	}
 	for _, m := range p.PairModules() {
 		if m.AlphaFrom == "key" {
 			continue
@@ -233,9 +230,25 @@ func (p *Parsed) loadMetadataAlphas() {
 			v, found = alpha, true
 		}
 		if found && v != 0 {
-			m.Alpha, m.AlphaFrom, m.AlphaDType = v, "metadata", dt
+			m.Alpha, m.AlphaFrom, m.AlphaDType = v, "metadata", alphaDType(dt, v)
 		}
 	}
+}
+
+// alphaDType is the dtype an alpha from metadata is written back in as a
+// tensor: the recorded dtype dt when it holds v as a finite non-zero number
+// (exactly, for integer dtypes), else F32, else F64.
+func alphaDType(dt safetensors.DType, v float64) safetensors.DType {
+	if b, err := encodeScalar(dt, v); err == nil {
+		w, _ := scalar(dt, b)
+		if w != 0 && !math.IsInf(w, 0) && (w == v || (dt != safetensors.I64 && dt != safetensors.I32)) {
+			return dt
+		}
+	}
+	if w := float32(v); w != 0 && !math.IsInf(float64(w), 0) {
+		return safetensors.F32
+	}
+	return safetensors.F64
 }
 
 // objectKeys returns the keys of a JSON object in document order (a repeated
@@ -284,7 +297,7 @@ func scalar(dt safetensors.DType, b []byte) (float64, error) {
 	return 0, fmt.Errorf("alpha of dtype %s is not supported (want F32, F16, BF16, F64 or an integer)", dt)
 }
 
-// encodeScalar is the inverse of scalar for the float dtypes.
+// encodeScalar is the inverse of scalar (integer dtypes truncate v).
 func encodeScalar(dt safetensors.DType, v float64) ([]byte, error) {
 	switch dt {
 	case safetensors.F32:
@@ -295,6 +308,10 @@ func encodeScalar(dt safetensors.DType, v float64) ([]byte, error) {
 		return binary.LittleEndian.AppendUint16(nil, f32ToBF16(float32(v))), nil
 	case safetensors.F16:
 		return binary.LittleEndian.AppendUint16(nil, f32ToF16(float32(v))), nil
+	case safetensors.I64:
+		return binary.LittleEndian.AppendUint64(nil, uint64(int64(v))), nil
+	case safetensors.I32:
+		return binary.LittleEndian.AppendUint32(nil, uint32(int32(v))), nil
 	}
 	return nil, fmt.Errorf("cannot write alpha as %s", dt)
 }

@@ -48,11 +48,13 @@ type PutResult struct {
 
 // Remote is a folder somewhere that Scope reads LoRAs from.
 //
-// Put must publish atomically: the content goes to a temporary name that Scope's loader
-// ignores (TempName), is verified against src.SHA256, made durable, and only then renamed
-// to name. After a crash of either side at any moment, name is either absent, the old
-// content, or the complete new content. A Put that finds a partial temporary file from an
-// earlier attempt for the same content resumes after the bytes already there.
+// Put must publish atomically: on a filesystem the content goes to a temporary name that
+// Scope's loader ignores (TempName), is verified against src.SHA256, made durable, and only
+// then renamed to name; an object store publishes on completion of a verified upload.
+// After a crash of either side at any moment, name is either absent, the old content, or
+// the complete new content. A Put that finds partial state from an earlier attempt for the
+// same content resumes after the bytes already there. On error, PutResult still says how
+// much was sent.
 type Remote interface {
 	// String names the remote for messages; it never contains credentials.
 	String() string
