@@ -17,8 +17,9 @@ import (
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/lorasync"
 	"github.com/daydreamlive/scopectl/internal/remote"
-	_ "github.com/daydreamlive/scopectl/internal/remote/file" // file:// backend
-	_ "github.com/daydreamlive/scopectl/internal/remote/s3"   // s3:// backend
+	_ "github.com/daydreamlive/scopectl/internal/remote/agent" // http(s):// backend: scopectl agent
+	_ "github.com/daydreamlive/scopectl/internal/remote/file"  // file:// backend
+	_ "github.com/daydreamlive/scopectl/internal/remote/s3"    // s3:// backend
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/store"
 )

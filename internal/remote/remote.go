@@ -106,8 +106,8 @@ func CheckName(name string) error {
 	switch {
 	case name == "" || name == "." || name == "..":
 		return fmt.Errorf("%w %q: empty, . or ..", ErrBadName, name)
-	case len(name) > 255:
-		return fmt.Errorf("%w %q: longer than 255 bytes", ErrBadName, name[:40]+"…")
+	case len(name) > 200: // leaves room for TempName's prefix within the 255-byte limit
+		return fmt.Errorf("%w %q: longer than 200 bytes", ErrBadName, name[:40]+"…")
 	case !utf8.ValidString(name):
 		return fmt.Errorf("%w %q: not UTF-8", ErrBadName, name)
 	case strings.ContainsAny(name, `/\`):

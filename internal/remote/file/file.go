@@ -76,6 +76,18 @@ func (f *Folder) Put(ctx context.Context, name string, src remote.Source, opt re
 // PutFile publishes src as dir/name atomically, resuming a partial temporary file of the
 // same content. Exported for the receiving side of other backends (the agent).
 func PutFile(ctx context.Context, dir, name string, src remote.Source, opt remote.PutOptions) (remote.PutResult, error) {
+	res, err := putFile(ctx, dir, name, src, opt)
+	if errors.Is(err, remote.ErrHashMismatch) && res.Resumed > 0 {
+		// The partial file held other bytes than its name promised (another writer's
+		// sparse file, a damaged disk): start over once, from zero.
+		again, err := putFile(ctx, dir, name, src, opt)
+		again.Sent += res.Sent
+		return again, err
+	}
+	return res, err
+}
+
+func putFile(ctx context.Context, dir, name string, src remote.Source, opt remote.PutOptions) (remote.PutResult, error) {
 	var res remote.PutResult
 	if err := remote.CheckName(name); err != nil {
 		return res, err
