@@ -30,6 +30,7 @@ type remoteFlags struct {
 	knownHosts       string
 	parallel         string
 	relay            string
+	allowHTTP        bool
 }
 
 func (f *remoteFlags) add(cmd *cobra.Command) {
@@ -37,10 +38,14 @@ func (f *remoteFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.knownHosts, "known-hosts", "", "SSH: known_hosts file (default ~/.ssh/known_hosts)")
 	cmd.Flags().StringVar(&f.parallel, "parallel", "", "parallel streams/chunks per file (backend default when empty)")
 	cmd.Flags().StringVar(&f.relay, "relay", "", "croc: relay address host:port (default: the public croc relay)")
+	cmd.Flags().BoolVar(&f.allowHTTP, "allow-http", false, "allow plain http:// to a non-loopback agent or S3 endpoint (test networks only: traffic is not encrypted)")
 }
 
 func (a *app) openRemote(ctx context.Context, raw string, f remoteFlags) (remote.Remote, error) {
 	opts := map[string]string{}
+	if f.allowHTTP {
+		opts["allow_http"] = "true"
+	}
 	for k, v := range map[string]string{"parallel": f.parallel, "relay": f.relay, "s3_endpoint": a.cfg.S3Endpoint, "s3_region": a.cfg.S3Region} {
 		if v != "" {
 			opts[k] = v

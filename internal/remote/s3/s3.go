@@ -121,6 +121,13 @@ func Open(_ context.Context, u *url.URL, env remote.Env) (remote.Remote, error) 
 
 	opt := env.Options
 	endpoint, region, err := endpointAndRegion(opt[OptEndpoint], opt[OptRegion])
+	if err != nil && opt["allow_http"] == "true" && strings.HasPrefix(opt[OptEndpoint], "http://") {
+		// Test networks only (--allow-http): credentials still never travel, SigV4 signs.
+		endpoint, region, err = endpointAndRegion("https://"+strings.TrimPrefix(opt[OptEndpoint], "http://"), opt[OptRegion])
+		if err == nil {
+			endpoint.Scheme = "http"
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("s3://%s/%s: %w", bucket, prefix, err)
 	}

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# bench/sync.sh — scopectl sync over each remote against scp and the croc CLI, through an
+# emulated link between two test hosts (../shared/netlab/link; netem does not exist here).
+# Run by hand as root: bash bench/sync.sh   (FILES=10 RATE=100mbit RTT=40ms LOSS=0.001)
+# Prints MB/s per transport, the ratio to the link rate, and the payload bytes a second,
+# unchanged sync sends (must be 0).
+set -euo pipefail
+FILES=${FILES:-10}; RATE=${RATE:-100mbit}; RTT=${RTT:-40ms}; LOSS=${LOSS:-0.001}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+link=${LINK:-$repo/../shared/netlab/link}
+root=$(mktemp -d /tmp/bench-sync.XXXXXX)
+name=bsync
+A="ip netns exec $name-a"; B="ip netns exec $name-b"; BIP=10.77.77.2
+pids=()
+cleanup() {
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  "$link" down "$name" >/dev/null 2>&1 || true
+  rm -rf "$root"
+}
+trap cleanup EXIT
+
+command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || apt-get install -y -qq openssh-server openssh-client >/dev/null
+mkdir -p "$root/bin" "$root/src" "$root/b"/{ssh,agent,scp,croc} /run/sshd
+echo "building binaries..."
+(cd "$repo" && go build -o "$root/bin/scopectl" ./cmd/scopectl \
+  && go build -o "$root/bin/genlora" ./internal/lora/loratest/genlora \
+  && go build -o "$root/bin/s3server" ./bench/s3server \
+  && go build -o "$root/bin/croc" github.com/schollz/croc/v10)
+S=$root/bin/scopectl
+export HOME=$root/home SCOPECTL_DATA_DIR=$root/data
+mkdir -p "$HOME/.ssh"
+
+echo "generating $FILES LoRAs of 147 MB..."
+mods=self_attn.q,self_attn.k,self_attn.v,self_attn.o,cross_attn.q,cross_attn.k,cross_attn.v,cross_attn.o,ffn.0,ffn.2
+for i in $(seq 1 "$FILES"); do
+  "$root/bin/genlora" -rank 16 -modules $mods -seed "$i" "$root/src/lora$i.safetensors"
+done
+"$S" lora add "$root/src" >/dev/null
+total=$(du -cb "$root"/src/*.safetensors | tail -1 | cut -f1)
+
+"$link" up "$name" --rate "$RATE" --rtt "$RTT" --loss "$LOSS" >/dev/null
+rate_bits=$(echo "$RATE" | sed -e 's/mbit/*1000000/' -e 's/gbit/*1000000000/' -e 's/kbit/*1000/' | bc)
+line_mbs=$(echo "scale=3; $rate_bits/8/1000000" | bc)
+
+# Host B: sshd, scopectl agent, an S3 server, a croc relay.
+ssh-keygen -q -t ed25519 -N '' -f "$root/hostkey"
+ssh-keygen -q -t ed25519 -N '' -f "$HOME/.ssh/id_ed25519"
+cp "$HOME/.ssh/id_ed25519.pub" "$root/authorized_keys"
+cat > "$root/sshd_config" <<CFG
+ListenAddress $BIP
+Port 22
+HostKey $root/hostkey
+AuthorizedKeysFile $root/authorized_keys
+PermitRootLogin yes
+StrictModes no
+UsePAM no
+PidFile $root/sshd.pid
+Subsystem sftp internal-sftp
+CFG
+$B /usr/sbin/sshd -D -e -f "$root/sshd_config" 2>"$root/sshd.log" & pids+=($!)
+token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+SCOPECTL_AGENT_TOKEN=$token $B "$S" agent --dir "$root/b/agent" --listen "$BIP:8765" >"$root/agent.log" 2>&1 & pids+=($!)
+$B "$root/bin/s3server" -listen "$BIP:9000" -bucket vol >"$root/s3.log" 2>&1 & pids+=($!)
+(cd "$root/b/croc" && $B "$root/bin/croc" relay --host "$BIP" --ports 9009,9010,9011,9012,9013 >"$root/relay.log" 2>&1) & pids+=($!)
+sleep 2
+echo "$BIP $(cut -d' ' -f1,2 "$root/hostkey.pub")" > "$HOME/.ssh/known_hosts"
+
+results=()
+measure() { # label, then the command; prints seconds
+  local t0 t1; t0=$(date +%s.%N); "$@" >"$root/last.out" 2>"$root/last.err" || { cat "$root/last.err" >&2; return 1; }; t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc
+}
+row() { # label seconds second-run-bytes
+  local mbs ratio; mbs=$(echo "scale=2; $total/$2/1000000" | bc); ratio=$(echo "scale=2; $mbs/$line_mbs" | bc)
+  results+=("$(printf '%-22s %8.1f s %8s MB/s %6s of link  second run: %s' "$1" "$2" "$mbs" "$ratio" "$3")")
+}
+sent() { grep -o '"sent_bytes": [0-9]*' "$root/last.out" | awk '{print $2}'; }
+
+echo "scopectl over ssh (SFTP)..."
+s=$(measure $A "$S" sync --all --to "ssh://root@$BIP:22$root/b/ssh" --json); $A "$S" sync --all --to "ssh://root@$BIP:22$root/b/ssh" --json >"$root/last.out"; row "scopectl ssh" "$s" "$(sent) B"
+echo "scopectl over the agent (HTTP)..."
+export SCOPECTL_AGENT_TOKEN=$token
+s=$(measure $A "$S" sync --all --to "http://$BIP:8765" --allow-http --json); $A "$S" sync --all --to "http://$BIP:8765" --allow-http --json >"$root/last.out"; row "scopectl agent" "$s" "$(sent) B"
+echo "scopectl over S3..."
+export SCOPECTL_S3_ENDPOINT=http://$BIP:9000 SCOPECTL_S3_REGION=us-east-1 SCOPECTL_S3_ACCESS_KEY_ID=bench SCOPECTL_S3_SECRET_ACCESS_KEY=benchbenchbench
+s=$(measure $A "$S" sync --all --to "s3://vol/lora" --allow-http --json); $A "$S" sync --all --to "s3://vol/lora" --allow-http --json >"$root/last.out"; row "scopectl s3" "$s" "$(sent) B"
+echo "scp..."
+s=$(measure $A scp -q -o BatchMode=yes -o UserKnownHostsFile="$HOME/.ssh/known_hosts" -i "$HOME/.ssh/id_ed25519" "$root"/src/*.safetensors "root@$BIP:$root/b/scp/"); row "scp" "$s" "n/a (no sync)"
+echo "croc CLI through a local relay (one file at a time, as users do)..."
+export CROC_SECRET=bench-$token
+t0=$(date +%s.%N)
+for f in "$root"/src/*.safetensors; do
+  # The sender waits in the room first; the receiver joins (croc's order).
+  $A "$root/bin/croc" --relay "$BIP:9009" send "$f" >>"$root/croc-send.log" 2>&1 & sp=$!
+  sleep 0.3
+  (cd "$root/b/croc" && $B "$root/bin/croc" --yes --overwrite --relay "$BIP:9009" >>"$root/croc-recv.log" 2>&1)
+  wait $sp
+done
+t=$(echo "$(date +%s.%N) - $t0" | bc)
+croc_s=$t; row "croc CLI" "$croc_s" "n/a (no sync)"
+
+echo
+echo "link: $RATE, RTT $RTT, loss $LOSS; $FILES files, $total bytes; line rate $line_mbs MB/s"
+printf '%s\n' "${results[@]}"
+for l in "${results[@]}"; do case $l in scopectl*) s1=$(echo "$l" | awk '{print $3}'); echo "$(echo "$l" | awk '{print $1, $2}') vs croc: $(echo "scale=2; $croc_s/$s1" | bc)x";; esac; done
+"$link" down "$name" | tail -3
