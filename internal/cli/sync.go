@@ -20,6 +20,7 @@ import (
 	_ "github.com/daydreamlive/scopectl/internal/remote/agent" // http(s):// backend: scopectl agent
 	_ "github.com/daydreamlive/scopectl/internal/remote/file"  // file:// backend
 	_ "github.com/daydreamlive/scopectl/internal/remote/s3"    // s3:// backend
+	_ "github.com/daydreamlive/scopectl/internal/remote/ssh"   // ssh:// backend
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/store"
 )
