@@ -163,7 +163,7 @@ func (r *Remote) setup(ctx context.Context) error {
 	// No SFTP subsystem: plain exec of POSIX sh commands.
 	res, err := r.run(ctx, "mkdir -p "+shq(r.execDir()), nil)
 	if errors.Is(err, errNoShell) {
-		return fmt.Errorf("%s: the server offers neither SFTP nor sh commands over exec (sftp: %v; exec: %v)", r, sErr, err)
+		return fmt.Errorf("%s: the server offers neither SFTP nor sh commands over exec (sftp: %v; exec: %v); if it only grants an interactive terminal (like ssh.runpod.io), use ssh+pty://", r, sErr, err)
 	}
 	if err == nil && res.code != 0 {
 		err = scriptError("mkdir -p", res)

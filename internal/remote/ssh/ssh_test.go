@@ -33,6 +33,7 @@ type sshdOpts struct {
 	sftp      bool // Subsystem sftp internal-sftp
 	sftpOnly  bool // ForceCommand internal-sftp: no sh commands
 	ecdsaHost bool // a second host key (ecdsa) besides ed25519
+	force     string // ForceCommand (a PTY-only gateway)
 }
 
 // server is a real OpenSSH sshd on 127.0.0.1, run for one test.
@@ -145,6 +146,9 @@ func startSSHD(t *testing.T, o sshdOpts) *server {
 		}
 		if o.sftpOnly {
 			cfg += "ForceCommand internal-sftp\n"
+		}
+		if o.force != "" {
+			cfg += "ForceCommand " + o.force + "\n"
 		}
 		cfgPath := filepath.Join(dir, "sshd_config")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
