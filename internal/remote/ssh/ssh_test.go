@@ -30,9 +30,9 @@ import (
 const sshdPath = "/usr/sbin/sshd"
 
 type sshdOpts struct {
-	sftp      bool // Subsystem sftp internal-sftp
-	sftpOnly  bool // ForceCommand internal-sftp: no sh commands
-	ecdsaHost bool // a second host key (ecdsa) besides ed25519
+	sftp      bool   // Subsystem sftp internal-sftp
+	sftpOnly  bool   // ForceCommand internal-sftp: no sh commands
+	ecdsaHost bool   // a second host key (ecdsa) besides ed25519
 	force     string // ForceCommand (a PTY-only gateway)
 }
 
