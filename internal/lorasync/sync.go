@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/library"
@@ -41,6 +42,9 @@ type OwnedFile struct {
 	Name         string    `json:"name"`
 	SyncedAt     time.Time `json:"synced_at"`
 }
+
+// FilesInFlight is how many files a sync sends at once.
+var FilesInFlight = 2
 
 // Options controls a sync.
 type Options struct {
@@ -145,17 +149,48 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		return res, nil
 	}
 	changed := false
+	// Puts run FilesInFlight at a time, so that one file's far-side verification and
+	// fsync overlap the next file's transfer instead of idling the link.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	slots := make(chan struct{}, FilesInFlight)
 	for i := range res.Actions {
 		a := &res.Actions[i]
-		switch a.Op {
-		case "put":
-			pr := want[indexOf(want, a.File)]
-			if err := put(ctx, r, pr, opt.Progress, a); err != nil {
-				return res, err
+		if a.Op != "put" {
+			continue
+		}
+		pr := want[indexOf(want, a.File)]
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			err := put(ctx, r, pr, opt.Progress, a)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
 			}
+			a.Done = true
 			res.Sent += a.Sent
 			st.owned.Files[a.File] = OwnedFile{SHA256: a.SHA256, Size: a.Size, SourceSHA256: pr.Entry.SHA256, Name: pr.Entry.Name, SyncedAt: time.Now().UTC()}
 			changed = true
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		if changed { // record what did arrive, so the next run knows it owns those files
+			_ = st.save(ctx, r)
+		}
+		return res, firstErr
+	}
+	for i := range res.Actions {
+		a := &res.Actions[i]
+		switch a.Op {
 		case "delete":
 			if err := r.Delete(ctx, a.File); err != nil && !errors.Is(err, remote.ErrNotFound) {
 				return res, err
@@ -169,6 +204,8 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 				st.owned.Files[a.File] = OwnedFile{SHA256: a.SHA256, Size: a.Size, SourceSHA256: pr.Entry.SHA256, Name: pr.Entry.Name, SyncedAt: time.Now().UTC()}
 				changed = true
 			}
+		default:
+			continue
 		}
 		a.Done = true
 	}
@@ -220,8 +257,7 @@ type state struct {
 	files    map[string]remote.Entry
 	manifest *scope.Manifest
 	owned    Owned
-	// ownedRaw and manifestRaw are the bytes read, to write back only on change.
-	hashes map[string]string
+	hashes   map[string]string // far-side hashes computed during this sync
 }
 
 func readState(ctx context.Context, r remote.Remote) (*state, error) {
