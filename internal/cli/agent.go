@@ -91,6 +91,7 @@ func (a *app) agentCmd() *cobra.Command {
 			return serveAgent(cmd.Context(), hs, ln, tlsCert, tlsKey)
 		},
 	}
+	cmd.AddCommand(a.agentInstallCmd())
 	f := cmd.Flags()
 	f.StringVar(&dir, "dir", "", "folder to publish LoRAs in (default: lora_dir, Scope's LoRA folder)")
 	f.StringVar(&listen, "listen", DefaultAgentListen, "address to listen on")

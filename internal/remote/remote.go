@@ -76,6 +76,12 @@ type Hasher interface {
 	Hash(ctx context.Context, name string) (string, error)
 }
 
+// Runner is implemented by remotes that can run a POSIX sh script on the far side (SSH
+// exec, the PTY gateway); `scopectl agent install` uses it to start the agent.
+type Runner interface {
+	Run(ctx context.Context, script string) (output string, exitCode int, err error)
+}
+
 var (
 	ErrNotFound     = errors.New("not found")
 	ErrBadName      = errors.New("bad file name")

@@ -435,3 +435,11 @@ func (r *PTYRemote) Hash(ctx context.Context, name string) (string, error) {
 	}
 	return r.hash(ctx, r.path(name))
 }
+
+// Run runs a sh script through the terminal (remote.Runner).
+func (r *PTYRemote) Run(ctx context.Context, script string) (string, int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res, err := r.run(ctx, script)
+	return string(res.out), res.code, err
+}

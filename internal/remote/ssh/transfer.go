@@ -881,3 +881,15 @@ func (r *Remote) hashBack(ctx context.Context, name string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// Run runs a sh script on the server (remote.Runner); stderr is appended to the output.
+func (r *Remote) Run(ctx context.Context, script string) (string, int, error) {
+	if r.noExec.Load() {
+		return "", -1, fmt.Errorf("%s: this account cannot run commands (SFTP only)", r)
+	}
+	res, err := r.run(ctx, script, nil)
+	if err != nil {
+		return "", -1, err
+	}
+	return string(res.out) + res.stderr, res.code, nil
+}
