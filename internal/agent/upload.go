@@ -325,7 +325,12 @@ func (s *Server) putChunk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	length := ChunkLen(size, cs, i)
-	if r.ContentLength >= 0 && r.ContentLength != length {
+	encoded := r.Header.Get("Content-Encoding")
+	if encoded != "" && encoded != "zstd" {
+		writeError(w, http.StatusUnsupportedMediaType, CodeBadRequest, "Content-Encoding %q: only zstd is accepted", encoded)
+		return
+	}
+	if encoded == "" && r.ContentLength >= 0 && r.ContentLength != length {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, "chunk %d is %d bytes, not %d", i, length, r.ContentLength)
 		return
 	}
@@ -347,24 +352,38 @@ func (s *Server) putChunk(w http.ResponseWriter, r *http.Request) {
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(s.chunkTimeout()))
-	body := http.MaxBytesReader(w, r.Body, length)
 	data := buf[:length]
-	if _, err := io.ReadFull(body, data); err != nil {
-		// The deadline stays: the connection is not reused, and nothing waits on it.
-		w.Header().Set("Connection", "close")
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			writeError(w, http.StatusBadRequest, CodeBadRequest, "chunk %d: body shorter than %d bytes", i, length)
+	if encoded == "zstd" {
+		// A compressed chunk may not decompress to more than its declared length; the
+		// sha256 below checks the decompressed bytes as for any chunk.
+		if err := readZstd(w, r.Body, data); err != nil {
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusBadRequest, CodeBadRequest, "chunk %d: %v", i, err)
 			return
 		}
-		fail(w, err)
-		return
+		_ = rc.SetReadDeadline(time.Time{})
+		goto verify
 	}
-	if k, err := body.Read(make([]byte, 1)); k > 0 || (err != nil && err != io.EOF) {
-		w.Header().Set("Connection", "close")
-		writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "chunk %d: body longer than %d bytes", i, length)
-		return
+	{
+		body := http.MaxBytesReader(w, r.Body, length)
+		if _, err := io.ReadFull(body, data); err != nil {
+			// The deadline stays: the connection is not reused, and nothing waits on it.
+			w.Header().Set("Connection", "close")
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				writeError(w, http.StatusBadRequest, CodeBadRequest, "chunk %d: body shorter than %d bytes", i, length)
+				return
+			}
+			fail(w, err)
+			return
+		}
+		if k, err := body.Read(make([]byte, 1)); k > 0 || (err != nil && err != io.EOF) {
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "chunk %d: body longer than %d bytes", i, length)
+			return
+		}
+		_ = rc.SetReadDeadline(time.Time{}) // the body is in; the connection may serve more
 	}
-	_ = rc.SetReadDeadline(time.Time{}) // the body is in; the connection may serve more
+verify:
 	sum := sha256.Sum256(data)
 	if got := hex.EncodeToString(sum[:]); got != want {
 		writeError(w, http.StatusUnprocessableEntity, CodeChunkMismatch, "chunk %d: sha256 %s, header says %s (damaged in transit?)", i, got, want)

@@ -62,6 +62,7 @@ type Remote struct {
 	timeout   time.Duration
 	retries   int
 	backoff   time.Duration // first retry delay; doubles up to 5 s
+	compress  bool          // zstd-compress chunks that shrink (option compress, default on)
 }
 
 const (
@@ -124,6 +125,14 @@ func Open(_ context.Context, u *url.URL, env remote.Env) (remote.Remote, error) 
 			return nil, fmt.Errorf("remote %s: timeout %q: expected a duration like 90s", r, v)
 		}
 		r.timeout = d
+	}
+	r.compress = true
+	if v := opt("compress"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("remote %s: compress %q: expected true or false", r, v)
+		}
+		r.compress = b
 	}
 	if v := opt("retries"); v != "" {
 		n, err := strconv.Atoi(v)
