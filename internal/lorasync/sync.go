@@ -155,6 +155,16 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 	var mu sync.Mutex
 	var firstErr error
 	slots := make(chan struct{}, FilesInFlight)
+	var total int64
+	nput := 0
+	for _, a := range res.Actions {
+		if a.Op == "put" {
+			total += a.Size
+			nput++
+		}
+	}
+	overall := opt.Progress.Start("sync", fmt.Sprintf("%d files to %s", nput, r), total)
+	defer overall.Finish()
 	for i := range res.Actions {
 		a := &res.Actions[i]
 		if a.Op != "put" {
@@ -166,7 +176,7 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			err := put(ctx, r, pr, opt.Progress, a)
+			err := put(ctx, r, pr, opt.Progress, overall, a)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -232,15 +242,21 @@ func indexOf(ps []*library.Prepared, file string) int {
 	return -1
 }
 
-func put(ctx context.Context, r remote.Remote, pr *library.Prepared, rep progress.Reporter, a *Action) error {
+// put sends one file. Progress goes to the overall tracker and, for JSON events, to a
+// tracker of its own (two bars redrawing one terminal line would garble it).
+func put(ctx context.Context, r remote.Remote, pr *library.Prepared, rep progress.Reporter, overall *progress.Tracker, a *Action) error {
 	f, err := os.Open(pr.Path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	t := rep.Start("send", pr.File, pr.Size)
-	defer t.Finish()
-	pres, err := r.Put(ctx, pr.File, remote.Source{R: f, Size: pr.Size, SHA256: pr.SHA256}, remote.PutOptions{Progress: t})
+	var w io.Writer = overall
+	if rep.Mode == progress.JSON {
+		t := rep.Start("send", pr.File, pr.Size)
+		defer t.Finish()
+		w = io.MultiWriter(t, overall)
+	}
+	pres, err := r.Put(ctx, pr.File, remote.Source{R: f, Size: pr.Size, SHA256: pr.SHA256}, remote.PutOptions{Progress: w})
 	a.Sent, a.Resumed = pres.Sent, pres.Resumed
 	if err != nil {
 		return fmt.Errorf("sending %s to %s: %w", pr.File, r, err)

@@ -253,7 +253,10 @@ func freePorts(t *testing.T, n int) []string {
 
 // startRelay runs croc's own relay code in this process, as `croc relay` does: a control
 // port whose banner lists two transfer ports. (croc's relay binds 0.0.0.0 when asked
-// for 127.0.0.1; everything here connects over loopback.)
+// for 127.0.0.1; everything here connects over loopback.) Each transfer gets a relay of
+// its own: croc's relay keeps rooms by name and cleans them up asynchronously, so a
+// transfer that follows the previous one with the same code phrase within moments can
+// be wired to its leftovers (seen under the race detector).
 func startRelay(t *testing.T) string {
 	t.Helper()
 	ports := freePorts(t, 3)
@@ -435,7 +438,6 @@ func newRemote(t *testing.T, relay, code string, mod func(*Config)) *Remote {
 
 func TestPutToCrocCLI(t *testing.T) {
 	crocCLI(t)
-	relay := startRelay(t)
 	data, sha := remotetest.Data(3<<20+12345, 11)
 	const name = "lora.safetensors"
 
@@ -467,6 +469,7 @@ func TestPutToCrocCLI(t *testing.T) {
 	// The usual order: the pod's croc waits, then scopectl sends. (croc CLI to croc CLI
 	// fails in this order; see senderHandshake.)
 	t.Run("ReceiverFirst", func(t *testing.T) {
+		relay := startRelay(t)
 		r, _, err := openRemote(t, "croc://", map[string]string{OptRelay: relay, OptWait: "20s"}, canary)
 		if err != nil {
 			t.Fatal(err)
@@ -489,6 +492,7 @@ func TestPutToCrocCLI(t *testing.T) {
 
 	// The peer already has the file: croc hashes it and asks for nothing.
 	t.Run("AlreadyThere", func(t *testing.T) {
+		relay := startRelay(t)
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -508,6 +512,7 @@ func TestPutToCrocCLI(t *testing.T) {
 	// An interrupted croc receive leaves the full size with zero chunks at the final
 	// name; croc --overwrite asks for just those.
 	t.Run("ResumesPartialFile", func(t *testing.T) {
+		relay := startRelay(t)
 		partial := bytes.Clone(data)
 		clear(partial[2*chunkSize : 5*chunkSize])
 		clear(partial[len(partial)/chunkSize*chunkSize:]) // the last, short chunk
@@ -527,8 +532,8 @@ func TestPutToCrocCLI(t *testing.T) {
 		received(t, dir, cli)
 	})
 	// scopectl first: the receiver's LAN address query is live and gets answered.
-	// Last: the receiver's unused transfer connection lingers on the relay a moment.
 	t.Run("SenderFirstOneConnection", func(t *testing.T) {
+		relay := startRelay(t)
 		dir := t.TempDir()
 		r := newRemote(t, relay, canary, func(c *Config) { c.Parallel = 1 })
 		events := handshakeEvents(t)
@@ -563,14 +568,13 @@ func TestPutToCrocCLI(t *testing.T) {
 
 func TestGetFromCrocCLI(t *testing.T) {
 	crocCLI(t)
-	relay := startRelay(t)
 	data, _ := remotetest.Data(3<<20+777, 12)
 	const name = "trained.safetensors"
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sendArgs := []string{"--relay", relay, "send", "--no-local", name}
+	sendArgs := func(relay string) []string { return []string{"--relay", relay, "send", "--no-local", name} }
 
 	get := func(t *testing.T, r *Remote, off int64) []byte {
 		t.Helper()
@@ -608,23 +612,26 @@ func TestGetFromCrocCLI(t *testing.T) {
 	}
 
 	t.Run("SenderFirst", func(t *testing.T) {
+		relay := startRelay(t)
 		r := newRemote(t, relay, canary, nil)
-		cli := startCLI(t, dir, canary, sendArgs...)
+		cli := startCLI(t, dir, canary, sendArgs(relay)...)
 		cli.waitOutput(t, "Code is", 15*time.Second)
 		time.Sleep(300 * time.Millisecond)
 		check(t, cli, get(t, r, 0), data)
 	})
 	t.Run("ReceiverFirstWithOffset", func(t *testing.T) {
+		relay := startRelay(t)
 		r := newRemote(t, relay, canary, nil)
 		got := make(chan []byte, 1)
 		go func() { got <- get(t, r, 123457) }()
 		time.Sleep(500 * time.Millisecond)
-		cli := startCLI(t, dir, canary, sendArgs...)
+		cli := startCLI(t, dir, canary, sendArgs(relay)...)
 		check(t, cli, <-got, data[123457:])
 	})
 	t.Run("OtherFileRefused", func(t *testing.T) {
+		relay := startRelay(t)
 		r := newRemote(t, relay, canary, nil)
-		cli := startCLI(t, dir, canary, sendArgs...)
+		cli := startCLI(t, dir, canary, sendArgs(relay)...)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_, err := r.Get(ctx, "wanted.safetensors", 0)

@@ -63,10 +63,12 @@ const (
 
 // Timing; variables so that tests can shorten them.
 var (
-	relayTimeout = 20 * time.Second       // connecting to the relay and joining a room
-	stallTimeout = 2 * time.Minute        // no progress from a peer that has joined
-	peekWindow   = 500 * time.Millisecond // see senderHandshake
-	finishWait   = 5 * time.Second        // the peer's last "finished"
+	relayTimeout = 20 * time.Second        // connecting to the relay and joining a room
+	stallTimeout = 2 * time.Minute         // no progress from a peer that has joined
+	peekWindow   = 500 * time.Millisecond  // see senderHandshake
+	firstPing    = 300 * time.Millisecond  // a peer alone in a room hears the relay at once…
+	pairedQuiet  = 1600 * time.Millisecond // …and then every second until a peer joins
+	finishWait   = 5 * time.Second         // the peer's last "finished"
 )
 
 var (
@@ -194,10 +196,10 @@ type session struct {
 
 	noPeer   error
 	stall    time.Duration // stallTimeout when the session began
-	opening  func() error // (re)sends what we say on joining the room
-	alone    bool         // the relay sent us a keep-alive: we waited in the room alone
-	joined   atomic.Bool  // the peer has shown up; the stall watchdog runs
-	activity atomic.Int64 // unix nanoseconds of the peer's last sign of progress
+	gen      int           // control connections replaced by rejoin
+	alone    bool          // the relay sent us a keep-alive: we waited in the room alone
+	joined   atomic.Bool   // the peer has shown up; the stall watchdog runs
+	activity atomic.Int64  // unix nanoseconds of the peer's last sign of progress
 }
 
 // join connects to the relay room of the code phrase. noPeer is the error when nobody
@@ -206,12 +208,13 @@ func (r *Remote) join(ctx context.Context, noPeer error) (*session, error) {
 	s := &session{r: r, in: make(chan frame, 16), noPeer: noPeer, stall: stallTimeout}
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
 	s.stop = context.AfterFunc(s.ctx, s.closeAll)
-	c, banner, ip, err := s.dialRoom(r.cfg.Relay, roomName(r.code))
+	rc, err := s.dialRoom(r.cfg.Relay, roomName(r.code))
 	if err != nil {
 		s.close()
 		return nil, err
 	}
-	s.ctrl, s.ip = c, ip
+	s.ctrl, s.ip, s.pending = rc.Comm, rc.ip, rc.early
+	banner := rc.banner
 	for _, p := range strings.Split(banner, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			s.ports = append(s.ports, p)
@@ -227,7 +230,7 @@ func (r *Remote) join(ctx context.Context, noPeer error) (*session, error) {
 			return nil, fmt.Errorf("croc relay %s announced a bad transfer port %q", r.cfg.Relay, p)
 		}
 	}
-	go s.readCtrl(c)
+	go s.readCtrl(rc.Comm)
 	go s.watchdog()
 	return s, nil
 }
@@ -296,20 +299,30 @@ func (s *session) watchdog() {
 	}
 }
 
-// dialRoom joins a relay room (croc's tcp.ConnectToTCPServer).
-func (s *session) dialRoom(addr, room string) (c *comm.Comm, banner, ip string, err error) {
+// roomConn is a connection that joined a relay room.
+type roomConn struct {
+	*comm.Comm
+	banner string  // the relay's transfer ports
+	ip     string  // our address as the relay sees it
+	early  []frame // the peer's frames that came before the relay's last "ok"
+}
+
+// dialRoom joins a relay room (croc's tcp.ConnectToTCPServer). A relay that pairs us
+// with a peer already waiting starts piping the peer's buffered bytes to us before it
+// writes its last "ok"; those frames are kept, in order, in early.
+func (s *session) dialRoom(addr, room string) (*roomConn, error) {
 	d := net.Dialer{Timeout: relayTimeout}
 	nc, err := d.DialContext(s.ctx, "tcp", addr)
 	if err != nil {
-		return nil, "", "", s.fail(fmt.Errorf("croc relay %s: %w", addr, err))
+		return nil, s.fail(fmt.Errorf("croc relay %s: %w", addr, err))
 	}
 	if err := s.track(nc); err != nil {
-		return nil, "", "", err
+		return nil, err
 	}
 	timedOut := atomic.Bool{}
 	t := time.AfterFunc(relayTimeout, func() { timedOut.Store(true); nc.Close() })
 	defer t.Stop()
-	c = comm.New(nc)
+	c := comm.New(nc)
 	wrap := func(err error) error {
 		if timedOut.Load() {
 			err = fmt.Errorf("no answer within %s", relayTimeout)
@@ -318,28 +331,28 @@ func (s *session) dialRoom(addr, room string) (c *comm.Comm, banner, ip string, 
 	}
 	a, err := pake.InitCurve(relayWeakKey, 0, "siec")
 	if err != nil {
-		return nil, "", "", wrap(err)
+		return nil, wrap(err)
 	}
 	if err := c.Send(a.Bytes()); err != nil {
-		return nil, "", "", wrap(err)
+		return nil, wrap(err)
 	}
 	b, err := c.Receive()
 	if err != nil {
-		return nil, "", "", wrap(err)
+		return nil, wrap(err)
 	}
 	if err := a.Update(b); err != nil {
-		return nil, "", "", wrap(fmt.Errorf("not a croc relay? %w", err))
+		return nil, wrap(fmt.Errorf("not a croc relay? %w", err))
 	}
 	strong, err := a.SessionKey()
 	if err != nil {
-		return nil, "", "", wrap(err)
+		return nil, wrap(err)
 	}
 	key, salt, err := crypt.New(strong, nil)
 	if err != nil {
-		return nil, "", "", wrap(err)
+		return nil, wrap(err)
 	}
 	if err := c.Send(salt); err != nil {
-		return nil, "", "", wrap(err)
+		return nil, wrap(err)
 	}
 	exchange := func(out []byte) ([]byte, error) {
 		enc, err := crypt.Encrypt(out, key)
@@ -357,27 +370,46 @@ func (s *session) dialRoom(addr, room string) (c *comm.Comm, banner, ip string, 
 	}
 	reply, err := exchange([]byte(s.r.cfg.RelayPassword))
 	if err != nil {
-		return nil, "", "", wrap(err)
+		return nil, wrap(err)
 	}
 	if string(reply) == "bad password" {
-		return nil, "", "", wrap(errors.New("the relay refused the relay password (relay_pass; croc's --pass)"))
+		return nil, wrap(errors.New("the relay refused the relay password (relay_pass; croc's --pass)"))
 	}
 	banner, ip, ok := strings.Cut(string(reply), "|||")
 	if !ok {
-		return nil, "", "", wrap(fmt.Errorf("unexpected answer %q", clip(reply)))
+		return nil, wrap(fmt.Errorf("unexpected answer %q", clip(reply)))
 	}
-	reply, err = exchange([]byte(room))
+	enc, err := crypt.Encrypt([]byte(room), key)
 	if err != nil {
-		return nil, "", "", wrap(err)
+		return nil, wrap(err)
 	}
-	switch string(reply) {
-	case "ok":
-	case "room full":
-		return nil, "", "", wrap(errors.New("two peers already use this code phrase on the relay (another transfer in progress?)"))
-	default:
-		return nil, "", "", wrap(fmt.Errorf("unexpected answer %q", clip(reply)))
+	if err := c.Send(enc); err != nil {
+		return nil, wrap(err)
 	}
-	return c, banner, ip, nil
+	var early []frame
+	for {
+		in, err := c.Receive()
+		if err != nil {
+			return nil, wrap(err)
+		}
+		reply, err := crypt.Decrypt(in, key)
+		if err != nil {
+			// Not the relay's: the peer's, piped to us ahead of the relay's "ok".
+			if len(early) == 64 {
+				return nil, wrap(errors.New("no room confirmation"))
+			}
+			early = append(early, frame{b: in})
+			continue
+		}
+		switch string(reply) {
+		case "ok":
+			return &roomConn{c, banner, ip, early}, nil
+		case "room full":
+			return nil, wrap(errors.New("two peers already use this code phrase on the relay (another transfer in progress?)"))
+		default:
+			return nil, wrap(fmt.Errorf("unexpected answer %q", clip(reply)))
+		}
+	}
 }
 
 func clip(b []byte) string {
@@ -405,48 +437,57 @@ func (s *session) readCtrl(c *comm.Comm) {
 // next returns the next control frame, keep-alives included. Until the peer has joined,
 // it fails with s.noPeer at deadline; after that the watchdog bounds the wait.
 func (s *session) next(deadline time.Time) (frame, error) {
-	if len(s.pending) > 0 {
-		f := s.pending[0]
-		s.pending = s.pending[1:]
-		if f.err != nil {
-			return f, s.fail(f.err)
-		}
-		return f, nil
-	}
-	var timeout <-chan time.Time
+	f, _, err := s.nextWithin(0, deadline)
+	return f, err
+}
+
+// nextWithin is next that also returns, with quiet set, after d without a frame (d > 0).
+func (s *session) nextWithin(d time.Duration, deadline time.Time) (f frame, quiet bool, err error) {
+	var timeout, soft <-chan time.Time
 	if !s.joined.Load() {
 		t := time.NewTimer(time.Until(deadline))
 		defer t.Stop()
 		timeout = t.C
 	}
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		soft = t.C
+	}
 	for {
-		select {
-		case f := <-s.in:
-			if f.err != nil {
-				if !s.joined.Load() && s.ctx.Err() == nil && time.Until(deadline) > time.Second {
-					// Nobody spoke yet: the relay paired us with the dead connection of
-					// an abandoned room (it notices those only at its next keep-alive)
-					// and closed ours. Join again.
-					if err := s.rejoin(); err != nil {
-						return f, err
-					}
-					continue
-				}
-				return f, s.fail(f.err)
+		if len(s.pending) > 0 {
+			f, s.pending = s.pending[0], s.pending[1:]
+		} else {
+			select {
+			case f = <-s.in:
+			case <-soft:
+				return frame{}, true, nil
+			case <-timeout:
+				s.abort(s.noPeer)
+				return frame{}, false, s.noPeer
+			case <-s.ctx.Done():
+				return frame{}, false, s.fail(net.ErrClosed)
 			}
-			if isPing(f.b) {
-				s.alone = true
-			} else {
-				s.peerJoined()
-				s.touch()
-			}
-			return f, nil
-		case <-timeout:
-			s.abort(s.noPeer)
-			return frame{}, s.noPeer
-		case <-s.ctx.Done():
-			return frame{}, s.fail(net.ErrClosed)
 		}
+		if f.err != nil {
+			if !s.joined.Load() && s.ctx.Err() == nil && time.Until(deadline) > time.Second {
+				// Nobody spoke yet: the relay paired us with the dead connection of an
+				// abandoned room (it notices those only at its next keep-alive) and
+				// closed ours. Join again.
+				if err := s.rejoin(); err != nil {
+					return f, false, err
+				}
+				continue
+			}
+			return f, false, s.fail(f.err)
+		}
+		if isPing(f.b) {
+			s.alone = true
+		} else {
+			s.peerJoined()
+			s.touch()
+		}
+		return f, false, nil
 	}
 }
 
@@ -457,26 +498,23 @@ func (s *session) rejoin() error {
 	case <-s.ctx.Done():
 		return s.fail(net.ErrClosed)
 	}
-	c, _, ip, err := s.dialRoom(s.r.cfg.Relay, roomName(s.r.code))
+	rc, err := s.dialRoom(s.r.cfg.Relay, roomName(s.r.code))
 	if err != nil {
 		return err
 	}
-	s.ctrl, s.ip, s.alone = c, ip, false
-	go s.readCtrl(c)
-	s.open()
+	s.ctrl, s.ip, s.alone, s.pending = rc.Comm, rc.ip, false, rc.early
+	s.gen++
+	go s.readCtrl(rc.Comm)
 	return nil
-}
-
-// open sends the opening lines. A write that fails because the relay closed the
-// connection shows up at the next read, which joins again.
-func (s *session) open() {
-	if s.opening != nil {
-		s.opening()
-	}
 }
 
 // peek waits up to d for a frame that is already on its way.
 func (s *session) peek(d time.Duration) (frame, bool) {
+	if len(s.pending) > 0 {
+		f := s.pending[0]
+		s.pending = s.pending[1:]
+		return f, true
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -553,7 +591,11 @@ func (s *session) dialData(n int) ([]*comm.Comm, error) {
 	var wg sync.WaitGroup
 	for j := range n {
 		wg.Go(func() {
-			out[j], _, _, errs[j] = s.dialRoom(net.JoinHostPort(host, s.ports[j]), fmt.Sprintf("%s-%d", room, j))
+			// Nothing comes early here: the peer sends chunks only when asked.
+			var rc *roomConn
+			if rc, errs[j] = s.dialRoom(net.JoinHostPort(host, s.ports[j]), fmt.Sprintf("%s-%d", room, j)); rc != nil {
+				out[j] = rc.Comm
+			}
 		})
 	}
 	wg.Wait()
@@ -768,7 +810,7 @@ func (s *session) senderHandshake(deadline time.Time) error {
 		}
 		if !s.alone {
 			if nf, ok := s.peek(peekWindow); ok {
-				s.pending = append(s.pending, nf) // stale query: the receiver moved on
+				s.pending = append([]frame{nf}, s.pending...) // stale query: the receiver moved on
 				event("stale address query")
 				continue
 			}
@@ -981,26 +1023,50 @@ func (s *session) readData(dc *comm.Comm, st *recvState) {
 }
 
 func (s *session) receive(name string) (f *tempFile, err error) {
-	// Our "handshake" and PAKE wait in the room for the sender if it is not there yet.
 	a, err := pake.InitCurve(pakePassword(s.r.code), 0, curve)
 	if err != nil {
 		return nil, err
 	}
-	s.opening = func() error {
-		if err := s.ctrl.Send(handshakeRequest); err != nil {
-			return s.fail(fmt.Errorf("croc relay connection: %w", err))
-		}
-		return s.sendMsg(message.Message{Type: message.TypePAKE, Bytes: a.Bytes(), Bytes2: []byte(curve)})
-	}
-	s.open()
 	deadline := time.Now().Add(s.r.cfg.Wait)
 	var m message.Message
+	said := -1 // the connection generation we sent "handshake" and our PAKE bytes on
 	for {
+		if said != s.gen {
+			// Speak only once the relay has paired us with the sender. Bytes left in
+			// the relay while we wait alone reach a sender that joins later ahead of
+			// the relay's last "ok" to it (the relay starts piping first), and croc's
+			// client then fails to join ("incorrect passphrase"). The relay's
+			// keep-alives tell: one at once while alone, then every second, none
+			// once paired.
+			window := firstPing
+			if s.alone {
+				window = pairedQuiet
+			}
+			f, quiet, err := s.nextWithin(window, deadline)
+			if err != nil {
+				return nil, s.lost(err)
+			}
+			if !quiet {
+				if isPing(f.b) {
+					continue
+				}
+				s.pending = append([]frame{f}, s.pending...) // the sender spoke first
+			}
+			// A failed write shows up at the next read, which joins again.
+			s.ctrl.Send(handshakeRequest)
+			message.Send(s.ctrl, nil, message.Message{Type: message.TypePAKE, Bytes: a.Bytes(), Bytes2: []byte(curve)})
+			said = s.gen
+			continue
+		}
 		fr, err := s.next(deadline)
 		if err != nil {
 			return nil, s.lost(err)
 		}
 		if isPing(fr.b) {
+			continue
+		}
+		if said != s.gen { // joined again meanwhile: say it again
+			s.pending = append([]frame{fr}, s.pending...)
 			continue
 		}
 		if m, err = message.Decode(nil, fr.b); err != nil || m.Type != message.TypePAKE || len(m.Bytes2) == 0 {
