@@ -258,6 +258,7 @@ func put(ctx context.Context, r remote.Remote, pr *library.Prepared, rep progres
 	}
 	pres, err := r.Put(ctx, pr.File, remote.Source{R: f, Size: pr.Size, SHA256: pr.SHA256}, remote.PutOptions{Progress: w})
 	a.Sent, a.Resumed = pres.Sent, pres.Resumed
+	overall.Add(pres.Resumed) // bytes that were already there count as done
 	if err != nil {
 		return fmt.Errorf("sending %s to %s: %w", pr.File, r, err)
 	}
