@@ -18,6 +18,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/lorasync"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	_ "github.com/daydreamlive/scopectl/internal/remote/agent" // http(s):// backend: scopectl agent
+	_ "github.com/daydreamlive/scopectl/internal/remote/croc"  // croc:// backend
 	_ "github.com/daydreamlive/scopectl/internal/remote/file"  // file:// backend
 	_ "github.com/daydreamlive/scopectl/internal/remote/s3"    // s3:// backend
 	_ "github.com/daydreamlive/scopectl/internal/remote/ssh"   // ssh:// backend
@@ -31,6 +32,7 @@ type remoteFlags struct {
 	knownHosts       string
 	parallel         string
 	relay            string
+	crocWait         string
 	allowHTTP        bool
 }
 
@@ -38,7 +40,8 @@ func (f *remoteFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.acceptNewHostKey, "accept-new-host-key", false, "SSH: add an unknown host key to known_hosts (a changed key is always refused)")
 	cmd.Flags().StringVar(&f.knownHosts, "known-hosts", "", "SSH: known_hosts file (default ~/.ssh/known_hosts)")
 	cmd.Flags().StringVar(&f.parallel, "parallel", "", "parallel streams/chunks per file (backend default when empty)")
-	cmd.Flags().StringVar(&f.relay, "relay", "", "croc: relay address host:port (default: the public croc relay)")
+	cmd.Flags().StringVar(&f.relay, "relay", "", "croc: relay address host:port (default: the public croc relay; its password comes from CROC_PASS)")
+	cmd.Flags().StringVar(&f.crocWait, "croc-wait", "", "croc: how long to wait for the peer (default 10m)")
 	cmd.Flags().BoolVar(&f.allowHTTP, "allow-http", false, "allow plain http:// to a non-loopback agent or S3 endpoint (test networks only: traffic is not encrypted)")
 }
 
@@ -46,6 +49,12 @@ func (a *app) openRemote(ctx context.Context, raw string, f remoteFlags) (remote
 	opts := map[string]string{}
 	if f.allowHTTP {
 		opts["allow_http"] = "true"
+	}
+	if f.crocWait != "" {
+		opts["wait"] = f.crocWait
+	}
+	if p := os.Getenv("CROC_PASS"); p != "" { // as the croc CLI reads it; never a flag
+		opts["relay_pass"] = p
 	}
 	for k, v := range map[string]string{"parallel": f.parallel, "relay": f.relay, "s3_endpoint": a.cfg.S3Endpoint, "s3_region": a.cfg.S3Region} {
 		if v != "" {

@@ -129,6 +129,9 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		}
 		res.Actions = append(res.Actions, a)
 	}
+	if opt.Delete && st.pushOnly {
+		return nil, fmt.Errorf("--delete needs a remote that can be listed; %s cannot", r)
+	}
 	if opt.Delete {
 		var gone []string
 		for file := range st.owned.Files {
@@ -193,7 +196,7 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 	}
 	wg.Wait()
 	if firstErr != nil {
-		if changed { // record what did arrive, so the next run knows it owns those files
+		if changed && !st.pushOnly { // record what did arrive, so the next run knows it owns those files
 			_ = st.save(ctx, r)
 		}
 		return res, firstErr
@@ -224,6 +227,10 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 			st.manifest.Set(manifestEntry(pr))
 			changed = true
 		}
+	}
+	if st.pushOnly {
+		res.Warnings = append(res.Warnings, r.String()+" cannot be listed: every file was sent, and Scope's lora_manifest.json on the far side was not updated")
+		return res, nil
 	}
 	if changed {
 		if err := st.save(ctx, r); err != nil {
@@ -275,14 +282,21 @@ type state struct {
 	manifest *scope.Manifest
 	owned    Owned
 	hashes   map[string]string // far-side hashes computed during this sync
+	pushOnly bool              // the remote cannot be listed (croc)
 }
 
 func readState(ctx context.Context, r remote.Remote) (*state, error) {
+	st := &state{files: map[string]remote.Entry{}, manifest: scope.NewManifest(), owned: Owned{Version: 1, Files: map[string]OwnedFile{}}, hashes: map[string]string{}}
 	entries, err := r.List(ctx)
+	if errors.Is(err, errors.ErrUnsupported) {
+		// A push-only remote (croc): the peer cannot be listed or read back, so every
+		// file is sent and no manifest or ownership record can be kept there.
+		st.pushOnly = true
+		return st, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listing %s: %w", r, err)
 	}
-	st := &state{files: map[string]remote.Entry{}, manifest: scope.NewManifest(), owned: Owned{Version: 1, Files: map[string]OwnedFile{}}, hashes: map[string]string{}}
 	for _, e := range entries {
 		st.files[e.Name] = e
 	}

@@ -22,35 +22,47 @@
 // croc is one-shot and peer-to-peer, and this remote is honest about it:
 //
 //   - Put(name) offers exactly one file, named name, to a peer that waits with
-//     `croc --yes --overwrite` (any croc v10 receiver). The peer decides where it lands:
-//     its working directory. The peer's croc writes straight to the final name while
-//     receiving (it creates the file, truncates it to the full size up front and fills
-//     the chunks in as they arrive), so unlike other remotes a Put is NOT atomic on the
-//     peer: a file scanned mid-transfer, or left by an interrupted transfer, has the full
-//     size with zero-filled holes. A later Put of the same name to a `croc --overwrite`
-//     receiver fills only the missing (all-zero) chunks. What Put can verify: the
-//     source against src.SHA256 before anything is sent and again while sending (the
-//     last chunk is held back until the whole source has hashed right), and croc's own
-//     end-to-end check: after the last chunk the receiving croc re-reads the file from
-//     its disk, hashes it (xxhash, which Put announces) and only then reports
-//     "finished", which is what Put waits for. Every chunk travels AES-GCM encrypted
-//     under the PAKE key, so the relay can neither read nor alter it.
+//     `croc --yes --overwrite` (croc v10). The peer decides where it lands: its working
+//     directory. A croc receive takes one transfer and exits, so every Put needs the
+//     peer to run croc again (e.g. in a loop). The peer's croc writes straight to the
+//     final name while receiving (it creates the file, truncates it to the full size up
+//     front and fills chunks in as they arrive, without fsync), so unlike other remotes
+//     a Put is NOT atomic on the peer: a file read mid-transfer, or left by an
+//     interrupted one, has the full size with zero-filled holes. A later Put of the
+//     same name to a `croc --overwrite` receiver sends only the all-zero chunks (and
+//     nothing if the file already hashes right); PutResult.Resumed counts the rest.
+//     What Put verifies: the source against src.SHA256 before anything is sent and
+//     again while sending (the last chunk is held back until the whole source has
+//     hashed right), and croc's own end-to-end check: after the last chunk the
+//     receiving croc hashes the file it wrote (xxhash, which Put announces) and only
+//     then reports "finished", which Put waits for. (On a mismatch croc asks for the
+//     file again; Put gives up after 3 rounds.) Chunks travel AES-GCM encrypted under
+//     the PAKE key, so the relay can neither read nor alter them.
 //   - Get(name) receives from a peer that runs `croc send NAME` (CROC_SECRET set) and
 //     refuses any other offer: more than one file, a folder, a symlink, text, a name
 //     that is not a single clean path element (remote.CheckName) or is not name. The
 //     bytes go to a temporary file of this process (never under the offered name), are
-//     checked against the hash the sender announced, and stream from there; Close
-//     removes it.
+//     checked against the hash the sender announced (its --hash: xxhash by default;
+//     imohash only samples the file), and Get returns once all is there; the reader
+//     streams from that file and Close removes it.
 //   - List and Delete return ErrNotSupported: croc cannot look at or change the peer's
 //     folder.
+//
+// Either side may start first. (croc CLI to croc CLI, v10.7.0, fails when the receiver
+// starts first; see senderHandshake.) Everything goes through the relay: no LAN
+// discovery, no local relay, and neither this machine's id nor its paths are sent.
+// croc's relay keeps rooms by name and tidies them up asynchronously, so a transfer
+// that starts within a moment of an earlier one with the same code phrase can meet
+// that one's leftovers; waiting for the peer copes with the common case (see
+// nextWithin), but back-to-back transfers are best a few seconds apart.
 //
 // croc's Go packages are used for the wire format (framing, encryption, compression)
 // rather than its Client: croc.Client prints the code phrase to os.Stderr, writes
 // received files into the process's working directory, replaces os.Stderr in quiet
 // mode, runs a local relay and LAN multicast discovery, and importing src/croc or
 // src/tcp runs DNS look-ups of croc's public relay at program start. The protocol
-// steps below are croc v10.7.0's (src/croc/croc.go), checked against the real croc CLI
-// in this package's tests.
+// (proto.go) is croc v10.7.0's (src/croc/croc.go, src/tcp/tcp.go), checked against
+// the real croc CLI in this package's tests.
 package croc
 
 import (
@@ -122,8 +134,7 @@ type Config struct {
 
 // Remote is a croc peer reached through a relay.
 type Remote struct {
-	cfg  Config
-	code string        // the revealed code phrase; never printed
+	cfg  Config        // cfg.Secret is revealed only where croc's protocol needs it
 	busy chan struct{} // one transfer at a time: a code phrase names a single relay room
 }
 
@@ -169,7 +180,7 @@ func New(cfg Config) (*Remote, error) {
 	if cfg.TempDir == "" {
 		cfg.TempDir = os.TempDir()
 	}
-	return &Remote{cfg: cfg, code: code, busy: make(chan struct{}, 1)}, nil
+	return &Remote{cfg: cfg, busy: make(chan struct{}, 1)}, nil
 }
 
 // open is the remote.Constructor: croc:// or croc://RELAYHOST[:PORT].
@@ -343,7 +354,7 @@ func (r *Remote) scrub(err error) error {
 	if err == nil {
 		return nil
 	}
-	if strings.Contains(err.Error(), r.code) {
+	if strings.Contains(err.Error(), r.cfg.Secret.Reveal()) {
 		return r.cfg.Redactor.Error(err)
 	}
 	return err

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +64,7 @@ func TestOpen(t *testing.T) {
 	if got := red.Redact("x " + canary + " y"); strings.Contains(got, canary) {
 		t.Errorf("the code phrase was not registered with env.Secrets: %q", got)
 	}
+	noCanary(t, "formatting the remote", fmt.Sprintf("%v %+v %#v %s", r, r, r, r))
 	r, _, err = openRemote(t, "croc://relay.example:9100", map[string]string{OptRelayPass: "p", OptWait: "3s", OptParallel: "2"}, canary)
 	if err != nil {
 		t.Fatal(err)
@@ -174,11 +174,8 @@ func TestNoCrocInitSideEffects(t *testing.T) {
 
 func goTool(t *testing.T) string {
 	t.Helper()
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
+	p, err := exec.LookPath("go")
+	if err != nil {
 		t.Skip("no go tool")
 	}
 	return p
@@ -211,7 +208,8 @@ func crocCLI(t *testing.T) string {
 	cliOnce.Do(func() {
 		gobin, err := exec.LookPath("go")
 		if err != nil {
-			gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+			cliErr = err
+			return
 		}
 		if cliDir, cliErr = os.MkdirTemp("", "scopectl-croc-cli-"); cliErr != nil {
 			return
@@ -627,6 +625,14 @@ func TestGetFromCrocCLI(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		cli := startCLI(t, dir, canary, sendArgs(relay)...)
 		check(t, cli, <-got, data[123457:])
+	})
+	// croc's other hash algorithms, and uncompressed chunks.
+	t.Run("MD5Uncompressed", func(t *testing.T) {
+		relay := startRelay(t)
+		r := newRemote(t, relay, canary, nil)
+		cli := startCLI(t, dir, canary, "--relay", relay, "--no-compress", "send", "--no-local", "--hash", "md5", name)
+		cli.waitOutput(t, "Code is", 15*time.Second)
+		check(t, cli, get(t, r, 0), data)
 	})
 	t.Run("OtherFileRefused", func(t *testing.T) {
 		relay := startRelay(t)

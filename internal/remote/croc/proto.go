@@ -122,14 +122,15 @@ type remoteFileRequest struct {
 	ReconnectVersion          int
 }
 
-// roomName is croc's relay room for a code phrase.
-func roomName(code string) string {
-	h := sha256.Sum256([]byte(code[:4] + "croc"))
+// room is croc's relay room for the code phrase: the sha256 of its first 4 bytes and
+// "croc".
+func (r *Remote) room() string {
+	h := sha256.Sum256([]byte(r.cfg.Secret.Reveal()[:4] + "croc"))
 	return hex.EncodeToString(h[:])
 }
 
-// pakePassword is the part of the code phrase croc feeds the PAKE.
-func pakePassword(code string) []byte { return []byte(code[5:]) }
+// pakePassword is the part of the code phrase croc feeds the PAKE: all after byte 5.
+func (r *Remote) pakePassword() []byte { return []byte(r.cfg.Secret.Reveal()[5:]) }
 
 func isPing(b []byte) bool { return len(b) == 1 && b[0] == 1 }
 
@@ -208,7 +209,7 @@ func (r *Remote) join(ctx context.Context, noPeer error) (*session, error) {
 	s := &session{r: r, in: make(chan frame, 16), noPeer: noPeer, stall: stallTimeout}
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
 	s.stop = context.AfterFunc(s.ctx, s.closeAll)
-	rc, err := s.dialRoom(r.cfg.Relay, roomName(r.code))
+	rc, err := s.dialRoom(r.cfg.Relay, r.room())
 	if err != nil {
 		s.close()
 		return nil, err
@@ -498,7 +499,7 @@ func (s *session) rejoin() error {
 	case <-s.ctx.Done():
 		return s.fail(net.ErrClosed)
 	}
-	rc, err := s.dialRoom(s.r.cfg.Relay, roomName(s.r.code))
+	rc, err := s.dialRoom(s.r.cfg.Relay, s.r.room())
 	if err != nil {
 		return err
 	}
@@ -585,7 +586,7 @@ func (s *session) dialData(n int) ([]*comm.Comm, error) {
 	if err != nil {
 		return nil, err
 	}
-	room := roomName(s.r.code)
+	room := s.r.room()
 	out := make([]*comm.Comm, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -622,10 +623,10 @@ func (s *session) finish() {
 	for {
 		select {
 		case f := <-s.in:
-			if f.err != nil || isPing(f.b) {
-				if f.err != nil {
-					return
-				}
+			if f.err != nil {
+				return
+			}
+			if isPing(f.b) {
 				continue
 			}
 			if m, err := message.Decode(s.key, f.b); err != nil || m.Type == message.TypeFinished {
@@ -665,7 +666,7 @@ func (s *session) send(name string, src remote.Source, xx []byte, opt remote.Put
 	if !validCurve(crv) {
 		return res, fmt.Errorf("the croc receiver asks for an unknown curve %q", clip(m.Bytes2))
 	}
-	p, err := pake.InitCurve(pakePassword(s.r.code), 1, crv)
+	p, err := pake.InitCurve(s.r.pakePassword(), 1, crv)
 	if err != nil {
 		return res, err
 	}
@@ -718,13 +719,18 @@ func (s *session) send(name string, src remote.Source, xx []byte, opt remote.Put
 	if err := s.sendMsg(message.Message{Type: message.TypeFileInfo, Bytes: info}); err != nil {
 		return res, err
 	}
-	for {
+	for rounds := 0; ; {
 		m, err := s.recv()
 		if err != nil {
 			return res, err
 		}
 		switch m.Type {
 		case message.TypeRecipientReady:
+			// croc asks again when its copy does not hash right; not forever.
+			if rounds++; rounds > 3 {
+				s.refuse("the received file keeps failing its hash check")
+				return res, fmt.Errorf("%w: the receiving croc's copy failed its hash check %d times", remote.ErrHashMismatch, rounds-1)
+			}
 			var req remoteFileRequest
 			if err := json.Unmarshal(m.Bytes, &req); err != nil || req.FilesToTransferCurrentNum != 0 {
 				return res, fmt.Errorf("bad croc request for the file")
@@ -816,7 +822,7 @@ func (s *session) senderHandshake(deadline time.Time) error {
 			}
 		}
 		event("answered address query")
-		b, err := pake.InitCurve(pakePassword(s.r.code), 1, curve)
+		b, err := pake.InitCurve(s.r.pakePassword(), 1, curve)
 		if err != nil {
 			return err
 		}
@@ -1022,8 +1028,8 @@ func (s *session) readData(dc *comm.Comm, st *recvState) {
 	}
 }
 
-func (s *session) receive(name string) (f *tempFile, err error) {
-	a, err := pake.InitCurve(pakePassword(s.r.code), 0, curve)
+func (s *session) receive(name string) (_ *tempFile, err error) {
+	a, err := pake.InitCurve(s.r.pakePassword(), 0, curve)
 	if err != nil {
 		return nil, err
 	}
