@@ -13,6 +13,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/lora/loratest"
 	"github.com/daydreamlive/scopectl/internal/lorasync"
+	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/remote/file"
 	"github.com/daydreamlive/scopectl/internal/scope"
 )
@@ -163,5 +164,27 @@ func TestSyncBaseGate(t *testing.T) {
 	lib, r, _ := setup(t)
 	if _, err := lorasync.Sync(ctx, lib, r, lorasync.Options{All: true, Pipeline: "longlive"}); !errors.Is(err, library.ErrRefused) {
 		t.Fatalf("14B LoRAs synced for a 1.3B pipeline: %v", err)
+	}
+}
+
+// pushOnly is a remote that cannot be listed or read back, like croc.
+type pushOnly struct{ *file.Folder }
+
+func (p pushOnly) List(context.Context) ([]remote.Entry, error) { return nil, errors.ErrUnsupported }
+
+func TestSyncToPushOnlyRemote(t *testing.T) {
+	lib, r, dir := setup(t)
+	res, err := lorasync.Sync(ctx, lib, pushOnly{r}, lorasync.Options{Names: []string{"toolkit"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ops(res) != "put:toolkit.safetensors" || len(res.Warnings) == 0 {
+		t.Fatalf("%s %v", ops(res), res.Warnings)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lora_manifest.json")); !os.IsNotExist(err) {
+		t.Fatal("wrote a manifest through a push-only remote")
+	}
+	if _, err := lorasync.Sync(ctx, lib, pushOnly{r}, lorasync.Options{Names: []string{"toolkit"}, Delete: true}); err == nil {
+		t.Fatal("--delete accepted on a push-only remote")
 	}
 }
