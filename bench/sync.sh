@@ -84,6 +84,12 @@ s=$(measure $A "$S" sync --all --to "http://$BIP:8765" --allow-http --json); $A 
 echo "scopectl over S3..."
 export SCOPECTL_S3_ENDPOINT=http://$BIP:9000 SCOPECTL_S3_REGION=us-east-1 SCOPECTL_S3_ACCESS_KEY_ID=bench SCOPECTL_S3_SECRET_ACCESS_KEY=benchbenchbench
 s=$(measure $A "$S" sync --all --to "s3://vol/lora" --allow-http --json); $A "$S" sync --all --to "s3://vol/lora" --allow-http --json >"$root/last.out"; row "scopectl s3" "$s" "$(sent) B"
+echo "scopectl over croc (to the croc CLI on B, one file at a time)..."
+export CROC_SECRET=bench-$token
+( cd "$root/b/croc" && for i in $(seq 1 "$FILES"); do $B "$root/bin/croc" --yes --overwrite --relay "$BIP:9009" >>"$root/croc-recv.log" 2>&1; done ) & rloop=$!
+s=$(measure $A "$S" sync --all --to "croc://$BIP:9009" --croc-wait 2m --json); row "scopectl croc" "$s" "n/a (push-only)"
+wait $rloop 2>/dev/null || true
+rm -f "$root/b/croc"/*.safetensors
 echo "scp..."
 s=$(measure $A scp -q -o BatchMode=yes -o UserKnownHostsFile="$HOME/.ssh/known_hosts" -i "$HOME/.ssh/id_ed25519" "$root"/src/*.safetensors "root@$BIP:$root/b/scp/"); row "scp" "$s" "n/a (no sync)"
 echo "croc CLI through a local relay (one file at a time, as users do)..."

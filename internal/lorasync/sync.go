@@ -157,7 +157,11 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
-	slots := make(chan struct{}, FilesInFlight)
+	inFlight := FilesInFlight
+	if st.pushOnly { // one code phrase, one peer: one file at a time
+		inFlight = 1
+	}
+	slots := make(chan struct{}, inFlight)
 	var total int64
 	nput := 0
 	for _, a := range res.Actions {
