@@ -144,7 +144,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.flags[k.Name] = v
 		pf.StringVar(v, k.Flag[2:], "", k.Description)
 	}
-	root.AddCommand(a.versionCmd(), a.configCmd(), a.secretsCmd(), a.loraCmd(), a.syncCmd(), a.pullCmd(), a.agentCmd())
+	root.AddCommand(a.versionCmd(), a.configCmd(), a.secretsCmd(), a.loraCmd(), a.syncCmd(), a.pullCmd(), a.agentCmd(), a.gpuCmd())
 	return root
 }
 
