@@ -1,0 +1,499 @@
+package hf
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/daydreamlive/scopectl/internal/progress"
+)
+
+// digest checks content against the listing: sha256 = LFS oid for LFS files, git blob
+// sha1 ("blob <size>\0" + content) otherwise.
+type digest struct {
+	lfs  bool
+	size int64
+	want string
+}
+
+func digestOf(f remoteFile) digest {
+	if f.SHA256 != "" {
+		return digest{lfs: true, size: f.Size, want: f.SHA256}
+	}
+	return digest{size: f.Size, want: f.BlobID}
+}
+
+func (d digest) new() hash.Hash {
+	if d.lfs {
+		return sha256.New()
+	}
+	h := sha1.New()
+	fmt.Fprintf(h, "blob %d\x00", d.size)
+	return h
+}
+
+func (d digest) check(h hash.Hash, file string) error {
+	got := hex.EncodeToString(h.Sum(nil))
+	if got == d.want {
+		return nil
+	}
+	algo := "git blob sha1"
+	if d.lfs {
+		algo = "sha256"
+	}
+	return tagf(ErrIntegrity, "hf: %s: %s mismatch: got %s, want %s (the download was corrupted and has been discarded; run the pull again)", clip(file), algo, got, d.want)
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// fetch downloads one file into blobs/<etag> (verified), through blobs/<etag>.incomplete.
+func (p *pull) fetch(ctx context.Context, f remoteFile, m fileMeta) error {
+	inc := p.blobRel(f.etag()) + ".incomplete"
+	if err := p.root.MkdirAll(fp(path.Dir(inc)), 0o755); err != nil {
+		return fmt.Errorf("hf: cache: %w", err)
+	}
+	tr := p.c.Progress.Start("download", f.Path, f.Size)
+	defer tr.Finish()
+	if f.Size <= p.chunk {
+		return p.fetchWhole(ctx, f, m, inc, tr)
+	}
+	return p.fetchChunks(ctx, f, m, inc, tr)
+}
+
+// finish makes the verified .incomplete the blob: fsync, close, rename, fsync the folder.
+func (p *pull) finish(fh *os.File, inc, etag string) error {
+	err := fh.Sync()
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = p.root.Rename(fp(inc), fp(p.blobRel(etag)))
+	}
+	if err != nil {
+		_ = p.root.Remove(fp(inc))
+		return fmt.Errorf("hf: cache: %w", err)
+	}
+	p.syncDir(path.Dir(inc))
+	return nil
+}
+
+// fetchWhole takes a small file in one GET (restarted from the beginning on a retry).
+func (p *pull) fetchWhole(ctx context.Context, f remoteFile, m fileMeta, inc string, tr *progress.Tracker) error {
+	d := digestOf(f)
+	_ = p.root.Remove(fp(inc + ".chunks"))
+	fh, err := p.root.OpenFile(fp(inc), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("hf: cache: %w", err)
+	}
+	fail := func(err error) error {
+		fh.Close()
+		_ = p.root.Remove(fp(inc))
+		return err
+	}
+	if err := preallocate(fh, f.Size); err != nil {
+		return fail(fmt.Errorf("hf: cache: reserving %d bytes for %s: %w", f.Size, clip(f.Path), err))
+	}
+	var h hash.Hash
+	var high int64 // progress already reported
+	what := clip(f.Path)
+	if f.Size == 0 {
+		h = d.new()
+	} else {
+		err = p.retry(ctx, what, func() error {
+			if err := p.acquire(ctx); err != nil {
+				return err
+			}
+			defer p.release()
+			h = d.new()
+			resp, sent, w, stop, err := p.roundTrip(ctx, p.follow, http.MethodGet, m.location, m.auth, nil)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return p.statusError(resp, what, sent)
+			}
+			if resp.ContentLength >= 0 && resp.ContentLength != f.Size {
+				return tagf(ErrIntegrity, "hf: %s: the server sends %d bytes, the file has %d", what, resp.ContentLength, f.Size)
+			}
+			bp := bufPool.Get().(*[]byte)
+			defer bufPool.Put(bp)
+			buf := *bp
+			var n int64
+			r := io.LimitReader(resp.Body, f.Size+1)
+			for {
+				k, rerr := r.Read(buf)
+				if k > 0 {
+					w.kick()
+					if n+int64(k) > f.Size {
+						return tagf(ErrIntegrity, "hf: %s: the server sent more than the %d bytes announced", what, f.Size)
+					}
+					if _, err := fh.WriteAt(buf[:k], n); err != nil {
+						return fmt.Errorf("hf: cache: %w", err)
+					}
+					h.Write(buf[:k])
+					n += int64(k)
+					if n > high {
+						tr.Add(n - high)
+						high = n
+					}
+				}
+				if rerr == io.EOF && n == f.Size {
+					return nil
+				}
+				if rerr != nil {
+					return p.readErr(ctx, w, resp.Request.URL.Host, n, f.Size, rerr)
+				}
+			}
+		})
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if err := d.check(h, f.Path); err != nil {
+		return fail(err)
+	}
+	return p.finish(fh, inc, f.etag())
+}
+
+func (p *pull) acquire(ctx context.Context) error {
+	select {
+	case p.xfer <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *pull) release() { <-p.xfer }
+
+// sidecar: "<etag>.incomplete.chunks" next to the .incomplete, a header line then one
+// "<index> <sha256 of the chunk>" line per chunk written. Lines are appended without
+// fsync: a resume re-hashes every chunk it names, so a lost write only costs a re-fetch.
+const sidecarMagic = "scopectl-hf-chunks 1"
+
+type sidecar struct {
+	chunk  int64
+	hashes map[int]string
+}
+
+func parseSidecar(data []byte, size int64, etag string) (sidecar, bool) {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	if !sc.Scan() {
+		return sidecar{}, false
+	}
+	hdr := strings.Fields(sc.Text())
+	if len(hdr) != 5 || hdr[0]+" "+hdr[1] != sidecarMagic || hdr[4] != etag {
+		return sidecar{}, false
+	}
+	sz, err1 := strconv.ParseInt(hdr[2], 10, 64)
+	ch, err2 := strconv.ParseInt(hdr[3], 10, 64)
+	if err1 != nil || err2 != nil || sz != size || ch <= 0 {
+		return sidecar{}, false
+	}
+	n := int((size + ch - 1) / ch)
+	s := sidecar{chunk: ch, hashes: map[int]string{}}
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) != 2 {
+			continue // a torn last line
+		}
+		i, err := strconv.Atoi(fs[0])
+		if err != nil || i < 0 || i >= n || !sha256Re.MatchString(fs[1]) {
+			continue
+		}
+		s.hashes[i] = fs[1]
+	}
+	return s, true
+}
+
+// fetchChunks downloads a large file as parallel ranges into a preallocated .incomplete,
+// resuming from the chunks a previous run recorded (after re-hashing them). The whole
+// file is hashed in order as chunks land, so verification ends with the last chunk.
+func (p *pull) fetchChunks(ctx context.Context, f remoteFile, m fileMeta, inc string, tr *progress.Tracker) error {
+	d := digestOf(f)
+	etag := f.etag()
+	sideRel := inc + ".chunks"
+	what := clip(f.Path)
+
+	fh, err := p.root.OpenFile(fp(inc), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("hf: cache: %w", err)
+	}
+	discard := func(err error) error {
+		fh.Close()
+		_ = p.root.Remove(fp(inc))
+		_ = p.root.Remove(fp(sideRel))
+		return err
+	}
+	var sc sidecar
+	resumed := false
+	if fi, err := fh.Stat(); err == nil && fi.Size() == f.Size {
+		if data, err := p.root.ReadFile(fp(sideRel)); err == nil && len(data) < 16<<20 {
+			sc, resumed = parseSidecar(data, f.Size, etag)
+		}
+	}
+	var side *os.File
+	if resumed {
+		side, err = p.root.OpenFile(fp(sideRel), os.O_WRONLY|os.O_APPEND, 0o644)
+	} else {
+		sc = sidecar{chunk: p.chunk, hashes: map[int]string{}}
+		if err = fh.Truncate(0); err == nil {
+			err = preallocate(fh, f.Size)
+		}
+		if err != nil {
+			return discard(fmt.Errorf("hf: cache: reserving %d bytes for %s: %w", f.Size, what, err))
+		}
+		side, err = p.root.OpenFile(fp(sideRel), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err == nil {
+			_, err = fmt.Fprintf(side, "%s %d %d %s\n", sidecarMagic, f.Size, sc.chunk, etag)
+		}
+	}
+	if err != nil {
+		if side != nil {
+			side.Close()
+		}
+		return discard(fmt.Errorf("hf: cache: %w", err))
+	}
+	defer side.Close()
+
+	n := int((f.Size + sc.chunk - 1) / sc.chunk)
+	bounds := func(i int) (int64, int64) {
+		start := int64(i) * sc.chunk
+		return start, min(start+sc.chunk, f.Size) - 1
+	}
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	ready := make([]chan struct{}, n)
+	for i := range ready {
+		ready[i] = make(chan struct{})
+	}
+	queue := make(chan int, n)
+	for i := 0; i < n; i++ {
+		if _, ok := sc.hashes[i]; !ok {
+			queue <- i
+		}
+	}
+	var sideMu sync.Mutex
+	var wg sync.WaitGroup
+	for range min(p.conns, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				var i int
+				var ok bool
+				select {
+				case i, ok = <-queue:
+				case <-fctx.Done():
+					return
+				}
+				if !ok {
+					return
+				}
+				start, end := bounds(i)
+				ch := sha256.New()
+				if err := p.getRange(fctx, fh, m, f, start, end, ch, tr); err != nil {
+					cancel(err)
+					return
+				}
+				sideMu.Lock()
+				_, err := fmt.Fprintf(side, "%d %s\n", i, hex.EncodeToString(ch.Sum(nil)))
+				sideMu.Unlock()
+				if err != nil {
+					cancel(fmt.Errorf("hf: cache: %w", err))
+					return
+				}
+				close(ready[i])
+			}
+		}()
+	}
+
+	// Hash the whole file in order; chunks claimed by the sidecar are checked on the way
+	// and re-fetched when their bytes no longer match.
+	whole := d.new()
+	herr := func() error {
+		for i := 0; i < n; i++ {
+			start, end := bounds(i)
+			size := end - start + 1
+			if want, ok := sc.hashes[i]; ok {
+				state, err := whole.(encoding.BinaryMarshaler).MarshalBinary()
+				if err != nil {
+					return err
+				}
+				ch := sha256.New()
+				if _, err := io.Copy(io.MultiWriter(whole, ch), io.NewSectionReader(fh, start, size)); err != nil {
+					return fmt.Errorf("hf: cache: %w", err)
+				}
+				if hex.EncodeToString(ch.Sum(nil)) == want {
+					tr.Add(size)
+					continue
+				}
+				if err := whole.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
+					return err
+				}
+				queue <- i
+			}
+			select {
+			case <-ready[i]:
+			case <-fctx.Done():
+				return context.Cause(fctx)
+			}
+			if _, err := io.Copy(whole, io.NewSectionReader(fh, start, size)); err != nil {
+				return fmt.Errorf("hf: cache: %w", err)
+			}
+		}
+		return nil
+	}()
+	close(queue)
+	if herr != nil {
+		cancel(herr)
+	}
+	wg.Wait()
+	if herr != nil {
+		if errors.Is(herr, ErrIntegrity) {
+			return discard(herr)
+		}
+		fh.Close()
+		return herr // .incomplete and sidecar stay for the next run
+	}
+	if err := d.check(whole, f.Path); err != nil {
+		return discard(err)
+	}
+	side.Close()
+	_ = p.root.Remove(fp(sideRel))
+	return p.finish(fh, inc, etag)
+}
+
+// getRange fetches bytes [start, end] into fh, resuming within the range after a failed
+// attempt. Failures without progress are bounded by p.retries.
+func (p *pull) getRange(ctx context.Context, fh *os.File, m fileMeta, f remoteFile, start, end int64, h hash.Hash, tr *progress.Tracker) error {
+	off := start
+	fails := 0
+	for {
+		if err := p.acquire(ctx); err != nil {
+			return err
+		}
+		n, err := p.rangeOnce(ctx, fh, m, f, off, end, h, tr)
+		p.release()
+		off += n
+		if err == nil {
+			return nil
+		}
+		var t *transient
+		if !errors.As(err, &t) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		if n > 0 {
+			fails = 0
+		}
+		fails++
+		if fails > p.retries {
+			return gaveUp(clip(f.Path), fails, t)
+		}
+		if err := p.backoff(ctx, fails, t.retryAfter); err != nil {
+			return err
+		}
+	}
+}
+
+// rangeOnce is one ranged GET of [off, end]; it returns the bytes written.
+func (p *pull) rangeOnce(ctx context.Context, fh *os.File, m fileMeta, f remoteFile, off, end int64, h hash.Hash, tr *progress.Tracker) (int64, error) {
+	what := clip(f.Path)
+	hdr := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", off, end)}}
+	resp, sent, w, stop, err := p.roundTrip(ctx, p.follow, http.MethodGet, m.location, m.auth, hdr)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	defer resp.Body.Close()
+	want := end - off + 1
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		a, b, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || a != off || b != end || (total >= 0 && total != f.Size) {
+			return 0, tagf(ErrIntegrity, "hf: %s: asked for bytes %d-%d, the server sent %q", what, off, end, clip(resp.Header.Get("Content-Range")))
+		}
+	case http.StatusOK:
+		if off != 0 || end != f.Size-1 {
+			return 0, fmt.Errorf("hf: %s: the download server %s ignores Range requests; run again with one connection", what, resp.Request.URL.Host)
+		}
+	default:
+		return 0, p.statusError(resp, what, sent)
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength != want {
+		return 0, tagf(ErrIntegrity, "hf: %s: asked for %d bytes, the server announces %d", what, want, resp.ContentLength)
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var n int64
+	r := io.LimitReader(resp.Body, want)
+	for n < want {
+		k, rerr := r.Read(buf)
+		if k > 0 {
+			w.kick()
+			if _, err := fh.WriteAt(buf[:k], off+n); err != nil {
+				return n, fmt.Errorf("hf: cache: %w", err)
+			}
+			h.Write(buf[:k])
+			n += int64(k)
+			tr.Add(int64(k))
+		}
+		if rerr != nil {
+			if rerr == io.EOF && n == want {
+				break
+			}
+			return n, p.readErr(ctx, w, resp.Request.URL.Host, n, want, rerr)
+		}
+	}
+	return n, nil
+}
+
+// parseContentRange parses "bytes a-b/total" (total -1 for "*").
+func parseContentRange(s string) (a, b, total int64, ok bool) {
+	s, found := strings.CutPrefix(strings.TrimSpace(s), "bytes ")
+	if !found {
+		return 0, 0, 0, false
+	}
+	rng, tot, found := strings.Cut(s, "/")
+	if !found {
+		return 0, 0, 0, false
+	}
+	as, bs, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, 0, false
+	}
+	var err error
+	if a, err = strconv.ParseInt(as, 10, 64); err != nil || a < 0 {
+		return 0, 0, 0, false
+	}
+	if b, err = strconv.ParseInt(bs, 10, 64); err != nil || b < a {
+		return 0, 0, 0, false
+	}
+	total = -1
+	if tot != "*" {
+		if total, err = strconv.ParseInt(tot, 10, 64); err != nil || total <= b {
+			return 0, 0, 0, false
+		}
+	}
+	return a, b, total, true
+}
