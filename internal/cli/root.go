@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/daydreamlive/scopectl/internal/config"
+	"github.com/daydreamlive/scopectl/internal/hub/hf"
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/secret"
@@ -96,7 +97,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		code = ee.code
 	case errors.Is(err, library.ErrRefused):
 		code = ExitRefused
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, hf.ErrNotFound):
 		code = ExitNotFound
 	case isFlagError(err):
 		code = ExitUsage
@@ -144,7 +145,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.flags[k.Name] = v
 		pf.StringVar(v, k.Flag[2:], "", k.Description)
 	}
-	root.AddCommand(a.versionCmd(), a.configCmd(), a.secretsCmd(), a.loraCmd(), a.syncCmd(), a.pullCmd(), a.agentCmd(), a.gpuCmd())
+	root.AddCommand(a.versionCmd(), a.configCmd(), a.secretsCmd(), a.loraCmd(), a.syncCmd(), a.pullCmd(), a.agentCmd(), a.gpuCmd(), a.hubCmd())
 	return root
 }
 

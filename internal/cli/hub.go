@@ -1,0 +1,137 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/daydreamlive/scopectl/internal/hub/hf"
+	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/store"
+)
+
+func (a *app) hubCmd() *cobra.Command {
+	cmd := group(&cobra.Command{Use: "hub", Short: "Pull LoRAs and models from Hugging Face and CivitAI"})
+	cmd.AddCommand(a.hubPullCmd())
+	return cmd
+}
+
+// pulled is one file a hub pull placed, with its library entry when it is a Wan LoRA.
+type pulled struct {
+	Source  string      `json:"source"` // huggingface | civitai
+	Path    string      `json:"path"`   // path in the repo, or the file name
+	Size    int64       `json:"size"`
+	SHA256  string      `json:"sha256,omitempty"`
+	Cached  string      `json:"cache_path"`
+	Fetched bool        `json:"downloaded"`
+	LoRA    *store.LoRA `json:"lora,omitempty"`
+	Note    string      `json:"note,omitempty"`
+}
+
+func (a *app) hubPullCmd() *cobra.Command {
+	var opt hf.PullOptions
+	var conns int
+	var name string
+	cmd := &cobra.Command{
+		Use:   "pull hf://ORG/REPO[@REV][/PATH…] | civitai:VERSION_ID | https://civitai.com/models/ID…",
+		Short: "Download into the Hugging Face cache (or the library for CivitAI); Wan LoRAs enter the library",
+		Long: "Hugging Face files land in the real huggingface_hub cache (HF_HUB_CACHE), so transformers,\n" +
+			"diffusers and Scope reuse them offline; LoRA files enter the library by reference to the\n" +
+			"cache blob, with repo, revision, commit and path as origin. Downloads are parallel ranged\n" +
+			"requests, resume after an interruption and are checked against the LFS sha256.",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lib, err := a.library()
+			if err != nil {
+				return err
+			}
+			if name != "" && len(args) != 1 {
+				return usageError("--name needs exactly one reference")
+			}
+			var all []pulled
+			for _, arg := range args {
+				var got []pulled
+				switch {
+				case isHF(arg):
+					got, err = a.pullHF(cmd.Context(), lib, arg, opt, conns, name)
+				default:
+					got, err = a.pullCivitAI(cmd.Context(), lib, arg, name)
+				}
+				all = append(all, got...)
+				if err != nil {
+					a.out(map[string]any{"files": nonNilP(all)}, func(io.Writer) {})
+					return err
+				}
+			}
+			return a.out(map[string]any{"files": nonNilP(all)}, func(w io.Writer) {
+				for _, p := range all {
+					verb := "cached "
+					if p.Fetched {
+						verb = "fetched"
+					}
+					line := fmt.Sprintf("%s %s (%s) → %s", verb, p.Path, humanBytes(p.Size), p.Cached)
+					if p.LoRA != nil {
+						line += fmt.Sprintf("; library: %s (%s)", p.LoRA.Name, p.LoRA.Base)
+					}
+					fmt.Fprintln(w, line)
+					if p.Note != "" {
+						fmt.Fprintln(w, "  note: "+p.Note)
+					}
+				}
+			})
+		},
+	}
+	cmd.Flags().StringSliceVar(&opt.Include, "include", nil, "only files matching these globs (huggingface_hub allow_patterns)")
+	cmd.Flags().StringSliceVar(&opt.Exclude, "exclude", nil, "skip files matching these globs")
+	cmd.Flags().IntVar(&conns, "connections", 0, "parallel ranged requests per file (default 8)")
+	cmd.Flags().StringVar(&name, "name", "", "library name for the LoRA (default: its file name)")
+	return cmd
+}
+
+func nonNilP(p []pulled) []pulled {
+	if p == nil {
+		return []pulled{}
+	}
+	return p
+}
+
+func isHF(s string) bool {
+	return strings.HasPrefix(s, "hf://") || strings.Contains(s, "huggingface.co/") || (!strings.Contains(s, ":") && strings.Count(s, "/") >= 1)
+}
+
+func (a *app) pullHF(ctx context.Context, lib *library.Library, arg string, opt hf.PullOptions, conns int, name string) ([]pulled, error) {
+	ref, err := hf.ParseRef(arg)
+	if err != nil {
+		return nil, usageError("%v", err)
+	}
+	c := &hf.Client{Endpoint: a.cfg.HFEndpoint, Token: hf.TokenFrom(a.cfg.HFToken, a.cfg.HFHome), Connections: conns, Progress: a.progress()}
+	files, err := c.Pull(ctx, a.cfg.HFHubCache, ref, opt)
+	var out []pulled
+	for _, f := range files {
+		p := pulled{Source: "huggingface", Path: f.Path, Size: f.Size, SHA256: f.SHA256, Cached: f.CachePath, Fetched: f.Downloaded}
+		if strings.HasSuffix(f.Path, ".safetensors") {
+			n := name
+			if n == "" {
+				n = strings.TrimSuffix(path.Base(f.Path), ".safetensors")
+			}
+			origin := store.Origin{Kind: "huggingface", Repo: ref.Repo, Revision: ref.Revision, Commit: f.Commit, File: f.Path,
+				URL: strings.TrimSuffix(a.cfg.HFEndpoint, "/") + "/" + ref.Repo}
+			res, aerr := lib.Add(ctx, f.BlobPath, library.AddOptions{Name: n, Origin: origin, InPlace: true})
+			switch {
+			case aerr == nil:
+				p.LoRA = &res.LoRA
+			case errors.Is(aerr, library.ErrNotLoRA):
+				p.Note = "not a Wan LoRA; kept in the cache only"
+			default:
+				p.Note = "not added to the library: " + aerr.Error()
+			}
+		}
+		out = append(out, p)
+	}
+	return out, err
+}
