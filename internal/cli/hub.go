@@ -37,6 +37,7 @@ func (a *app) hubPullCmd() *cobra.Command {
 	var opt hf.PullOptions
 	var conns int
 	var name string
+	var allowHTTP bool
 	cmd := &cobra.Command{
 		Use:   "pull hf://ORG/REPO[@REV][/PATH…] | civitai:VERSION_ID | https://civitai.com/models/ID…",
 		Short: "Download into the Hugging Face cache (or the library for CivitAI); Wan LoRAs enter the library",
@@ -58,7 +59,7 @@ func (a *app) hubPullCmd() *cobra.Command {
 				var got []pulled
 				switch {
 				case isHF(arg):
-					got, err = a.pullHF(cmd.Context(), lib, arg, opt, conns, name)
+					got, err = a.pullHF(cmd.Context(), lib, arg, opt, conns, name, allowHTTP)
 				default:
 					got, err = a.pullCivitAI(cmd.Context(), lib, arg, name)
 				}
@@ -90,6 +91,7 @@ func (a *app) hubPullCmd() *cobra.Command {
 	cmd.Flags().StringSliceVar(&opt.Exclude, "exclude", nil, "skip files matching these globs")
 	cmd.Flags().IntVar(&conns, "connections", 0, "parallel ranged requests per file (default 8)")
 	cmd.Flags().StringVar(&name, "name", "", "library name for the LoRA (default: its file name)")
+	cmd.Flags().BoolVar(&allowHTTP, "allow-http", false, "allow a plain http:// HF_ENDPOINT (and CDN) on a non-loopback host (benchmarks and test networks only: traffic, token included, is not encrypted)")
 	return cmd
 }
 
@@ -104,12 +106,12 @@ func isHF(s string) bool {
 	return strings.HasPrefix(s, "hf://") || strings.Contains(s, "huggingface.co/") || (!strings.Contains(s, ":") && strings.Count(s, "/") >= 1)
 }
 
-func (a *app) pullHF(ctx context.Context, lib *library.Library, arg string, opt hf.PullOptions, conns int, name string) ([]pulled, error) {
+func (a *app) pullHF(ctx context.Context, lib *library.Library, arg string, opt hf.PullOptions, conns int, name string, allowHTTP bool) ([]pulled, error) {
 	ref, err := hf.ParseRef(arg)
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
-	c := &hf.Client{Endpoint: a.cfg.HFEndpoint, Token: hf.TokenFrom(a.cfg.HFToken, a.cfg.HFHome), Connections: conns, Progress: a.progress()}
+	c := &hf.Client{Endpoint: a.cfg.HFEndpoint, Token: hf.TokenFrom(a.cfg.HFToken, a.cfg.HFHome), Connections: conns, Progress: a.progress(), AllowInsecureHTTP: allowHTTP}
 	files, err := c.Pull(ctx, a.cfg.HFHubCache, ref, opt)
 	var out []pulled
 	for _, f := range files {

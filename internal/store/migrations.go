@@ -53,4 +53,23 @@ CREATE TABLE installs (
 );
 CREATE INDEX installs_source ON installs(source_sha256);
 `,
+	// 2: pods scopectl created, keyed by the request id written before Create is called,
+	// so a run that crashed mid-create finds its pod again.
+	`
+CREATE TABLE pods (
+	request_id       TEXT PRIMARY KEY NOT NULL,
+	provider         TEXT NOT NULL,
+	id               TEXT,
+	name             TEXT NOT NULL,
+	gpu_type         TEXT NOT NULL DEFAULT '',
+	cost_per_hr      REAL NOT NULL DEFAULT 0,
+	created_at       TEXT NOT NULL,
+	idle_stop_s      INTEGER NOT NULL DEFAULT 0,
+	max_hours        REAL NOT NULL DEFAULT 0,
+	last_seen_status TEXT NOT NULL DEFAULT 'CREATING',
+	last_seen_at     TEXT,
+	terminated_at    TEXT
+);
+CREATE UNIQUE INDEX pods_provider_id ON pods(provider, id) WHERE id IS NOT NULL;
+`,
 }

@@ -1,0 +1,50 @@
+package cli_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/daydreamlive/scopectl/internal/provider/runpod/runpodtest"
+)
+
+func TestPodLifecycleCLI(t *testing.T) {
+	e := newEnv(t)
+	key := "rpa_" + strings.Repeat("K9", 20)
+	srv := runpodtest.New(t, runpodtest.Options{APIKey: key})
+	t.Setenv("RUNPOD_API_URL", srv.RESTURL())
+	t.Setenv("RUNPOD_GRAPHQL_URL", srv.GraphQLURL())
+	if _, errs, code := e.run("pod", "ls"); code != 2 || !strings.Contains(errs, "RUNPOD_API_KEY") {
+		t.Fatalf("without a key: %d %s", code, errs)
+	}
+	t.Setenv("RUNPOD_API_KEY", key)
+	gpus := decode[[]map[string]any](t, e.mustRun("pod", "gpus", "--json"))
+	if len(gpus) == 0 {
+		t.Fatal("no GPU types")
+	}
+	// Crash between request and answer: exactly one pod, recorded, found again.
+	srv.Inject(runpodtest.Fault{Route: "POST /pods", Kind: runpodtest.DropAfterApply})
+	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--json"))
+	id := pod["id"].(string)
+	ls := decode[[]map[string]any](t, e.mustRun("pod", "ls", "--json"))
+	if len(ls) != 1 || ls[0]["recorded"] != true {
+		t.Fatalf("ls after an interrupted create: %v", ls)
+	}
+	e.mustRun("pod", "stop", id)
+	e.mustRun("pod", "start", id)
+	if _, _, code := e.run("pod", "rm", id); code != 2 {
+		t.Fatal("rm without --yes")
+	}
+	e.mustRun("pod", "rm", id, "--yes")
+	if _, _, code := e.run("pod", "get", id); code != 4 {
+		t.Fatalf("get after rm: exit %d", code)
+	}
+	all := e.mustRun("pod", "ls", "--json")
+	if strings.Contains(all, key) {
+		t.Fatal("key in output")
+	}
+	// Wrong key: one-line error without the key.
+	t.Setenv("RUNPOD_API_KEY", "rpa_"+strings.Repeat("ZZ", 20))
+	if _, errs, code := e.run("pod", "ls"); code == 0 || strings.Contains(errs, "ZZZZ") || strings.Count(strings.TrimSpace(errs), "\n") > 0 {
+		t.Fatalf("%d %q", code, errs)
+	}
+}
