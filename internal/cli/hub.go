@@ -17,7 +17,7 @@ import (
 
 func (a *app) hubCmd() *cobra.Command {
 	cmd := group(&cobra.Command{Use: "hub", Short: "Pull LoRAs and models from Hugging Face and CivitAI"})
-	cmd.AddCommand(a.hubPullCmd())
+	cmd.AddCommand(a.hubPullCmd(), a.hubIdentifyCmd(), a.hubSearchCmd())
 	return cmd
 }
 
@@ -103,6 +103,9 @@ func nonNilP(p []pulled) []pulled {
 }
 
 func isHF(s string) bool {
+	if strings.Contains(s, "civitai") {
+		return false
+	}
 	return strings.HasPrefix(s, "hf://") || strings.Contains(s, "huggingface.co/") || (!strings.Contains(s, ":") && strings.Count(s, "/") >= 1)
 }
 

@@ -1,0 +1,919 @@
+package civitai
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/daydreamlive/scopectl/internal/atomicfile"
+	"github.com/daydreamlive/scopectl/internal/progress"
+	"github.com/daydreamlive/scopectl/internal/safetensors"
+)
+
+// Suffixes of the files a download keeps next to its target while it runs. Neither ends
+// in .safetensors or .json, so Scope's LoRA loader and lister ignore them.
+const (
+	IncompleteSuffix = ".incomplete"       // the data, preallocated to the full size
+	PartsSuffix      = ".incomplete.parts" // the sidecar: chunks written and their SHA256
+)
+
+const (
+	maxFileSize    = 64 << 30 // refuse anything larger, whatever the server says
+	maxRedirects   = 5
+	maxURLRefresh  = 3   // re-signings of an expired CDN link per Download
+	maxChunkTries  = 100 // attempts per chunk, progress or not
+	partsMagic     = "scopectl-civitai-parts 1"
+	maxSidecarSize = 4 << 20
+)
+
+var downloadPath = regexp.MustCompile(`/api/download/models/[0-9]{1,18}$`)
+
+// Download fetches f into dir (created if missing): parallel ranged requests into
+// dir/<name>.incomplete, resumable after an interruption (the sidecar <name>.incomplete.parts
+// lists the chunks written with their SHA256, re-checked on resume), the whole file checked
+// against the SHA256 CivitAI publishes and parsed as safetensors, then renamed to
+// dir/<name>. The name comes from the CDN's Content-Disposition (else f.Name) and is
+// sanitized; nothing is written outside dir. It returns the final path. If dir/<name>
+// already holds the same content it is returned as is; different content is never
+// overwritten (ErrExists).
+func (c *Client) Download(ctx context.Context, f FileInfo, dir string) (string, error) {
+	p, err := c.download(ctx, f, dir)
+	return p, c.guard(err)
+}
+
+// dl is one Download in progress.
+type dl struct {
+	c      *Client
+	hc     *http.Client
+	f      FileInfo
+	want   string // expected SHA256, lower-case hex
+	base   *url.URL
+	apiURL *url.URL
+	w      what
+
+	mu       sync.Mutex
+	cdn      *url.URL // current signed link
+	gen      int      // bumped on every re-signing
+	refreshs int
+
+	root   *os.Root
+	dir    string
+	name   string
+	fh     *os.File
+	total  int64
+	chunk  int64
+	ranged bool
+	tr     *progress.Tracker
+
+	partsMu sync.Mutex
+	parts   *os.File
+}
+
+func (c *Client) download(ctx context.Context, f FileInfo, dir string) (string, error) {
+	d := &dl{c: c, f: f, hc: c.httpClient(), chunk: c.chunk(), dir: dir}
+	d.w = what{desc: fmt.Sprintf("file %s", clip(f.Name))}
+	if d.want = normSHA256(f.SHA256); d.want == "" {
+		return "", fmt.Errorf("civitai: CivitAI publishes no SHA256 for %s, so it cannot be verified; scopectl does not install unverified downloads: %w", clip(f.Name), ErrIntegrity)
+	}
+	if isPickle(f) || f.Format != "" && !strings.EqualFold(f.Format, "SafeTensor") {
+		return "", fmt.Errorf("civitai: %s is a %s file, not SafeTensor; scopectl installs only .safetensors (pickle formats can run code when loaded): %w", clip(f.Name), formatName(f), ErrUnsupported)
+	}
+	var err error
+	if d.base, err = c.base(); err != nil {
+		return "", err
+	}
+	if d.apiURL, err = d.downloadURL(); err != nil {
+		return "", err
+	}
+	if m := downloadPath.FindString(d.apiURL.Path); m != "" {
+		vid, _ := strconv.ParseInt(m[strings.LastIndexByte(m, '/')+1:], 10, 64)
+		d.w = what{desc: fmt.Sprintf("model version %d (%s)", vid, clip(f.Name)),
+			page: fmt.Sprintf("%s/model-versions/%d", d.base, vid)}
+	}
+	if dir == "" {
+		return "", fmt.Errorf("civitai: no target directory: %w", ErrBadRef)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("civitai: creating %s: %w", dir, err)
+	}
+	if d.root, err = os.OpenRoot(dir); err != nil {
+		return "", fmt.Errorf("civitai: opening %s: %w", dir, err)
+	}
+	defer d.root.Close()
+
+	cdn, err := d.resolve(ctx)
+	if err != nil {
+		return "", err
+	}
+	d.cdn = cdn
+	probe, err := d.probe(ctx)
+	if err != nil {
+		return "", err
+	}
+	closeProbe := func() {
+		if probe != nil {
+			probe.resp.Body.Close()
+			probe.wd.stop()
+			probe = nil
+		}
+	}
+	defer closeProbe()
+
+	if d.name, err = d.fileName(probe.resp); err != nil {
+		return "", err
+	}
+	final := filepath.Join(dir, d.name)
+	if same, err := d.existing(); err != nil {
+		return "", err
+	} else if same {
+		closeProbe()
+		d.removeLeftovers()
+		return final, nil
+	}
+	d.tr = c.Progress.Start("download", d.name, d.total)
+	defer d.tr.Finish()
+
+	inc := d.name + IncompleteSuffix
+	d.fh, err = d.root.OpenFile(inc, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("civitai: creating %s: %w", filepath.Join(dir, inc), err)
+	}
+	fhOpen := true
+	defer func() {
+		if fhOpen {
+			d.fh.Close()
+		}
+	}()
+	if err := lockFile(d.fh); err != nil {
+		return "", fmt.Errorf("civitai: another scopectl is already downloading %s into %s; wait for it or stop it: %w", d.name, dir, ErrBusy)
+	}
+	done, err := d.loadParts()
+	if err != nil {
+		return "", err
+	}
+	if d.parts != nil {
+		defer func() {
+			if d.parts != nil {
+				d.parts.Close()
+			}
+		}()
+	}
+
+	if err := d.fetchAll(ctx, done, &probe); err != nil {
+		if errors.Is(err, ErrIntegrity) || errors.Is(err, ErrUnsupported) {
+			d.discard()
+		}
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("civitai: download of %s interrupted; run the same pull again to resume: %w", d.name, context.Cause(ctx))
+		}
+		return "", err
+	}
+	if err := d.verify(); err != nil {
+		d.discard()
+		return "", err
+	}
+	if err := d.fh.Sync(); err != nil {
+		return "", fmt.Errorf("civitai: writing %s: %w", filepath.Join(dir, inc), err)
+	}
+	if runtime.GOOS == "windows" {
+		// Windows cannot rename an open file; Unix renames while the lock is held.
+		d.fh.Close()
+		fhOpen = false
+	}
+	if same, err := d.existing(); err != nil {
+		return "", err
+	} else if !same {
+		if err := d.root.Rename(inc, d.name); err != nil {
+			return "", fmt.Errorf("civitai: renaming %s into place: %w", filepath.Join(dir, inc), err)
+		}
+	} else {
+		_ = d.root.Remove(inc)
+	}
+	if d.parts != nil {
+		d.parts.Close()
+		d.parts = nil
+	}
+	_ = d.root.Remove(d.name + PartsSuffix)
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return "", fmt.Errorf("civitai: syncing %s: %w", dir, err)
+	}
+	return final, nil
+}
+
+// removeLeftovers deletes a stale .incomplete and sidecar of the name, unless another
+// process is writing them.
+func (d *dl) removeLeftovers() {
+	h, err := d.root.OpenFile(d.name+IncompleteSuffix, os.O_RDWR, 0)
+	if err != nil {
+		_ = d.root.Remove(d.name + PartsSuffix)
+		return
+	}
+	defer h.Close()
+	if lockFile(h) != nil {
+		return
+	}
+	_ = d.root.Remove(d.name + IncompleteSuffix)
+	_ = d.root.Remove(d.name + PartsSuffix)
+}
+
+// downloadURL rebuilds f.DownloadURL on BaseURL's origin: only the path
+// /api/download/models/{id} and the file-selecting query parameters are kept, so the key
+// can never be sent anywhere else, whatever the answer said.
+func (d *dl) downloadURL() (*url.URL, error) {
+	raw := strings.TrimSpace(d.f.DownloadURL)
+	bad := func(why string) (*url.URL, error) {
+		return nil, fmt.Errorf("civitai: %s: unusable download URL from CivitAI (%s): %w", d.w.desc, why, ErrUnsafe)
+	}
+	if raw == "" {
+		return bad("missing")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return bad("unparsable")
+	}
+	if u.User != nil {
+		return bad("user info")
+	}
+	m := downloadPath.FindString(u.Path)
+	if m == "" || !strings.HasSuffix(u.Path, m) {
+		return bad("not an /api/download/models/{id} URL")
+	}
+	out := *d.base
+	out.Path = d.base.Path + m
+	q := url.Values{}
+	for k, vs := range u.Query() {
+		switch k {
+		case "type", "format", "size", "fp", "quantType":
+			for _, v := range vs {
+				q.Add(k, v)
+			}
+		}
+	}
+	out.RawQuery = q.Encode()
+	return &out, nil
+}
+
+// resolve asks CivitAI's download endpoint for the signed CDN link. It follows redirects on
+// CivitAI's own origin (with the key) and stops at the first one leaving it.
+func (d *dl) resolve(ctx context.Context) (*url.URL, error) {
+	c := d.c
+	u := d.apiURL
+	for hop := 0; hop <= maxRedirects; hop++ {
+		var next *url.URL
+		var sent bool
+		err := c.withRetry(ctx, func() error {
+			var err error
+			next, sent, err = d.resolveOnce(ctx, u)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if next.Scheme != "https" && next.Scheme != "http" || next.Host == "" {
+			return nil, fmt.Errorf("civitai: %s: CivitAI redirected to an unusable location: %w", d.w.desc, ErrUnsafe)
+		}
+		if next.User != nil {
+			return nil, fmt.Errorf("civitai: %s: CivitAI redirected to a URL with user info: %w", d.w.desc, ErrUnsafe)
+		}
+		if sameOrigin(d.base, next) {
+			p := strings.TrimPrefix(next.Path, d.base.Path)
+			reason := next.Query().Get("reason")
+			switch {
+			case strings.HasPrefix(p, "/login") || reason == "download-auth":
+				return nil, d.authRedirect(sent)
+			case reason == "early-access" || strings.HasPrefix(p, "/pricing") || strings.HasPrefix(p, "/purchase") ||
+				strings.HasPrefix(p, "/model-versions/") || strings.HasPrefix(p, "/models/"):
+				return nil, c.earlyAccessError(d.w, "", sent)
+			case strings.HasPrefix(p, "/api/download/"):
+				u = next
+				continue
+			}
+			return nil, fmt.Errorf("civitai: %s: CivitAI redirected the download to the page %s instead of the file: %w", d.w.desc, redactURL(next), ErrProtocol)
+		}
+		if d.base.Scheme == "https" && next.Scheme != "https" {
+			return nil, fmt.Errorf("civitai: %s: CivitAI redirected to an insecure http:// download link on %s; refusing: %w", d.w.desc, clip(next.Host), ErrUnsafe)
+		}
+		if strings.Contains(next.Path, "/api/download/") {
+			return nil, fmt.Errorf("civitai: %s: CivitAI moved the download to %s; set CIVITAI_API_URL to %s://%s: %w",
+				d.w.desc, clip(next.Host), next.Scheme, clip(next.Host), ErrUnsafe)
+		}
+		return next, nil
+	}
+	return nil, fmt.Errorf("civitai: %s: more than %d redirects on CivitAI: %w", d.w.desc, maxRedirects, ErrProtocol)
+}
+
+func (d *dl) authRedirect(sent bool) error {
+	if sent {
+		return fmt.Errorf("civitai: %s: CivitAI sent the download to its login page although an API key was given; the key may be invalid or revoked: create a new one at https://civitai.com/user/account and set CIVITAI_API_KEY: %w", d.w.desc, ErrAuth)
+	}
+	return fmt.Errorf("civitai: %s needs a logged-in CivitAI account to download: create an API key at https://civitai.com/user/account and set CIVITAI_API_KEY: %w", d.w.desc, ErrAuth)
+}
+
+// resolveOnce makes one request to the download endpoint and returns the redirect target.
+func (d *dl) resolveOnce(ctx context.Context, u *url.URL) (*url.URL, bool, error) {
+	c := d.c
+	wd := c.newWatchdog(ctx)
+	defer wd.stop()
+	req, sent, err := c.newRequest(wd.ctx, u)
+	if err != nil {
+		return nil, false, err
+	}
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		return nil, sent, d.transportErr(ctx, wd, u.Host, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 300 && resp.StatusCode < 400 && resp.StatusCode != http.StatusNotModified:
+		loc := resp.Header.Get("Location")
+		if loc == "" || len(loc) > 16<<10 {
+			return nil, sent, fmt.Errorf("civitai: %s: CivitAI answered %d without a usable Location: %w", d.w.desc, resp.StatusCode, ErrProtocol)
+		}
+		next, err := u.Parse(loc)
+		if err != nil {
+			return nil, sent, fmt.Errorf("civitai: %s: CivitAI redirected to an unparsable location: %w", d.w.desc, ErrUnsafe)
+		}
+		return next, sent, nil
+	case resp.StatusCode == http.StatusOK:
+		return nil, sent, fmt.Errorf("civitai: %s: CivitAI answered the download request with a page instead of a redirect to the file (is CIVITAI_API_URL right?): %w", d.w.desc, ErrProtocol)
+	}
+	serr := c.statusError(resp, d.w, sent)
+	if retryable(resp.StatusCode) {
+		return nil, sent, &retryErr{err: serr, retryAfter: resp.Header.Get("Retry-After")}
+	}
+	return nil, sent, serr
+}
+
+// transportErr classifies a failed round trip or body read.
+func (d *dl) transportErr(ctx context.Context, wd *watchdog, host string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if wd.stalled() {
+		return &retryErr{err: fmt.Errorf("civitai: %s: %s sent nothing for %s: %w", d.w.desc, clip(host), d.c.stall(), ErrRetry)}
+	}
+	ne, again := netError(clip(host), err)
+	if !again {
+		return fmt.Errorf("civitai: %s: %w", d.w.desc, ne)
+	}
+	return &retryErr{err: fmt.Errorf("civitai: %s: %v: %w", d.w.desc, ne, ErrRetry)}
+}
+
+// expiredErr marks a CDN refusal (401/403) that a fresh signed link may cure.
+type expiredErr struct {
+	gen  int
+	code int
+}
+
+func (e *expiredErr) Error() string {
+	return fmt.Sprintf("the download link was refused (%d)", e.code)
+}
+
+// cdnResp is an open CDN answer for bytes [start, end] (end inclusive).
+type cdnResp struct {
+	resp       *http.Response
+	wd         *watchdog
+	start, end int64
+	total      int64 // -1 when unknown (a 200 without Content-Length)
+	whole      bool  // a 200: the whole file from byte 0
+}
+
+// cdnGet makes one request to the CDN for [start, end] (end < 0: open-ended). It never
+// sends the API key or cookies, and never prints the link (its query is a signature).
+func (d *dl) cdnGet(ctx context.Context, start, end int64) (*cdnResp, error) {
+	d.mu.Lock()
+	u, gen := d.cdn, d.gen
+	d.mu.Unlock()
+	wd := d.c.newWatchdog(ctx)
+	req, err := http.NewRequestWithContext(wd.ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		wd.stop()
+		return nil, fmt.Errorf("civitai: %s: bad download link: %w", d.w.desc, ErrUnsafe)
+	}
+	req.Header.Set("User-Agent", userAgent)
+	req.Header.Set("Accept-Encoding", "identity") // ranges of the stored bytes, not of a gzip stream
+	if end >= 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", start, end))
+	} else if start > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", start))
+	}
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		wd.stop()
+		return nil, d.transportErr(ctx, wd, u.Host, err)
+	}
+	fail := func(e error) (*cdnResp, error) {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		wd.stop()
+		return nil, e
+	}
+	host := clip(u.Host)
+	switch code := resp.StatusCode; {
+	case code == http.StatusPartialContent:
+		s, e, t, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || s != start || e < s || end >= 0 && e > end || t >= 0 && e >= t {
+			return fail(fmt.Errorf("civitai: %s: the download server %s answered a different range than asked: %w", d.w.desc, host, ErrProtocol))
+		}
+		if resp.ContentLength >= 0 && resp.ContentLength != e-s+1 {
+			return fail(fmt.Errorf("civitai: %s: the download server %s sent an inconsistent Content-Length: %w", d.w.desc, host, ErrProtocol))
+		}
+		return &cdnResp{resp: resp, wd: wd, start: s, end: e, total: t}, nil
+	case code == http.StatusOK:
+		if start != 0 {
+			return fail(fmt.Errorf("civitai: %s: the download server %s stopped honouring Range requests: %w", d.w.desc, host, ErrProtocol))
+		}
+		t := resp.ContentLength
+		r := &cdnResp{resp: resp, wd: wd, start: 0, end: t - 1, total: t, whole: true}
+		return r, nil
+	case code == http.StatusRequestedRangeNotSatisfiable:
+		return fail(fmt.Errorf("civitai: %s: the download server %s holds fewer bytes than expected (416): %w", d.w.desc, host, ErrIntegrity))
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return fail(&expiredErr{gen: gen, code: code})
+	case code == http.StatusNotFound || code == http.StatusGone:
+		return fail(fmt.Errorf("civitai: %s: the download server %s no longer has the file (%d); try again later or report it on the model page: %w", d.w.desc, host, code, ErrNotFound))
+	case retryable(code):
+		return fail(&retryErr{err: fmt.Errorf("civitai: %s: the download server %s answered %d %s: %w", d.w.desc, host, code, http.StatusText(code), ErrRetry), retryAfter: resp.Header.Get("Retry-After")})
+	}
+	return fail(fmt.Errorf("civitai: %s: the download server %s answered %d %s: %w", d.w.desc, host, resp.StatusCode, http.StatusText(resp.StatusCode), ErrProtocol))
+}
+
+// refresh gets a new signed link after the CDN refused the one of generation gen; several
+// workers hitting the same expiry share one re-signing.
+func (d *dl) refresh(ctx context.Context, e *expiredErr) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gen != e.gen {
+		return nil // someone already refreshed
+	}
+	if d.refreshs >= maxURLRefresh {
+		return fmt.Errorf("civitai: %s: the download server keeps refusing fresh signed links (%d); try again later: %w", d.w.desc, e.code, ErrForbidden)
+	}
+	d.refreshs++
+	u, err := d.resolve(ctx)
+	if err != nil {
+		return err
+	}
+	d.cdn = u
+	d.gen++
+	return nil
+}
+
+// open runs cdnGet with retries: backoff on 429/5xx/network errors, re-signing on
+// expiry. tries counts attempts across calls for the caller's budget.
+func (d *dl) open(ctx context.Context, start, end int64) (*cdnResp, error) {
+	var r *cdnResp
+	err := d.c.withRetry(ctx, func() error {
+		for {
+			var err error
+			r, err = d.cdnGet(ctx, start, end)
+			var ee *expiredErr
+			if errors.As(err, &ee) {
+				if err := d.refresh(ctx, ee); err != nil {
+					return err
+				}
+				continue
+			}
+			return err
+		}
+	})
+	return r, err
+}
+
+// probe opens the first chunk; its answer tells the size, whether ranges work, and the
+// file name.
+func (d *dl) probe(ctx context.Context) (*cdnResp, error) {
+	r, err := d.open(ctx, 0, d.chunk-1)
+	if err != nil {
+		return nil, err
+	}
+	limit := int64(maxFileSize)
+	if kb := d.f.SizeBytes(); kb > 0 {
+		limit = min(limit, kb+kb/20+1<<20)
+	}
+	switch {
+	case r.total < 0:
+		err = fmt.Errorf("civitai: %s: the download server does not say how large the file is: %w", d.w.desc, ErrProtocol)
+	case r.total == 0:
+		err = fmt.Errorf("civitai: %s: the download server offers an empty file: %w", d.w.desc, ErrIntegrity)
+	case r.total > limit:
+		err = fmt.Errorf("civitai: %s: the download server offers %d bytes, far more than the %d CivitAI lists: %w", d.w.desc, r.total, d.f.SizeBytes(), ErrIntegrity)
+	}
+	if err != nil {
+		r.resp.Body.Close()
+		r.wd.stop()
+		return nil, err
+	}
+	d.total = r.total
+	d.ranged = !r.whole
+	return r, nil
+}
+
+// fileName picks and sanitizes the file name: Content-Disposition first, else the API's.
+func (d *dl) fileName(resp *http.Response) (string, error) {
+	cd := resp.Header.Get("Content-Disposition")
+	if cd == "" {
+		return SanitizeFileName(d.f.Name)
+	}
+	_, params, err := mime.ParseMediaType(cd)
+	if err != nil {
+		return "", fmt.Errorf("civitai: %s: refusing a malformed Content-Disposition from the download server: %w", d.w.desc, ErrUnsafe)
+	}
+	name, ok := params["filename"]
+	if !ok {
+		return SanitizeFileName(d.f.Name)
+	}
+	return SanitizeFileName(name)
+}
+
+// existing reports whether dir/name already holds exactly the wanted content; other content
+// there is ErrExists.
+func (d *dl) existing() (bool, error) {
+	fi, err := d.root.Lstat(d.name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	final := filepath.Join(d.dir, d.name)
+	if err != nil {
+		return false, fmt.Errorf("civitai: checking %s: %w", final, err)
+	}
+	other := fmt.Errorf("civitai: %s already exists with other content; move it away or pull into another directory: %w", final, ErrExists)
+	if !fi.Mode().IsRegular() || d.total > 0 && fi.Size() != d.total {
+		return false, other
+	}
+	f, err := d.root.Open(d.name)
+	if err != nil {
+		return false, fmt.Errorf("civitai: checking %s: %w", final, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false, fmt.Errorf("civitai: checking %s: %w", final, err)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != d.want {
+		return false, other
+	}
+	return true, nil
+}
+
+func (d *dl) nchunks() int {
+	if !d.ranged {
+		return 1
+	}
+	return int((d.total + d.chunk - 1) / d.chunk)
+}
+
+func (d *dl) chunkBounds(i int) (start, end int64) {
+	if !d.ranged {
+		return 0, d.total
+	}
+	start = int64(i) * d.chunk
+	return start, min(start+d.chunk, d.total)
+}
+
+func (d *dl) partsHeader() string {
+	return fmt.Sprintf("%s %s %d %d\n", partsMagic, d.want, d.total, d.chunk)
+}
+
+// loadParts prepares the .incomplete file and the sidecar. A sidecar for this very file
+// (same SHA256, size and chunk size) names chunks already written; each is re-hashed and
+// kept only if it still matches. Anything else starts over.
+func (d *dl) loadParts() ([]bool, error) {
+	n := d.nchunks()
+	done := make([]bool, n)
+	inc := filepath.Join(d.dir, d.name+IncompleteSuffix)
+	if !d.ranged {
+		// no ranges, no resume: one stream from the start
+		_ = d.root.Remove(d.name + PartsSuffix)
+		if err := d.fh.Truncate(0); err != nil {
+			return nil, fmt.Errorf("civitai: %s: %w", inc, err)
+		}
+		return done, nil
+	}
+	var lines []string
+	if data, err := d.readParts(); err == nil && bytes.HasPrefix(data, []byte(d.partsHeader())) {
+		if fi, err := d.fh.Stat(); err == nil && fi.Size() == d.total {
+			sc := bufio.NewScanner(bytes.NewReader(data[len(d.partsHeader()):]))
+			for sc.Scan() {
+				f := strings.Fields(sc.Text())
+				if len(f) != 2 {
+					continue
+				}
+				i, err := strconv.Atoi(f[0])
+				if err != nil || i < 0 || i >= n || done[i] || len(f[1]) != 64 {
+					continue
+				}
+				if d.chunkHash(i) == f[1] {
+					done[i] = true
+					lines = append(lines, sc.Text())
+				}
+			}
+		}
+	}
+	if len(lines) == 0 {
+		if err := d.fh.Truncate(0); err != nil {
+			return nil, fmt.Errorf("civitai: %s: %w", inc, err)
+		}
+	}
+	if err := d.fh.Truncate(d.total); err != nil {
+		return nil, fmt.Errorf("civitai: reserving %d bytes for %s: %w", d.total, inc, err)
+	}
+	pf, err := d.root.OpenFile(d.name+PartsSuffix, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("civitai: creating %s: %w", filepath.Join(d.dir, d.name+PartsSuffix), err)
+	}
+	var b strings.Builder
+	b.WriteString(d.partsHeader())
+	for _, l := range lines {
+		b.WriteString(l + "\n")
+	}
+	if _, err := pf.WriteString(b.String()); err != nil {
+		pf.Close()
+		return nil, fmt.Errorf("civitai: writing %s: %w", filepath.Join(d.dir, d.name+PartsSuffix), err)
+	}
+	d.parts = pf
+	return done, nil
+}
+
+func (d *dl) readParts() ([]byte, error) {
+	f, err := d.root.Open(d.name + PartsSuffix)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxSidecarSize))
+}
+
+// chunkHash hashes chunk i as it is on disk ("" on a read error).
+func (d *dl) chunkHash(i int) string {
+	s, e := d.chunkBounds(i)
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(d.fh, s, e-s)); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// markDone appends a finished chunk to the sidecar. Lines are not fsynced: a resume
+// re-hashes every chunk it names, so a lost or torn write only costs a re-fetch.
+func (d *dl) markDone(i int, sum []byte) error {
+	if d.parts == nil {
+		return nil
+	}
+	d.partsMu.Lock()
+	defer d.partsMu.Unlock()
+	if _, err := fmt.Fprintf(d.parts, "%d %x\n", i, sum); err != nil {
+		return fmt.Errorf("civitai: writing %s: %w", filepath.Join(d.dir, d.name+PartsSuffix), err)
+	}
+	return nil
+}
+
+// discard removes the partial download (after an integrity failure).
+func (d *dl) discard() {
+	if d.parts != nil {
+		d.parts.Close()
+		d.parts = nil
+	}
+	_ = d.fh.Truncate(0)
+	_ = d.root.Remove(d.name + IncompleteSuffix)
+	_ = d.root.Remove(d.name + PartsSuffix)
+}
+
+// fetchAll downloads the chunks not yet done, Connections at a time. The probe's open
+// answer serves chunk 0.
+func (d *dl) fetchAll(ctx context.Context, done []bool, probe **cdnResp) error {
+	var have int64
+	for i, ok := range done {
+		if ok {
+			s, e := d.chunkBounds(i)
+			have += e - s
+		}
+	}
+	d.tr.Add(have)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sem := make(chan struct{}, d.c.conns())
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var first error
+	setErr := func(err error) {
+		errMu.Lock()
+		defer errMu.Unlock()
+		if first == nil || errors.Is(first, context.Canceled) && !errors.Is(err, context.Canceled) {
+			first = err
+		}
+		cancel(err)
+	}
+	for i := range done {
+		if done[i] {
+			continue
+		}
+		var initial *cdnResp
+		if i == 0 {
+			initial, *probe = *probe, nil
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			if initial != nil {
+				initial.resp.Body.Close()
+				initial.wd.stop()
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func(i int, initial *cdnResp) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := d.fetchChunk(ctx, i, initial); err != nil {
+				setErr(err)
+			}
+		}(i, initial)
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// fetchChunk downloads chunk i, resuming inside the chunk after a failure (the chunk hash
+// continues over the retry), and records it in the sidecar.
+func (d *dl) fetchChunk(ctx context.Context, i int, r *cdnResp) error {
+	start, end := d.chunkBounds(i)
+	pos := start
+	h := sha256.New()
+	noProgress := 0
+	for try := 1; ; try++ {
+		var err error
+		if r == nil {
+			if !d.ranged {
+				pos, h = 0, sha256.New() // no ranges: start over
+			}
+			rs := pos
+			re := end - 1
+			if !d.ranged {
+				re = -1
+			}
+			if r, err = d.open(ctx, rs, re); err != nil {
+				return err
+			}
+			if r.whole != !d.ranged || r.total != d.total && d.total >= 0 {
+				r.resp.Body.Close()
+				r.wd.stop()
+				if r.total != d.total {
+					return fmt.Errorf("civitai: %s: the file on the download server changed size during the download (%d → %d bytes): %w", d.w.desc, d.total, r.total, ErrIntegrity)
+				}
+				return fmt.Errorf("civitai: %s: the download server changed how it answers Range requests: %w", d.w.desc, ErrProtocol)
+			}
+		}
+		n, err := d.copyBody(r, pos, end, h)
+		r.resp.Body.Close()
+		r.wd.stop()
+		stalled := r.wd.stalled()
+		host := r.resp.Request.URL.Host
+		r = nil
+		pos += n
+		if err == nil && pos == end {
+			return d.markDone(i, h.Sum(nil))
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var fatal *fatalErr
+		if errors.As(err, &fatal) {
+			return fatal.err
+		}
+		why := "closed the connection early"
+		switch {
+		case stalled:
+			why = fmt.Sprintf("stalled for %s", d.c.stall())
+		case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
+			ne, _ := netError(clip(host), err)
+			why = ne.Error()
+		}
+		if n > 0 {
+			noProgress = 0
+		} else {
+			noProgress++
+		}
+		if noProgress >= d.c.attempts() || try >= maxChunkTries {
+			return fmt.Errorf("civitai: %s: the download server %s %s at byte %d of %d (gave up after %d attempts); run the pull again later to resume: %w",
+				d.w.desc, clip(host), why, pos, d.total, try, ErrRetry)
+		}
+		if err := d.c.backoff(ctx, max(noProgress, 1), ""); err != nil {
+			return err
+		}
+	}
+}
+
+// fatalErr marks a body error that retrying cannot cure.
+type fatalErr struct{ err error }
+
+func (e *fatalErr) Error() string { return e.err.Error() }
+
+// copyBody writes the answer's bytes at pos.. (up to end) into the file, hashing them.
+func (d *dl) copyBody(r *cdnResp, pos, end int64, h hash.Hash) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var n int64
+	want := end - pos
+	if !r.whole || r.total >= 0 {
+		want = min(want, r.end-r.start+1)
+	}
+	body := io.LimitReader(r.resp.Body, want+1)
+	for {
+		k, rerr := body.Read(buf)
+		if k > 0 {
+			r.wd.kick()
+			if n+int64(k) > want {
+				return n, &fatalErr{fmt.Errorf("civitai: %s: the download server sent more bytes than asked for: %w", d.w.desc, ErrProtocol)}
+			}
+			if _, err := d.fh.WriteAt(buf[:k], pos+n); err != nil {
+				return n, &fatalErr{fmt.Errorf("civitai: writing %s: %w", filepath.Join(d.dir, d.name+IncompleteSuffix), err)}
+			}
+			h.Write(buf[:k])
+			n += int64(k)
+			d.tr.Add(int64(k))
+		}
+		if rerr == io.EOF {
+			if n == want {
+				return n, nil
+			}
+			return n, io.ErrUnexpectedEOF
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+// verify checks the whole file against the published SHA256 and that it parses as
+// safetensors.
+func (d *dl) verify() error {
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(d.fh, 0, d.total)); err != nil {
+		return fmt.Errorf("civitai: reading back %s: %w", filepath.Join(d.dir, d.name+IncompleteSuffix), err)
+	}
+	got := hex.EncodeToString(h.Sum(nil))
+	if got != d.want {
+		return fmt.Errorf("civitai: %s: the downloaded file's SHA256 is %s but CivitAI publishes %s; the download was discarded: run the pull again (if it repeats, the file on CivitAI is broken): %w",
+			d.w.desc, got, d.want, ErrIntegrity)
+	}
+	if _, err := safetensors.ReadHeader(d.fh, d.total); err != nil {
+		return fmt.Errorf("civitai: %s matches CivitAI's SHA256 but is not a valid safetensors file (%s); refusing to install it: %w", d.w.desc, clip(err.Error()), ErrUnsupported)
+	}
+	return nil
+}
+
+// parseContentRange reads "bytes s-e/t" (t may be "*": -1).
+func parseContentRange(s string) (start, end, total int64, ok bool) {
+	rest, found := strings.CutPrefix(strings.TrimSpace(s), "bytes ")
+	if !found {
+		return 0, 0, 0, false
+	}
+	rng, tot, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, 0, false
+	}
+	a, b, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, 0, false
+	}
+	var err error
+	if start, err = strconv.ParseInt(a, 10, 64); err != nil || start < 0 {
+		return 0, 0, 0, false
+	}
+	if end, err = strconv.ParseInt(b, 10, 64); err != nil || end < start {
+		return 0, 0, 0, false
+	}
+	if tot == "*" {
+		return start, end, -1, true
+	}
+	if total, err = strconv.ParseInt(tot, 10, 64); err != nil || total <= end {
+		return 0, 0, 0, false
+	}
+	return start, end, total, true
+}
