@@ -46,7 +46,7 @@ const DefaultEndpoint = "https://huggingface.co"
 
 // Client downloads from the Hub. The zero value works (public repos, defaults below).
 type Client struct {
-	Endpoint    string        // HF_ENDPOINT, default https://huggingface.co; must be https (http only on loopback, for tests)
+	Endpoint    string        // HF_ENDPOINT, default https://huggingface.co; must be https (http only on loopback, for tests, or with AllowInsecureHTTP)
 	Token       secret.Secret // sent as "Authorization: Bearer" to the endpoint's host only
 	HTTP        *http.Client  // default: TLS-verifying HTTP/1.1 client (one TCP connection per range)
 	Connections int           // parallel ranges per file, default 8
@@ -57,6 +57,13 @@ type Client struct {
 	RetryWait    time.Duration // first backoff (doubling, jittered, at most 64×), default 500ms
 	StallTimeout time.Duration // a request that receives nothing for this long is retried, default 30s
 	UserAgent    string        // default "scopectl"
+
+	// AllowInsecureHTTP lets an http:// Endpoint be on any host, not only loopback, and
+	// then lets the Hub redirect to http:// URLs on any host (the CDN). It is for
+	// benchmarks and test networks: nothing is encrypted, the Token included. Default false.
+	// It relaxes only that loopback rule: https URLs are still TLS-verified, and an https
+	// endpoint still may not redirect to http.
+	AllowInsecureHTTP bool
 }
 
 // File is one file of a pull.
@@ -241,7 +248,7 @@ func (c *Client) newPull(cacheDir string, ref Ref) (*pull, error) {
 	}
 	switch {
 	case u.Scheme == "https":
-	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	case u.Scheme == "http" && (isLoopback(u.Hostname()) || c.AllowInsecureHTTP):
 	default:
 		return nil, fmt.Errorf("hf: endpoint %s must use https", clip(u.Scheme+"://"+u.Host))
 	}
@@ -310,7 +317,8 @@ func isLoopback(host string) bool {
 }
 
 // allowedURL is the policy for every URL the client fetches besides the endpoint itself:
-// https only, or http when the endpoint is http on loopback (tests) and so is the URL.
+// https only, or http when the endpoint is http on loopback (tests) and so is the URL
+// (any host instead of loopback with AllowInsecureHTTP).
 func (p *pull) allowedURL(u *url.URL) error {
 	if u.User != nil {
 		return tagf(ErrUnsafe, "refusing a URL with credentials from the server")
@@ -318,7 +326,7 @@ func (p *pull) allowedURL(u *url.URL) error {
 	switch {
 	case u.Scheme == "https" && u.Host != "":
 		return nil
-	case u.Scheme == "http" && p.ep.Scheme == "http" && isLoopback(u.Hostname()):
+	case u.Scheme == "http" && p.ep.Scheme == "http" && (isLoopback(u.Hostname()) || p.c.AllowInsecureHTTP):
 		return nil
 	}
 	return tagf(ErrUnsafe, "refusing to follow the server to a non-https address (%s://%s)", clip(u.Scheme), clip(u.Host))

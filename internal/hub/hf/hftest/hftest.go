@@ -97,6 +97,8 @@ type Server struct {
 	cdnBytes  map[string]int64
 	cdnAuth   int
 	commitSeq int
+
+	up *upState // the upload side (upload.go)
 }
 
 // Start starts a server that is closed when the test ends.
@@ -127,6 +129,7 @@ func NewServer(opt Options) *Server {
 		newSrv = httptest.NewServer
 	}
 	s.CDN = newSrv(http.HandlerFunc(s.serveCDN))
+	s.startUploads()
 	return s
 }
 
@@ -142,6 +145,7 @@ func (s *Server) Close() {
 	s.CDN.CloseClientConnections()
 	s.Hub.Close()
 	s.CDN.Close()
+	s.closeUploads()
 }
 
 // URL is the Hub endpoint (HF_ENDPOINT).
@@ -409,6 +413,9 @@ func (s *Server) serveHub(w http.ResponseWriter, r *http.Request) {
 	if s.takeRateLimit() {
 		w.Header().Set("Retry-After", "0")
 		s.hubError(w, r, http.StatusTooManyRequests, "", "You have been rate-limited")
+		return
+	}
+	if s.serveUpload(w, r) {
 		return
 	}
 	rt, ok := parseRoute(r.URL.EscapedPath())
