@@ -3,6 +3,7 @@ package cli_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/daydreamlive/scopectl/internal/provider/runpod/runpodtest"
 )
@@ -46,5 +47,31 @@ func TestPodLifecycleCLI(t *testing.T) {
 	t.Setenv("RUNPOD_API_KEY", "rpa_"+strings.Repeat("ZZ", 20))
 	if _, errs, code := e.run("pod", "ls"); code == 0 || strings.Contains(errs, "ZZZZ") || strings.Count(strings.TrimSpace(errs), "\n") > 0 {
 		t.Fatalf("%d %q", code, errs)
+	}
+}
+
+func TestPodWatchStopsPastMaxHours(t *testing.T) {
+	e := newEnv(t)
+	key := "rpa_" + strings.Repeat("W7", 20)
+	srv := runpodtest.New(t, runpodtest.Options{APIKey: key})
+	t.Setenv("RUNPOD_API_URL", srv.RESTURL())
+	t.Setenv("RUNPOD_GRAPHQL_URL", srv.GraphQLURL())
+	t.Setenv("RUNPOD_API_KEY", key)
+	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--max-hours", "0.0002", "--json"))
+	id := pod["id"].(string)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		time.Sleep(300 * time.Millisecond)
+		ds := decode[[]map[string]any](t, e.mustRun("pod", "watch", "--once", "--no-ssh", "--json"))
+		if len(ds) == 1 && ds[0]["action"] == "stop" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not stopped: %v", ds)
+		}
+	}
+	got := decode[map[string]any](t, e.mustRun("pod", "get", id, "--json"))
+	if got["status"] != "EXITED" {
+		t.Fatalf("status %v", got["status"])
 	}
 }
