@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -46,7 +47,8 @@ func (a *app) pullCivitAI(ctx context.Context, lib *library.Library, arg, name s
 	if err != nil {
 		return nil, err
 	}
-	origin := store.Origin{Kind: "civitai", ModelID: strconv.FormatInt(v.ModelID, 10), VersionID: strconv.FormatInt(v.ID, 10), URL: v.ModelPage, File: f.Name}
+	origin := store.Origin{Kind: "civitai", ModelID: strconv.FormatInt(v.ModelID, 10), VersionID: strconv.FormatInt(v.ID, 10), URL: v.ModelPage, File: f.Name,
+		BaseModel: v.BaseModel, TriggerWords: strings.Join(v.TrainedWords, ", ")}
 	p := pulled{Source: "civitai", Path: f.Name, Size: f.SizeBytes(), SHA256: f.SHA256, Cached: path, Fetched: true}
 	res, err := lib.Add(ctx, path, library.AddOptions{Name: name, Origin: origin})
 	if err != nil {

@@ -42,7 +42,8 @@ func TestHubCivitAI(t *testing.T) {
 		return string(out), code
 	}
 	out, code := run("hub", "pull", "civitai:"+strconv.Itoa(civitaitest.VersionT2V14B), "--json")
-	if code != 0 || !strings.Contains(out, `"kind": "civitai"`) || !strings.Contains(out, `"base": "wan2.1-t2v-14b"`) {
+	if code != 0 || !strings.Contains(out, `"kind": "civitai"`) || !strings.Contains(out, `"base": "wan2.1-t2v-14b"`) ||
+		!strings.Contains(out, `"base_model": "Wan Video 14B t2v"`) || !strings.Contains(out, `"trigger_words": "wanstyle"`) {
 		t.Fatalf("%d %s", code, out)
 	}
 	out, code = run("lora", "ls")

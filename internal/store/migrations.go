@@ -72,4 +72,9 @@ CREATE TABLE pods (
 );
 CREATE UNIQUE INDEX pods_provider_id ON pods(provider, id) WHERE id IS NOT NULL;
 `,
+	// 3: what a hub says about a LoRA it served (CivitAI's baseModel and trained words).
+	`
+ALTER TABLE origins ADD COLUMN base_model TEXT NOT NULL DEFAULT '';
+ALTER TABLE origins ADD COLUMN trigger_words TEXT NOT NULL DEFAULT '';
+`,
 }

@@ -201,10 +201,10 @@ func scanLoRA(r scanner) (LoRA, error) {
 	return l, nil
 }
 
-const originCols = `o.kind, o.path, o.url, o.repo, o.revision, o.commit_id, o.file, o.model_id, o.version_id, o.job, o.step`
+const originCols = `o.kind, o.path, o.url, o.repo, o.revision, o.commit_id, o.file, o.model_id, o.version_id, o.job, o.step, o.base_model, o.trigger_words`
 
 func scanOrigin(r scanner, o *Origin) error {
-	return r.Scan(&o.Kind, &o.Path, &o.URL, &o.Repo, &o.Revision, &o.Commit, &o.File, &o.ModelID, &o.VersionID, &o.Job, &o.Step)
+	return r.Scan(&o.Kind, &o.Path, &o.URL, &o.Repo, &o.Revision, &o.Commit, &o.File, &o.ModelID, &o.VersionID, &o.Job, &o.Step, &o.BaseModel, &o.TriggerWords)
 }
 
 func loadOrigins(ctx context.Context, q querier, sha string) ([]Origin, error) {
@@ -256,9 +256,9 @@ outer:
 				continue outer
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO origins (lora_sha, ordinal, kind, path, url, repo, revision, commit_id, file, model_id, version_id, job, step)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			sha, next, o.Kind, o.Path, o.URL, o.Repo, o.Revision, o.Commit, o.File, o.ModelID, o.VersionID, o.Job, o.Step); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO origins (lora_sha, ordinal, kind, path, url, repo, revision, commit_id, file, model_id, version_id, job, step, base_model, trigger_words)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			sha, next, o.Kind, o.Path, o.URL, o.Repo, o.Revision, o.Commit, o.File, o.ModelID, o.VersionID, o.Job, o.Step, o.BaseModel, o.TriggerWords); err != nil {
 			return err
 		}
 		next++
@@ -462,7 +462,7 @@ func (s *SQLite) ListLoRAs(ctx context.Context, f Filter) ([]LoRA, error) {
 	for orows.Next() {
 		var sha string
 		var o Origin
-		if err := orows.Scan(&sha, &o.Kind, &o.Path, &o.URL, &o.Repo, &o.Revision, &o.Commit, &o.File, &o.ModelID, &o.VersionID, &o.Job, &o.Step); err != nil {
+		if err := orows.Scan(&sha, &o.Kind, &o.Path, &o.URL, &o.Repo, &o.Revision, &o.Commit, &o.File, &o.ModelID, &o.VersionID, &o.Job, &o.Step, &o.BaseModel, &o.TriggerWords); err != nil {
 			return nil, err
 		}
 		if i, ok := idx[sha]; ok {

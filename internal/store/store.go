@@ -35,6 +35,9 @@ type Origin struct {
 	VersionID string `json:"version_id,omitempty"`
 	Job       string `json:"job,omitempty"`
 	Step      int64  `json:"step,omitempty"`
+	// What the hub says about the LoRA (CivitAI): its base model label and trigger words.
+	BaseModel    string `json:"base_model,omitempty"`
+	TriggerWords string `json:"trigger_words,omitempty"` // comma-separated, as the hub lists them
 }
 
 // LoRA is one library entry.
