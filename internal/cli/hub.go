@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"strings"
 
@@ -12,12 +14,13 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/hub/hf"
 	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/store"
 )
 
 func (a *app) hubCmd() *cobra.Command {
 	cmd := group(&cobra.Command{Use: "hub", Short: "Pull LoRAs and models from Hugging Face and CivitAI"})
-	cmd.AddCommand(a.hubPullCmd(), a.hubIdentifyCmd(), a.hubSearchCmd())
+	cmd.AddCommand(a.hubPullCmd(), a.hubPushCmd(), a.hubIdentifyCmd(), a.hubSearchCmd())
 	return cmd
 }
 
@@ -139,4 +142,85 @@ func (a *app) pullHF(ctx context.Context, lib *library.Library, arg string, opt 
 		out = append(out, p)
 	}
 	return out, err
+}
+
+func (a *app) hubPushCmd() *cobra.Command {
+	var opt hf.PushOptions
+	var trigger []string
+	var trainingConfig string
+	var allowHTTP bool
+	cmd := &cobra.Command{
+		Use:   "push LORA hf://ORG/REPO[/PATH]",
+		Short: "Upload a library LoRA to Hugging Face (preupload, LFS, commit) with a model card",
+		Long: "Uploads through the Hub's real protocol: preupload, the LFS batch API (objects the Hub\n" +
+			"already has are not sent again) and a commit. The model card records base model, rank,\n" +
+			"alpha, targets, trigger words and the training config when known. HF_TOKEN needs write access.",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lib, err := a.library()
+			if err != nil {
+				return err
+			}
+			e, err := lib.Store.GetLoRA(cmd.Context(), args[0])
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			ref, err := hf.ParseRef(args[1])
+			if err != nil {
+				return usageError("%v", err)
+			}
+			dest := path.Base(e.Name) + ".safetensors"
+			if len(ref.Paths) == 1 {
+				dest = ref.Paths[0]
+				if !strings.HasSuffix(dest, ".safetensors") {
+					dest = path.Join(dest, e.Name+".safetensors")
+				}
+			}
+			var rep lora.Report
+			_ = json.Unmarshal(e.Info, &rep)
+			info := hf.ModelCardInfo{Name: e.Name, Base: e.Base, Rank: e.Rank, Targets: rep.Modules, SHA256: e.SHA256, TrainingConfig: trainingConfig}
+			if rep.Alpha != nil {
+				info.Alpha = *rep.Alpha
+			}
+			info.TriggerWords = trigger
+			for _, o := range e.Origins {
+				if len(info.TriggerWords) == 0 && o.TriggerWords != "" {
+					info.TriggerWords = strings.Split(o.TriggerWords, ", ")
+				}
+			}
+			if trainingConfig != "" {
+				b, err := os.ReadFile(trainingConfig)
+				if err != nil {
+					return err
+				}
+				info.TrainingConfig = string(b)
+			}
+			opt.ModelCard = hf.ModelCard(info)
+			c := &hf.Client{Endpoint: a.cfg.HFEndpoint, Token: hf.TokenFrom(a.cfg.HFToken, a.cfg.HFHome), Progress: a.progress(), AllowInsecureHTTP: allowHTTP}
+			if !c.Token.IsSet() {
+				return usageError("set HF_TOKEN (a token with write access) or log in with `hf auth login`")
+			}
+			res, err := c.Push(cmd.Context(), ref.Repo, []hf.Upload{{Path: dest, Local: e.Path}}, opt)
+			if err != nil {
+				return err
+			}
+			return a.out(res, func(w io.Writer) {
+				fmt.Fprintf(w, "pushed to %s at commit %.12s\n", res.URL, res.Commit)
+				for _, f := range res.Files {
+					state := "uploaded"
+					if !f.Uploaded {
+						state = "already on the Hub"
+					}
+					fmt.Fprintf(w, "  %s (%s, %s)\n", f.Path, humanBytes(f.Size), state)
+				}
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&opt.Create, "create", false, "create the repo if it does not exist")
+	cmd.Flags().BoolVar(&opt.Private, "private", false, "with --create: make the new repo private")
+	cmd.Flags().StringVar(&opt.Message, "message", "", "commit message")
+	cmd.Flags().StringSliceVar(&trigger, "trigger", nil, "trigger words for the model card (default: from the CivitAI origin)")
+	cmd.Flags().StringVar(&trainingConfig, "training-config", "", "ai-toolkit config file to quote in the model card")
+	cmd.Flags().BoolVar(&allowHTTP, "allow-http", false, "allow a plain http:// HF_ENDPOINT that is not loopback (test networks only)")
+	return cmd
 }
