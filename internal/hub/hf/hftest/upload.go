@@ -334,6 +334,18 @@ func writeJSON(w http.ResponseWriter, status int, ctype string, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// hubErrorLocked is hubError for a caller that holds s.mu.
+func (s *Server) hubErrorLocked(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	if s.echoAuth {
+		msg += " (got " + r.Header.Get("Authorization") + ")"
+	}
+	if code != "" {
+		w.Header().Set("X-Error-Code", code)
+	}
+	w.Header().Set("X-Error-Message", msg)
+	writeJSON(w, status, "application/json", map[string]string{"error": msg})
+}
+
 func (s *Server) repoURL(typ, id string) string {
 	prefix := ""
 	if typ == "dataset" || typ == "space" {
@@ -789,16 +801,16 @@ func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	ses := s.up.sessions[r.URL.Query().Get("uploadId")]
 	if ses == nil || ses.chunk == 0 {
-		s.hubError(w, r, http.StatusNotFound, "", "No such multipart upload")
+		s.hubErrorLocked(w, r, http.StatusNotFound, "", "No such multipart upload")
 		return
 	}
 	if req.OID != ses.oid {
-		s.hubError(w, r, http.StatusBadRequest, "", "oid does not match the upload")
+		s.hubErrorLocked(w, r, http.StatusBadRequest, "", "oid does not match the upload")
 		return
 	}
 	n := int((ses.size + ses.chunk - 1) / ses.chunk)
 	if len(req.Parts) != n {
-		s.hubError(w, r, http.StatusBadRequest, "", fmt.Sprintf("Expected %d parts, got %d", n, len(req.Parts)))
+		s.hubErrorLocked(w, r, http.StatusBadRequest, "", fmt.Sprintf("Expected %d parts, got %d", n, len(req.Parts)))
 		return
 	}
 	var all bytes.Buffer
@@ -807,16 +819,16 @@ func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) {
 		want := min(ses.chunk, ses.size-int64(i)*ses.chunk)
 		switch {
 		case p.PartNumber != i+1:
-			s.hubError(w, r, http.StatusBadRequest, "", "Parts must be listed in order")
+			s.hubErrorLocked(w, r, http.StatusBadRequest, "", "Parts must be listed in order")
 			return
 		case !ok:
-			s.hubError(w, r, http.StatusBadRequest, "", fmt.Sprintf("Part %d was not uploaded", i+1))
+			s.hubErrorLocked(w, r, http.StatusBadRequest, "", fmt.Sprintf("Part %d was not uploaded", i+1))
 			return
 		case strings.Trim(p.ETag, `"`) != strings.Trim(ses.etags[i+1], `"`):
-			s.hubError(w, r, http.StatusBadRequest, "", fmt.Sprintf("ETag of part %d does not match", i+1))
+			s.hubErrorLocked(w, r, http.StatusBadRequest, "", fmt.Sprintf("ETag of part %d does not match", i+1))
 			return
 		case int64(len(data)) != want:
-			s.hubError(w, r, http.StatusBadRequest, "", fmt.Sprintf("Part %d has %d bytes, want %d", i+1, len(data), want))
+			s.hubErrorLocked(w, r, http.StatusBadRequest, "", fmt.Sprintf("Part %d has %d bytes, want %d", i+1, len(data), want))
 			return
 		}
 		all.Write(data)
@@ -859,15 +871,15 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request, typ, id st
 	data, ok := s.up.pending[rk][req.OID]
 	switch {
 	case !ok:
-		s.hubError(w, r, http.StatusNotFound, "", "Object "+req.OID+" not found")
+		s.hubErrorLocked(w, r, http.StatusNotFound, "", "Object "+req.OID+" not found")
 		return
 	case int64(len(data)) != req.Size:
 		delete(s.up.pending[rk], req.OID)
-		s.hubError(w, r, http.StatusUnprocessableEntity, "", fmt.Sprintf("Size mismatch: stored %d bytes, expected %d", len(data), req.Size))
+		s.hubErrorLocked(w, r, http.StatusUnprocessableEntity, "", fmt.Sprintf("Size mismatch: stored %d bytes, expected %d", len(data), req.Size))
 		return
 	case SHA256(data) != req.OID:
 		delete(s.up.pending[rk], req.OID)
-		s.hubError(w, r, http.StatusUnprocessableEntity, "", "sha256 mismatch: the uploaded content does not match the oid")
+		s.hubErrorLocked(w, r, http.StatusUnprocessableEntity, "", "sha256 mismatch: the uploaded content does not match the oid")
 		return
 	}
 	delete(s.up.pending[rk], req.OID)
@@ -1059,7 +1071,7 @@ func (s *Server) handleCommit(w http.ResponseWriter, r *http.Request, typ, id, r
 	for _, f := range list {
 		for d := path.Dir(f.Path); d != "."; d = path.Dir(d) {
 			if _, clash := files[d]; clash {
-				bad("Path " + d + " is both a file and a folder")
+				s.hubErrorLocked(w, r, http.StatusBadRequest, "", "Path "+d+" is both a file and a folder")
 				return
 			}
 		}
