@@ -479,22 +479,11 @@ func (p *pull) roundTrip(ctx context.Context, hc *http.Client, method, u string,
 		if w.stalled.Load() || errors.Is(context.Cause(actx), errStalled) {
 			return nil, sent, nil, nil, &transient{err: fmt.Errorf("%s: no answer for %s", host, p.stall)}
 		}
-		var ue *url.Error
-		if errors.As(err, &ue) && (errors.Is(ue.Err, ErrUnsafe) || strings.Contains(ue.Err.Error(), "too many redirects")) {
-			return nil, sent, nil, nil, netError(host, err)
-		}
-		return nil, sent, nil, nil, &transient{err: netError(host, err)}
+		return nil, sent, nil, nil, transportErr(host, err)
 	}
 	w.kick()
-	if retryable(resp.StatusCode) {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-		stop()
-		return nil, sent, nil, nil, &transient{
-			err:        fmt.Errorf("%s answered %d %s", resp.Request.URL.Host, resp.StatusCode, http.StatusText(resp.StatusCode)),
-			retryAfter: resp.Header.Get("Retry-After"),
-			status:     resp.StatusCode,
-		}
+	if terr := retryStatus(resp, stop); terr != nil {
+		return nil, sent, nil, nil, terr
 	}
 	return resp, sent, w, stop, nil
 }
@@ -837,4 +826,30 @@ func (p *pull) pullFile(ctx context.Context, f remoteFile) (File, error) {
 func (p *pull) blobRel(etag string) string { return path.Join(p.folder, "blobs", etag) }
 func (p *pull) pointerRel(file string) string {
 	return path.Join(p.folder, "snapshots", p.commit, file)
+}
+
+// transportErr classifies a request that got no answer: an unsafe redirect is final,
+// anything else (reset, timeout, refused) is worth a retry.
+func transportErr(host string, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) && (errors.Is(ue.Err, ErrUnsafe) || strings.Contains(ue.Err.Error(), "too many redirects")) {
+		return netError(host, err)
+	}
+	return &transient{err: netError(host, err)}
+}
+
+// retryStatus drains and closes a 429/5xx answer and returns it as a transient error;
+// nil for any other status.
+func retryStatus(resp *http.Response, stop func()) error {
+	if !retryable(resp.StatusCode) {
+		return nil
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	stop()
+	return &transient{
+		err:        fmt.Errorf("%s answered %d %s", resp.Request.URL.Host, resp.StatusCode, http.StatusText(resp.StatusCode)),
+		retryAfter: resp.Header.Get("Retry-After"),
+		status:     resp.StatusCode,
+	}
 }

@@ -541,22 +541,11 @@ func (ps *pusher) send(ctx context.Context, rq request) (*http.Response, bool, *
 		if w.stalled.Load() {
 			return nil, sent, nil, nil, &transient{err: fmt.Errorf("%s: nothing sent or received for %s", host, ps.stall)}
 		}
-		var ue *url.Error
-		if errors.As(err, &ue) && (errors.Is(ue.Err, ErrUnsafe) || strings.Contains(ue.Err.Error(), "too many redirects")) {
-			return nil, sent, nil, nil, netError(host, err)
-		}
-		return nil, sent, nil, nil, &transient{err: netError(host, err)}
+		return nil, sent, nil, nil, transportErr(host, err)
 	}
 	w.kick()
-	if retryable(resp.StatusCode) {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-		stop()
-		return nil, sent, nil, nil, &transient{
-			err:        fmt.Errorf("%s answered %d %s", resp.Request.URL.Host, resp.StatusCode, http.StatusText(resp.StatusCode)),
-			retryAfter: resp.Header.Get("Retry-After"),
-			status:     resp.StatusCode,
-		}
+	if terr := retryStatus(resp, stop); terr != nil {
+		return nil, sent, nil, nil, terr
 	}
 	return resp, sent, w, stop, nil
 }
