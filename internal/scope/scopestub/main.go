@@ -1,0 +1,294 @@
+// Command scopestub is a stand-in for Daydream Scope's HTTP API, for tests
+// (a FROM-scratch image: CGO_ENABLED=0 go build). It answers
+//
+//	GET  /health
+//	GET  /api/v1/pipeline/status
+//	POST /api/v1/pipeline/load   (asynchronous: loading, then loaded after --load-delay)
+//	GET  /api/v1/logs/tail?lines=N&since_offset=B
+//	GET  /api/v1/loras           (*.safetensors under $DAYDREAM_SCOPE_LORA_DIR)
+//
+// like Scope does. A load fails, as in Scope, when a LoRA path does not exist
+// (or --fail-load is set): status reads "error" once, then falls back to
+// not_loaded, and the log tail holds the traceback.
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+const version = "0.0.0-scopestub"
+
+type server struct {
+	mu         sync.Mutex
+	start      time.Time
+	status     string
+	pipelineID *string
+	loadParams map[string]any
+	adapters   []map[string]any
+	stage      *string
+	logs       []byte
+	delay      time.Duration
+	failLoad   bool
+	loraDir    string
+}
+
+func (s *server) logf(level, format string, a ...any) {
+	line := fmt.Sprintf("%s - scope.server.pipeline_manager - %s - %s",
+		time.Now().UTC().Format("2006-01-02 15:04:05,000"), level, fmt.Sprintf(format, a...))
+	s.logs = append(s.logs, line...)
+	s.logs = append(s.logs, '\n')
+	log.Print(line)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *server) health(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, 200, map[string]any{
+		"status":            "healthy",
+		"timestamp":         time.Now().Format("2006-01-02T15:04:05.000000"),
+		"server_start_time": float64(s.start.UnixNano()) / 1e9,
+		"version":           version,
+		"git_commit":        "0000000",
+	})
+}
+
+func (s *server) pipelineStatus(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lp any
+	if s.loadParams != nil {
+		lp = s.loadParams
+	}
+	var ad any
+	if s.adapters != nil {
+		ad = s.adapters
+	}
+	writeJSON(w, 200, map[string]any{"status": s.status, "pipeline_id": s.pipelineID, "load_params": lp,
+		"loaded_lora_adapters": ad, "loading_stage": s.stage, "error": nil})
+	if s.status == "error" { // Scope clears an error once it has been read
+		s.status, s.pipelineID, s.loadParams, s.adapters = "not_loaded", nil, nil, nil
+	}
+}
+
+func (s *server) load(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		PipelineIDs []string       `json:"pipeline_ids"`
+		LoadParams  map[string]any `json:"load_params"`
+		Pipelines   []struct {
+			PipelineID string         `json:"pipeline_id"`
+			LoadParams map[string]any `json:"load_params"`
+		} `json:"pipelines"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		writeJSON(w, 422, map[string]any{"detail": "invalid JSON: " + err.Error()})
+		return
+	}
+	id, params := "", req.LoadParams
+	switch {
+	case len(req.Pipelines) > 0:
+		id, params = req.Pipelines[0].PipelineID, req.Pipelines[0].LoadParams
+	case len(req.PipelineIDs) > 0:
+		id = req.PipelineIDs[0]
+	default:
+		writeJSON(w, 400, map[string]any{"detail": "Either 'pipelines' or 'pipeline_ids' must be provided"})
+		return
+	}
+	var loras []map[string]any
+	if ls, ok := params["loras"].([]any); ok {
+		for _, l := range ls {
+			if m, ok := l.(map[string]any); ok {
+				scale := 1.0
+				if f, ok := m["scale"].(float64); ok {
+					scale = f
+				}
+				loras = append(loras, map[string]any{"path": m["path"], "scale": scale})
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stage := "Loading diffusion model"
+	s.status, s.pipelineID, s.loadParams, s.adapters, s.stage = "loading", &id, params, nil, &stage
+	s.logf("INFO", "Loading pipeline %s", id)
+	delay, fail := s.delay, s.failLoad
+	go func() {
+		time.Sleep(delay)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.stage = nil
+		missing := ""
+		for _, l := range loras {
+			p, _ := l["path"].(string)
+			if _, err := os.Stat(p); err != nil {
+				missing = p
+				break
+			}
+		}
+		if fail || missing != "" {
+			s.status, s.adapters = "error", nil
+			reason := "stub configured to fail (--fail-load)"
+			exc := "RuntimeError: " + reason
+			if missing != "" {
+				reason, exc = "LoRA loading failed", "FileNotFoundError: LoRA file not found: "+missing
+			}
+			s.logf("ERROR", "Failed to load pipeline %s: %s", id, reason)
+			for _, l := range []string{"Traceback (most recent call last):",
+				`  File "/app/src/scope/core/pipelines/wan2_1/lora/utils.py", line 1, in load_lora_weights`,
+				"    raise FileNotFoundError(path)", exc} {
+				s.logs = append(s.logs, l+"\n"...)
+			}
+			return
+		}
+		s.status, s.adapters = "loaded", loras
+		s.logf("INFO", "Pipeline %s loaded with %d LoRA(s)", id, len(loras))
+	}()
+	writeJSON(w, 200, map[string]any{"message": "Pipeline loading initiated successfully"})
+}
+
+func (s *server) logsTail(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	n, since := 200, int64(0)
+	if v := q.Get("lines"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > 1000 {
+			writeJSON(w, 422, map[string]any{"detail": "lines must be 1..1000"})
+			return
+		}
+	}
+	if v := q.Get("since_offset"); v != "" {
+		var err error
+		if since, err = strconv.ParseInt(v, 10, 64); err != nil || since < 0 {
+			writeJSON(w, 422, map[string]any{"detail": "since_offset must be >= 0"})
+			return
+		}
+	}
+	s.mu.Lock()
+	data := string(s.logs)
+	s.mu.Unlock()
+	size := int64(len(data))
+	if since > 0 {
+		if since >= size {
+			writeJSON(w, 200, map[string]any{"lines": []string{}, "offset": size})
+			return
+		}
+		data = data[since:]
+	}
+	lines := []string{}
+	for _, l := range strings.Split(data, "\n") {
+		if strings.TrimSpace(l) != "" {
+			lines = append(lines, strings.TrimRight(l, "\r "))
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	writeJSON(w, 200, map[string]any{"lines": lines, "offset": size})
+}
+
+func (s *server) loras(w http.ResponseWriter, _ *http.Request) {
+	files := []map[string]any{}
+	err := filepath.WalkDir(s.loraDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == s.loraDir && os.IsNotExist(err) {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if d.IsDir() || !strings.HasSuffix(d.Name(), ".safetensors") {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		h := sha256.New()
+		size, err := io.Copy(h, f)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(s.loraDir, p)
+		var folder any
+		if dir := filepath.Dir(rel); dir != "." {
+			folder = filepath.ToSlash(dir)
+		}
+		files = append(files, map[string]any{
+			"name":       strings.TrimSuffix(d.Name(), ".safetensors"),
+			"path":       p,
+			"size_mb":    float64(int64(float64(size)/(1<<20)*100+0.5)) / 100,
+			"size_bytes": size,
+			"folder":     folder,
+			"sha256":     hex.EncodeToString(h.Sum(nil)),
+			"provenance": nil,
+			"read_only":  false,
+		})
+		return nil
+	})
+	if err != nil {
+		writeJSON(w, 500, map[string]any{"detail": err.Error()})
+		return
+	}
+	sort.Slice(files, func(i, j int) bool {
+		fi, _ := files[i]["folder"].(string)
+		fj, _ := files[j]["folder"].(string)
+		if fi != fj {
+			return fi < fj
+		}
+		return files[i]["name"].(string) < files[j]["name"].(string)
+	})
+	writeJSON(w, 200, map[string]any{"lora_files": files})
+}
+
+func loraDir() string {
+	if d := os.Getenv("DAYDREAM_SCOPE_LORA_DIR"); d != "" {
+		return d
+	}
+	if d := os.Getenv("SCOPE_LORA_DIR"); d != "" {
+		return d
+	}
+	if d := os.Getenv("DAYDREAM_SCOPE_MODELS_DIR"); d != "" {
+		return filepath.Join(d, "lora")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".daydream-scope", "models", "lora")
+}
+
+func main() {
+	port := flag.Int("port", 8000, "port to listen on")
+	host := flag.String("host", "0.0.0.0", "address to listen on")
+	delay := flag.Duration("load-delay", 2*time.Second, "how long a pipeline load takes")
+	fail := flag.Bool("fail-load", false, "make every pipeline load fail")
+	flag.Parse()
+	s := &server{start: time.Now(), status: "not_loaded", delay: *delay, failLoad: *fail, loraDir: loraDir()}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", s.health)
+	mux.HandleFunc("GET /api/v1/pipeline/status", s.pipelineStatus)
+	mux.HandleFunc("POST /api/v1/pipeline/load", s.load)
+	mux.HandleFunc("GET /api/v1/logs/tail", s.logsTail)
+	mux.HandleFunc("GET /api/v1/loras", s.loras)
+	addr := fmt.Sprintf("%s:%d", *host, *port)
+	s.mu.Lock()
+	s.logf("INFO", "scopestub %s listening on %s (LoRA dir %s)", version, addr, s.loraDir)
+	s.mu.Unlock()
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Fatal(srv.ListenAndServe())
+}
