@@ -46,7 +46,7 @@ func (a *app) podStore() (store.PodStore, error) {
 
 func (a *app) podCmd() *cobra.Command {
 	cmd := group(&cobra.Command{Use: "pod", Short: "RunPod pods: create, list, stop, start, terminate, GPU types"})
-	cmd.AddCommand(a.podGPUs(), a.podCreate(), a.podLs(), a.podGet(), a.podAction("stop"), a.podAction("start"), a.podRm(), a.podWatch())
+	cmd.AddCommand(a.podGPUs(), a.podCreate(), a.podLs(), a.podGet(), a.podAction("stop"), a.podAction("start"), a.podRm(), a.podWatch(), a.podSSH())
 	return cmd
 }
 

@@ -30,6 +30,10 @@ func TestPodLifecycleCLI(t *testing.T) {
 	if len(ls) != 1 || ls[0]["recorded"] != true {
 		t.Fatalf("ls after an interrupted create: %v", ls)
 	}
+	cost := decode[map[string]any](t, e.mustRun("cost", "--json"))
+	if len(cost["pods"].([]any)) != 1 {
+		t.Fatalf("cost: %v", cost)
+	}
 	e.mustRun("pod", "stop", id)
 	e.mustRun("pod", "start", id)
 	if _, _, code := e.run("pod", "rm", id); code != 2 {
