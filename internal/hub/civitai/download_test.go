@@ -222,8 +222,10 @@ func TestResumeAfterCancel(t *testing.T) {
 	checkErr(t, err)
 	checkSandbox(t, parent, "big.safetensors"+IncompleteSuffix, "big.safetensors"+PartsSuffix)
 	parts, _ := os.ReadFile(filepath.Join(dir, "big.safetensors"+PartsSuffix))
-	if n := strings.Count(string(parts), "\n"); n != 6 { // header + 5 chunks
-		t.Errorf("sidecar holds %d lines:\n%s", n, parts)
+	// header + chunks 0-4; the chunk in flight when the cancel landed may have finished too.
+	done := strings.Count(string(parts), "\n") - 1
+	if done < 5 || done > 6 {
+		t.Errorf("sidecar holds %d chunks:\n%s", done, parts)
 	}
 
 	// damage chunk 2 on disk: the resume must notice and fetch it again
@@ -263,7 +265,7 @@ func TestResumeAfterCancel(t *testing.T) {
 	starts = slices.Compact(starts)
 	// the probe (chunk 0, discarded), the damaged chunk 2, and chunks 5.. are fetched
 	want := []int64{0, 2}
-	for i := 5; i < nchunks; i++ {
+	for i := done; i < nchunks; i++ {
 		want = append(want, int64(i))
 	}
 	if !slices.Equal(starts, want) {
