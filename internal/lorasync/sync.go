@@ -194,7 +194,7 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 			}
 			a.Done = true
 			res.Sent += a.Sent
-			st.owned.Files[a.File] = OwnedFile{SHA256: a.SHA256, Size: a.Size, SourceSHA256: pr.Entry.SHA256, Name: pr.Entry.Name, SyncedAt: time.Now().UTC()}
+			st.owned.Files[a.File] = owned(a, pr)
 			changed = true
 		}()
 	}
@@ -218,7 +218,7 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		case "skip":
 			if o, ok := st.owned.Files[a.File]; !ok || o.SHA256 != a.SHA256 {
 				pr := want[indexOf(want, a.File)]
-				st.owned.Files[a.File] = OwnedFile{SHA256: a.SHA256, Size: a.Size, SourceSHA256: pr.Entry.SHA256, Name: pr.Entry.Name, SyncedAt: time.Now().UTC()}
+				st.owned.Files[a.File] = owned(a, pr)
 				changed = true
 			}
 		default:
@@ -242,6 +242,11 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		}
 	}
 	return res, nil
+}
+
+// owned is the ownership record of a file this sync put (or found) on the remote.
+func owned(a *Action, pr *library.Prepared) OwnedFile {
+	return OwnedFile{SHA256: a.SHA256, Size: a.Size, SourceSHA256: pr.Entry.SHA256, Name: pr.Entry.Name, SyncedAt: time.Now().UTC()}
 }
 
 func indexOf(ps []*library.Prepared, file string) int {
