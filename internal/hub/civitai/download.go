@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"hash"
 	"io"
 	"io/fs"
@@ -888,32 +889,7 @@ func (d *dl) verify() error {
 	return nil
 }
 
-// parseContentRange reads "bytes s-e/t" (t may be "*": -1).
+// parseContentRange is httpx.ParseContentRange (shared with the other hub client).
 func parseContentRange(s string) (start, end, total int64, ok bool) {
-	rest, found := strings.CutPrefix(strings.TrimSpace(s), "bytes ")
-	if !found {
-		return 0, 0, 0, false
-	}
-	rng, tot, found := strings.Cut(rest, "/")
-	if !found {
-		return 0, 0, 0, false
-	}
-	a, b, found := strings.Cut(rng, "-")
-	if !found {
-		return 0, 0, 0, false
-	}
-	var err error
-	if start, err = strconv.ParseInt(a, 10, 64); err != nil || start < 0 {
-		return 0, 0, 0, false
-	}
-	if end, err = strconv.ParseInt(b, 10, 64); err != nil || end < start {
-		return 0, 0, 0, false
-	}
-	if tot == "*" {
-		return start, end, -1, true
-	}
-	if total, err = strconv.ParseInt(tot, 10, 64); err != nil || total <= end {
-		return 0, 0, 0, false
-	}
-	return start, end, total, true
+	return httpx.ParseContentRange(s)
 }

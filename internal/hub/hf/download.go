@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"hash"
 	"io"
 	"net/http"
@@ -468,32 +469,7 @@ func (p *pull) rangeOnce(ctx context.Context, fh *os.File, m fileMeta, f remoteF
 	return n, nil
 }
 
-// parseContentRange parses "bytes a-b/total" (total -1 for "*").
-func parseContentRange(s string) (a, b, total int64, ok bool) {
-	s, found := strings.CutPrefix(strings.TrimSpace(s), "bytes ")
-	if !found {
-		return 0, 0, 0, false
-	}
-	rng, tot, found := strings.Cut(s, "/")
-	if !found {
-		return 0, 0, 0, false
-	}
-	as, bs, found := strings.Cut(rng, "-")
-	if !found {
-		return 0, 0, 0, false
-	}
-	var err error
-	if a, err = strconv.ParseInt(as, 10, 64); err != nil || a < 0 {
-		return 0, 0, 0, false
-	}
-	if b, err = strconv.ParseInt(bs, 10, 64); err != nil || b < a {
-		return 0, 0, 0, false
-	}
-	total = -1
-	if tot != "*" {
-		if total, err = strconv.ParseInt(tot, 10, 64); err != nil || total <= b {
-			return 0, 0, 0, false
-		}
-	}
-	return a, b, total, true
+// parseContentRange is httpx.ParseContentRange (shared with the other hub client).
+func parseContentRange(s string) (start, end, total int64, ok bool) {
+	return httpx.ParseContentRange(s)
 }
