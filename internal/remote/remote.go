@@ -82,6 +82,13 @@ type Runner interface {
 	Run(ctx context.Context, script string) (output string, exitCode int, err error)
 }
 
+// InputRunner is a Runner that can also feed a script's standard input. Secrets go that
+// way: a command line (even an ssh exec request) shows up in the far side's process list.
+type InputRunner interface {
+	Runner
+	RunInput(ctx context.Context, script string, stdin io.Reader) (output string, exitCode int, err error)
+}
+
 var (
 	ErrNotFound     = errors.New("not found")
 	ErrBadName      = errors.New("bad file name")

@@ -893,3 +893,16 @@ func (r *Remote) Run(ctx context.Context, script string) (string, int, error) {
 	}
 	return string(res.out) + res.stderr, res.code, nil
 }
+
+// RunInput runs a sh script on the server with stdin as its standard input
+// (remote.InputRunner): data such as secrets never appears on a command line.
+func (r *Remote) RunInput(ctx context.Context, script string, stdin io.Reader) (string, int, error) {
+	if r.noExec.Load() {
+		return "", -1, fmt.Errorf("%s: this account cannot run commands (SFTP only)", r)
+	}
+	res, err := r.run(ctx, script, stdin)
+	if err != nil {
+		return "", -1, err
+	}
+	return string(res.out) + res.stderr, res.code, nil
+}
