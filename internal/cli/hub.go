@@ -19,7 +19,7 @@ import (
 )
 
 func (a *app) hubCmd() *cobra.Command {
-	cmd := group(&cobra.Command{Use: "hub", Short: "Pull LoRAs and models from Hugging Face and CivitAI"})
+	cmd := group(&cobra.Command{Use: "hub", Short: "Pull from Hugging Face and CivitAI, push to Hugging Face, identify and search"})
 	cmd.AddCommand(a.hubPullCmd(), a.hubPushCmd(), a.hubIdentifyCmd(), a.hubSearchCmd())
 	return cmd
 }
