@@ -237,20 +237,9 @@ func (c *Client) Pull(ctx context.Context, cacheDir string, ref Ref, opt PullOpt
 }
 
 func (c *Client) newPull(cacheDir string, ref Ref) (*pull, error) {
-	ep := c.Endpoint
-	if ep == "" {
-		ep = DefaultEndpoint
-	}
-	ep = strings.TrimRight(ep, "/")
-	u, err := url.Parse(ep)
-	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("hf: endpoint %q is not a plain http(s) URL", clip(ep))
-	}
-	switch {
-	case u.Scheme == "https":
-	case u.Scheme == "http" && (isLoopback(u.Hostname()) || c.AllowInsecureHTTP):
-	default:
-		return nil, fmt.Errorf("hf: endpoint %s must use https", clip(u.Scheme+"://"+u.Host))
+	p, err := c.newSession(ref, defaultHTTP)
+	if err != nil {
+		return nil, err
 	}
 	if cacheDir == "" {
 		return nil, errors.New("hf: no cache folder (HF_HUB_CACHE)")
@@ -266,9 +255,30 @@ func (c *Client) newPull(cacheDir string, ref Ref) (*pull, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hf: cache folder: %w", err)
 	}
+	p.root, p.rootDir, p.folder = root, abs, RepoFolder(ref.RepoType, ref.Repo)
+	return p, nil
+}
+
+// newSession checks the endpoint, fills in the defaults and makes the HTTP clients that
+// pulls and pushes share; def is the client used when Client.HTTP is nil.
+func (c *Client) newSession(ref Ref, def *http.Client) (*pull, error) {
+	ep := c.Endpoint
+	if ep == "" {
+		ep = DefaultEndpoint
+	}
+	ep = strings.TrimRight(ep, "/")
+	u, err := url.Parse(ep)
+	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("hf: endpoint %q is not a plain http(s) URL", clip(ep))
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && (isLoopback(u.Hostname()) || c.AllowInsecureHTTP):
+	default:
+		return nil, fmt.Errorf("hf: endpoint %s must use https", clip(u.Scheme+"://"+u.Host))
+	}
 	p := &pull{
-		c: c, ref: ref, ep: u, base: ep, root: root, rootDir: abs,
-		folder:    RepoFolder(ref.RepoType, ref.Repo),
+		c: c, ref: ref, ep: u, base: ep,
 		conns:     c.Connections,
 		chunk:     c.ChunkSize,
 		retries:   c.Retries,
@@ -297,7 +307,7 @@ func (c *Client) newPull(cacheDir string, ref Ref) (*pull, error) {
 	p.xfer = make(chan struct{}, p.conns)
 	hc := c.HTTP
 	if hc == nil {
-		hc = defaultHTTP
+		hc = def
 	}
 	f := *hc
 	f.CheckRedirect = p.checkRedirect

@@ -289,55 +289,8 @@ func pushItems(files []Upload, card []byte) ([]*pushItem, error) {
 	return items, nil
 }
 
-// session is newPull without a cache folder: endpoint checks, defaults, HTTP clients.
-func (c *Client) session(ref Ref) (*pull, error) {
-	ep := c.Endpoint
-	if ep == "" {
-		ep = DefaultEndpoint
-	}
-	ep = strings.TrimRight(ep, "/")
-	u, err := url.Parse(ep)
-	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("hf: endpoint %q is not a plain http(s) URL", clip(ep))
-	}
-	switch {
-	case u.Scheme == "https":
-	case u.Scheme == "http" && (isLoopback(u.Hostname()) || c.AllowInsecureHTTP):
-	default:
-		return nil, fmt.Errorf("hf: endpoint %s must use https", clip(u.Scheme+"://"+u.Host))
-	}
-	p := &pull{
-		c: c, ref: ref, ep: u, base: ep,
-		conns: c.Connections, retries: c.Retries, wait: c.RetryWait, stall: c.StallTimeout,
-		userAgent: c.UserAgent,
-	}
-	if p.conns <= 0 {
-		p.conns = defaultConnections
-	}
-	if p.retries <= 0 {
-		p.retries = defaultRetries
-	}
-	if p.wait <= 0 {
-		p.wait = defaultRetryWait
-	}
-	if p.stall <= 0 {
-		p.stall = defaultStall
-	}
-	if p.userAgent == "" {
-		p.userAgent = "scopectl"
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = pushHTTP
-	}
-	f := *hc
-	f.CheckRedirect = p.checkRedirect
-	p.follow = &f
-	nf := *hc
-	nf.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	p.nofollow = &nf
-	return p, nil
-}
+// session is newPull without a cache folder.
+func (c *Client) session(ref Ref) (*pull, error) { return c.newSession(ref, pushHTTP) }
 
 func (ps *pusher) repoPage() string {
 	u := ps.base + "/" + urlPrefix(ps.ref.RepoType) + ps.ref.Repo
