@@ -276,23 +276,35 @@ func (a *app) resolvePod(ctx context.Context, ref string) (string, error) {
 	return ref, nil
 }
 
+// podTarget opens the provider and resolves a pod reference (pod id or request id).
+func (a *app) podTarget(ctx context.Context, ref string) (*runpod.Client, string, error) {
+	c, err := a.runpod()
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := a.resolvePod(ctx, ref)
+	return c, id, err
+}
+
+// fetchPod reads one pod from the provider.
+func (a *app) fetchPod(ctx context.Context, ref string) (*provider.Pod, error) {
+	c, id, err := a.podTarget(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.Get(ctx, id)
+	return p, notFound(err)
+}
+
 func (a *app) podGet() *cobra.Command {
 	return &cobra.Command{
 		Use:   "get ID",
 		Short: "Show one pod",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.runpod()
+			p, err := a.fetchPod(cmd.Context(), args[0])
 			if err != nil {
 				return err
-			}
-			id, err := a.resolvePod(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			p, err := c.Get(cmd.Context(), id)
-			if err != nil {
-				return notFound(err)
 			}
 			return a.out(p, func(w io.Writer) { printPod(w, p, nil) })
 		},
@@ -312,11 +324,7 @@ func (a *app) podAction(verb string) *cobra.Command {
 		Short: map[string]string{"stop": "Stop a pod (the volume stays; billing for the GPU stops)", "start": "Start a stopped pod"}[verb],
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.runpod()
-			if err != nil {
-				return err
-			}
-			id, err := a.resolvePod(cmd.Context(), args[0])
+			c, id, err := a.podTarget(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -343,12 +351,8 @@ func (a *app) podRm() *cobra.Command {
 			if !yes {
 				return usageError("terminating %s deletes its volume; pass --yes to confirm", args[0])
 			}
-			c, err := a.runpod()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			id, err := a.resolvePod(ctx, args[0])
+			c, id, err := a.podTarget(ctx, args[0])
 			if err != nil {
 				return err
 			}

@@ -20,21 +20,13 @@ func (a *app) podSSH() *cobra.Command {
 		Short: "Open a shell on a pod (direct SSH to its public IP and mapped port)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.runpod()
+			p, err := a.fetchPod(cmd.Context(), args[0])
 			if err != nil {
 				return err
-			}
-			id, err := a.resolvePod(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			p, err := c.Get(cmd.Context(), id)
-			if err != nil {
-				return notFound(err)
 			}
 			host, port, ok := p.SSH()
 			if !ok {
-				return fmt.Errorf("pod %s has no public IP with port 22 mapped (status %s); use RunPod's gateway (ssh -tt POD-ID@ssh.runpod.io), or for transfers ssh+pty://", id, p.Status)
+				return fmt.Errorf("pod %s has no public IP with port 22 mapped (status %s); use RunPod's gateway (ssh -tt POD-ID@ssh.runpod.io), or for transfers ssh+pty://", p.ID, p.Status)
 			}
 			ssh, err := exec.LookPath("ssh")
 			if err != nil {
