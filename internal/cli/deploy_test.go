@@ -1,9 +1,9 @@
 package cli_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,76 +11,93 @@ import (
 	"testing"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/deploy/deploytest"
 	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/lora/loratest"
 )
 
-// TestDeployOverSSH deploys a Scope stand-in image (FROM scratch, built here) on "a GPU
-// host": this machine's Docker engine, reached through a real sshd. It syncs a LoRA,
-// waits for health, loads a pipeline, then checks that a second deploy changes nothing.
+// TestDeployOverSSH deploys a Scope stand-in image on "a GPU host": this machine's Docker
+// engine, reached through a real sshd, pulling the image from a local registry. It syncs
+// a LoRA, waits for health, loads a pipeline; then a second deploy changes nothing, one
+// changed setting replaces the container, a killed container is started again, a new
+// image under the same tag is pulled and replaces it, and a missing tag fails on one line
+// without leaving a container.
 func TestDeployOverSSH(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds binaries and an image")
 	}
-	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
-		t.Skipf("docker engine not usable: %v %s", err, out)
-	}
+	reg := deploytest.StartRegistry(t)
 	e := newEnv(t)
 	bin := buildBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "scopestub"), "./internal/scope/scopestub")
-	build.Dir, build.Env = moduleRoot, append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
-	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY scopestub /scopestub\nENTRYPOINT [\"/scopestub\",\"--host\",\"0.0.0.0\",\"--port\",\"8000\",\"--load-delay\",\"300ms\"]\n"), 0o644)
-	img := fmt.Sprintf("scopectl-cli-test-scope:%d", time.Now().UnixNano())
-	if out, err := exec.CommandContext(ctx, "docker", "build", "--quiet", "--tag", img, dir).CombinedOutput(); err != nil {
-		t.Fatalf("docker build: %v %s", err, out)
-	}
-	name := fmt.Sprintf("scopectl-cli-test-%d", time.Now().UnixNano())
-	t.Cleanup(func() {
-		exec.Command("docker", "rm", "--force", name).Run()
-		exec.Command("docker", "image", "rm", "--force", img).Run()
-	})
+	tag := "t" + deploytest.RandHex(4)
+	stub := deploytest.Image{Tag: tag, Args: []string{"--load-delay", "300ms"}}
+	img := reg.Push(stub)
+	name := "scopectl-cli-test-" + deploytest.RandHex(5)
+	deploytest.RemoveContainerAtEnd(t, name)
 	port := startSSHD(t, e.root)
 	t.Setenv("SSH_AUTH_SOCK", "")
 	p := e.lora("style.safetensors", loratest.Spec{Base: lora.BaseT2V1_3B})
 	e.mustRun("lora", "add", p)
 	vol := filepath.Join(e.root, "workspace")
-	scopePort := fmt.Sprint(freePortCLI(t))
+	scopePort := fmt.Sprint(deploytest.FreePort(t))
 	host := fmt.Sprintf("ssh://root@127.0.0.1:%d/", port)
-	args := []string{"deploy", "--host", host, "--image", img, "--name", name, "--pull", "never", "--gpus=false",
+	args := []string{"deploy", "--host", host, "--image", img, "--name", name, "--gpus=false",
 		"--volume", vol, "--port", scopePort, "--lora", "style:0.8", "--pipeline", "longlive", "--wait", "60s", "--json"}
 	out := e.mustRunBin(bin, args...)
-	if !strings.Contains(out, `"status": "loaded"`) || !strings.Contains(out, `"action": "create"`) {
+	if !strings.Contains(out, `"status": "loaded"`) || !strings.Contains(out, `"action": "pull"`) || !strings.Contains(out, `"action": "create"`) {
 		t.Fatalf("deploy: %s", out)
 	}
 	if _, err := os.Stat(filepath.Join(vol, "models", "lora", "style.safetensors")); err != nil {
 		t.Fatal("LoRA not synced into the volume")
 	}
+	// Twice: nothing changes.
 	again := e.mustRunBin(bin, args...)
-	if !strings.Contains(again, `"action": "keep"`) || strings.Contains(again, `"action": "replace"`) {
+	if !strings.Contains(again, `"action": "keep"`) || strings.Contains(again, `"action": "replace"`) || strings.Contains(again, `"action": "pull"`) {
 		t.Fatalf("second deploy changed something: %s", again)
 	}
-	plan := e.mustRunBin(bin, "deploy", "--host", host, "--image", img, "--name", name, "--pull", "never", "--gpus=false",
-		"--volume", vol, "--port", scopePort, "--env", "FOO=bar", "--dry-run", "--json")
+	// One setting changed: the plan says replace, applying it changes that setting.
+	withEnv := append(append([]string(nil), args...), "--env", "FOO=bar")
+	plan := e.mustRunBin(bin, append(withEnv, "--dry-run")...)
 	if !strings.Contains(plan, `"action": "replace"`) {
 		t.Fatalf("plan after a setting change: %s", plan)
 	}
-}
-
-func freePortCLI(t *testing.T) int {
-	l, err := netListen()
-	if err != nil {
-		t.Fatal(err)
+	if out := e.mustRunBin(bin, withEnv...); !strings.Contains(out, `"action": "replace"`) || !strings.Contains(out, `"status": "loaded"`) {
+		t.Fatalf("deploy after a setting change: %s", out)
 	}
-	defer l.Close()
-	return l.Addr().(*netTCPAddr).Port
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if env, _ := deploytest.Docker(ctx, "inspect", "--format", "{{json .Config.Env}}", name); !strings.Contains(env, "FOO=bar") {
+		t.Fatalf("container env after the change: %s", env)
+	}
+	if out := e.mustRunBin(bin, withEnv...); !strings.Contains(out, `"action": "keep"`) {
+		t.Fatalf("deploy after the change, again: %s", out)
+	}
+	// Killed: the next deploy starts it again and Scope answers.
+	deploytest.KillAndWait(t, name)
+	if out := e.mustRunBin(bin, withEnv...); !strings.Contains(out, `"action": "start"`) || !strings.Contains(out, `"status": "loaded"`) {
+		t.Fatalf("deploy after kill: %s", out)
+	}
+	// A new image under the same tag: pulled, container replaced.
+	stub.Variant = "v2"
+	reg.Push(stub)
+	if out := e.mustRunBin(bin, withEnv...); !strings.Contains(out, `"action": "pull"`) || !strings.Contains(out, `"action": "replace"`) {
+		t.Fatalf("deploy after a new image under the same tag: %s", out)
+	}
+	// A tag the registry lacks: a one-line error, no container.
+	other := "scopectl-cli-test-" + deploytest.RandHex(5)
+	deploytest.RemoveContainerAtEnd(t, other)
+	cmd := exec.Command(bin, "deploy", "--host", host, "--image", reg.Addr+"/scopestub:missing", "--name", other, "--gpus=false",
+		"--volume", vol, "--port", fmt.Sprint(deploytest.FreePort(t)), "--wait", "10s")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil {
+		t.Fatal("deploy of a missing tag succeeded")
+	}
+	msg := strings.TrimSpace(stderr.String())
+	if strings.Contains(msg, "\n") || !strings.Contains(msg, "docker pull") || !strings.Contains(msg, "not found") {
+		t.Fatalf("want a one-line pull error, got %q", msg)
+	}
+	if deploytest.ContainerExists(t, other) {
+		t.Fatal("a failed pull left a container")
+	}
 }
-
-type netTCPAddr = net.TCPAddr
-
-func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }

@@ -217,6 +217,11 @@ func run(ctx context.Context, r remote.Runner, script string) (string, int, erro
 	return out, code, err
 }
 
+// oneLine is trimOut on one line: a docker error quoted in a one-line error message.
+func oneLine(out string) string {
+	return trimOut(strings.Join(strings.Fields(out), " "))
+}
+
 func trimOut(out string) string {
 	out = strings.TrimSpace(out)
 	if len(out) > 500 {
@@ -248,29 +253,74 @@ type containerState struct {
 	Status   string
 }
 
-func inspectContainer(ctx context.Context, r remote.Runner, name string) (containerState, error) {
+// Container is a container as `docker container inspect` describes it: what
+// `scopectl status` shows and what Plan compares.
+type Container struct {
+	Name         string `json:"name"`
+	Exists       bool   `json:"exists"`
+	Managed      bool   `json:"managed"`          // created by scopectl (ManagedLabel)
+	Status       string `json:"status,omitempty"` // created | running | restarting | exited | paused | dead
+	Running      bool   `json:"running"`
+	ExitCode     int    `json:"exit_code"`
+	StartedAt    string `json:"started_at,omitempty"` // RFC 3339, as Docker reports it
+	RestartCount int    `json:"restart_count"`
+	Image        string `json:"image,omitempty"`    // the reference it was created from
+	ImageID      string `json:"image_id,omitempty"` // sha256:…
+	HostPort     int    `json:"host_port,omitempty"`
+	Settings     string `json:"-"`
+}
+
+// Inspect reads the container name on the host r reaches (docker container inspect).
+// A container that does not exist is not an error: Exists is false.
+func Inspect(ctx context.Context, r remote.Runner, name string) (*Container, error) {
 	out, code, err := run(ctx, r, "docker container inspect --format '{{json .}}' "+q(name)+" 2>&1")
 	if err != nil {
-		return containerState{}, fmt.Errorf("deploy: docker container inspect %s: %w", name, err)
+		return nil, fmt.Errorf("deploy: docker container inspect %s: %w", name, err)
 	}
 	if code != 0 {
 		if strings.Contains(strings.ToLower(out), "no such container") || strings.Contains(strings.ToLower(out), "no such object") {
-			return containerState{}, nil
+			return &Container{Name: name}, nil
 		}
-		return containerState{}, fmt.Errorf("deploy: docker container inspect %s (exit %d): %s", name, code, trimOut(out))
+		return nil, fmt.Errorf("deploy: docker container inspect %s (exit %d): %s", name, code, oneLine(out))
 	}
 	var c struct {
-		Image  string
-		Config struct{ Labels map[string]string }
-		State  struct {
-			Running bool
-			Status  string
+		Image        string
+		RestartCount int
+		Config       struct {
+			Image  string
+			Labels map[string]string
+		}
+		State struct {
+			Running   bool
+			Status    string
+			ExitCode  int
+			StartedAt string
+		}
+		HostConfig struct {
+			PortBindings map[string][]struct{ HostPort string }
 		}
 	}
 	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &c); err != nil {
-		return containerState{}, fmt.Errorf("deploy: docker container inspect %s: %v", name, err)
+		return nil, fmt.Errorf("deploy: docker container inspect %s: %v", name, err)
 	}
-	return containerState{Exists: true, ImageID: c.Image, Settings: c.Config.Labels[SettingsLabel], Running: c.State.Running, Status: c.State.Status}, nil
+	ct := &Container{Name: name, Exists: true, Managed: c.Config.Labels[ManagedLabel] == "true",
+		Status: c.State.Status, Running: c.State.Running, ExitCode: c.State.ExitCode, StartedAt: c.State.StartedAt,
+		RestartCount: c.RestartCount, Image: c.Config.Image, ImageID: c.Image, Settings: c.Config.Labels[SettingsLabel]}
+	for _, b := range c.HostConfig.PortBindings[strconv.Itoa(ContainerPort)+"/tcp"] {
+		if p, err := strconv.Atoi(b.HostPort); err == nil && p > 0 {
+			ct.HostPort = p
+			break
+		}
+	}
+	return ct, nil
+}
+
+func inspectContainer(ctx context.Context, r remote.Runner, name string) (containerState, error) {
+	c, err := Inspect(ctx, r, name)
+	if err != nil || !c.Exists {
+		return containerState{}, err
+	}
+	return containerState{Exists: true, ImageID: c.ImageID, Settings: c.Settings, Running: c.Running, Status: c.Status}, nil
 }
 
 func short(id string) string {
@@ -376,7 +426,7 @@ func apply(ctx context.Context, r remote.Runner, s Spec) ([]Step, error) {
 			return nil, fmt.Errorf("deploy: docker pull %s: %w", s.Image, err)
 		}
 		if code != 0 {
-			return nil, fmt.Errorf("deploy: docker pull %s (exit %d): %s", s.Image, code, trimOut(out))
+			return nil, fmt.Errorf("deploy: docker pull %s (exit %d): %s", s.Image, code, oneLine(out))
 		}
 	}
 	planned, img, err := plan(ctx, r, s, false)

@@ -2,21 +2,19 @@ package deploy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/deploy/deploytest"
 	"github.com/daydreamlive/scopectl/internal/scope"
 	"github.com/daydreamlive/scopectl/internal/secret"
 )
@@ -49,105 +47,22 @@ func (r *shRunner) all() []string {
 	return append([]string(nil), r.scripts...)
 }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+// testSpec is a spec for img (in the test registry) with a fresh container name, removed
+// when the test ends. Images are pulled (the default policy), as in real use.
+func testSpec(t *testing.T, img string) Spec {
+	name := "scopectl-test-" + deploytest.RandHex(5)
+	deploytest.RemoveContainerAtEnd(t, name)
+	return Spec{Image: img, Name: name, Port: deploytest.FreePort(t), Volume: t.TempDir(), Env: map[string]string{"FOO": "bar"}}
+}
+
+// stubImage starts a registry for t and pushes the Scope stand-in to it (no local copy).
+func stubImage(t *testing.T) (*deploytest.Registry, string) {
+	reg := deploytest.StartRegistry(t)
+	return reg, reg.Push(deploytest.Image{})
 }
 
 func dockerCmd(ctx context.Context, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
-	return string(out), err
-}
-
-func repoRoot(t *testing.T) string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
-var (
-	imgOnce sync.Once
-	imgRef  string
-	imgErr  error
-	imgSkip string
-)
-
-// stubImage builds (once per test binary) a FROM-scratch image running scopestub.
-func stubImage(t *testing.T) string {
-	t.Helper()
-	imgOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		if _, err := exec.LookPath("docker"); err != nil {
-			imgSkip = "docker is not installed: " + err.Error()
-			return
-		}
-		if out, err := dockerCmd(ctx, "info", "--format", "{{.ServerVersion}}"); err != nil {
-			imgSkip = "docker engine is not usable: " + strings.TrimSpace(out)
-			return
-		}
-		dir, err := os.MkdirTemp("", "scopectl-deploy-img-")
-		if err != nil {
-			imgErr = err
-			return
-		}
-		defer os.RemoveAll(dir)
-		build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "scopestub"), "./internal/scope/scopestub")
-		build.Dir = repoRoot(t)
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			imgErr = fmt.Errorf("building scopestub: %v\n%s", err, out)
-			return
-		}
-		df := "FROM scratch\nCOPY scopestub /scopestub\nENTRYPOINT [\"/scopestub\",\"--host\",\"0.0.0.0\",\"--port\",\"8000\"]\n"
-		if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
-			imgErr = err
-			return
-		}
-		ref := "scopectl-test-scopestub:" + randHex(6)
-		if out, err := dockerCmd(ctx, "build", "--quiet", "--tag", ref, dir); err != nil {
-			imgErr = fmt.Errorf("docker build: %v\n%s", err, out)
-			return
-		}
-		imgRef = ref
-	})
-	if imgSkip != "" {
-		t.Skip("skipping: " + imgSkip)
-	}
-	if imgErr != nil {
-		t.Fatal(imgErr)
-	}
-	return imgRef
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if imgRef != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		_, _ = dockerCmd(ctx, "image", "rm", "--force", imgRef)
-		cancel()
-	}
-	os.Exit(code)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func testSpec(t *testing.T, img string) Spec {
-	name := "scopectl-test-" + randHex(5)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_, _ = dockerCmd(ctx, "rm", "--force", name)
-	})
-	return Spec{Image: img, Name: name, Port: freePort(t), Volume: t.TempDir(), Env: map[string]string{"FOO": "bar"}, Pull: PullNever}
+	return deploytest.Docker(ctx, args...)
 }
 
 func actions(steps []Step) string {
@@ -158,8 +73,42 @@ func actions(steps []Step) string {
 	return strings.Join(a, ",")
 }
 
+func waitHealthy(ctx context.Context, t *testing.T, s Spec) {
+	t.Helper()
+	c := &scope.Client{Base: fmt.Sprintf("http://127.0.0.1:%d", s.Port)}
+	if _, err := c.WaitHealthy(ctx, 30*time.Second); err != nil {
+		out, _ := dockerCmd(ctx, "logs", s.Name)
+		t.Fatalf("WaitHealthy: %v\ncontainer logs:\n%s", err, out)
+	}
+}
+
+// deployed is the part of docker inspect a deploy controls.
+type deployed struct {
+	Image, Restart, Binds, Ports, Settings string
+	Env                                    []string
+}
+
+func inspectOf(ctx context.Context, t *testing.T, name string) deployed {
+	t.Helper()
+	out, err := dockerCmd(ctx, "inspect", "--format", "{{.Image}}\n{{.HostConfig.RestartPolicy.Name}}\n{{json .HostConfig.Binds}}\n{{json .HostConfig.PortBindings}}\n{{index .Config.Labels \""+SettingsLabel+"\"}}\n{{range .Config.Env}}{{println .}}{{end}}", name)
+	if err != nil {
+		t.Fatal(out)
+	}
+	f := strings.Split(strings.TrimSpace(out), "\n")
+	if len(f) < 5 {
+		t.Fatalf("docker inspect: %q", out)
+	}
+	env := f[5:]
+	sort.Strings(env)
+	return deployed{Image: f[0], Restart: f[1], Binds: f[2], Ports: f[3], Settings: f[4], Env: env}
+}
+
+// TestApplyLifecycle deploys the Scope stand-in pulled from a local registry: first
+// deploy pulls and creates, a second changes nothing, a changed setting replaces the
+// container with only that setting changed, a new image under the same tag replaces it,
+// a killed container is started again.
 func TestApplyLifecycle(t *testing.T) {
-	img := stubImage(t)
+	reg, img := stubImage(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := &shRunner{}
@@ -168,55 +117,59 @@ func TestApplyLifecycle(t *testing.T) {
 	s.SecretEnv = map[string]secret.Secret{"HF_TOKEN": secret.New(token)}
 
 	plan, err := Plan(ctx, r, s)
-	if err != nil || actions(plan) != "create" {
-		t.Fatalf("Plan = %v, %v; want create", plan, err)
+	if err != nil || actions(plan) != "pull,create" {
+		t.Fatalf("Plan = %v, %v; want pull,create", plan, err)
 	}
 	steps, err := Apply(ctx, r, s, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if actions(steps) != "create" {
-		t.Fatalf("first Apply = %v", steps)
+	if actions(steps) != "pull,create" {
+		t.Fatalf("first Apply = %v; want pull,create (the image is only in the registry)", steps)
 	}
-	c := &scope.Client{Base: fmt.Sprintf("http://127.0.0.1:%d", s.Port)}
-	if _, err := c.WaitHealthy(ctx, 30*time.Second); err != nil {
-		out, _ := dockerCmd(ctx, "logs", s.Name)
-		t.Fatalf("WaitHealthy: %v\ncontainer logs:\n%s", err, out)
-	}
-	out, err := dockerCmd(ctx, "inspect", "--format", "{{json .Config.Env}} {{.HostConfig.RestartPolicy.Name}} {{json .HostConfig.Binds}}", s.Name)
-	if err != nil {
-		t.Fatal(out)
-	}
+	waitHealthy(ctx, t, s)
+	first := inspectOf(ctx, t, s.Name)
+	all := fmt.Sprint(first)
 	for _, want := range []string{"DAYDREAM_SCOPE_MODELS_DIR=/workspace/models", "DAYDREAM_SCOPE_LOGS_DIR=/workspace/logs",
-		"DAYDREAM_SCOPE_LORA_DIR=/workspace/models/lora", "SCOPE_LORA_DIR=/workspace/models/lora", "FOO=bar", "HF_TOKEN=", "unless-stopped", s.Volume + ":/workspace"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("docker inspect lacks %q: %s", want, out)
+		"DAYDREAM_SCOPE_LORA_DIR=/workspace/models/lora", "SCOPE_LORA_DIR=/workspace/models/lora", "FOO=bar", "HF_TOKEN=", "unless-stopped", s.Volume + ":/workspace", fmt.Sprint(s.Port)} {
+		if !strings.Contains(all, want) {
+			t.Errorf("docker inspect lacks %q: %s", want, all)
 		}
 	}
 
-	// Idempotent.
+	// Idempotent: the pull finds nothing new, the container is kept.
 	steps, err = Apply(ctx, r, s, false)
 	if err != nil || actions(steps) != "keep" {
 		t.Fatalf("second Apply = %v, %v; want keep", steps, err)
 	}
-	if dry, err := Apply(ctx, r, s, true); err != nil || actions(dry) != "keep" {
-		t.Fatalf("dry run = %v, %v; want keep", dry, err)
+	if again := inspectOf(ctx, t, s.Name); fmt.Sprint(again) != all {
+		t.Fatalf("second Apply changed the container:\n%s\n%s", first, again)
+	}
+	if dry, err := Apply(ctx, r, s, true); err != nil || actions(dry) != "pull,keep" {
+		t.Fatalf("dry run = %v, %v; want pull (check),keep", dry, err)
 	}
 
-	// Changed env → replace.
+	// One changed setting → replace, and only that setting differs.
 	s.Env = map[string]string{"FOO": "baz"}
-	if dry, err := Apply(ctx, r, s, true); err != nil || actions(dry) != "replace" {
-		t.Fatalf("dry run after env change = %v, %v; want replace", dry, err)
+	if dry, err := Apply(ctx, r, s, true); err != nil || actions(dry) != "pull,replace" {
+		t.Fatalf("dry run after env change = %v, %v; want pull,replace", dry, err)
 	}
 	steps, err = Apply(ctx, r, s, false)
 	if err != nil || actions(steps) != "replace" {
 		t.Fatalf("Apply after env change = %v, %v; want replace", steps, err)
 	}
-	if _, err := c.WaitHealthy(ctx, 30*time.Second); err != nil {
-		t.Fatal(err)
+	waitHealthy(ctx, t, s)
+	changed := inspectOf(ctx, t, s.Name)
+	want := first
+	want.Env = append([]string(nil), first.Env...)
+	for i, e := range want.Env {
+		if e == "FOO=bar" {
+			want.Env[i] = "FOO=baz"
+		}
 	}
-	if out, _ := dockerCmd(ctx, "inspect", "--format", "{{json .Config.Env}}", s.Name); !strings.Contains(out, "FOO=baz") {
-		t.Fatalf("replaced container env: %s", out)
+	want.Settings = changed.Settings
+	if fmt.Sprint(changed) != fmt.Sprint(want) || changed.Settings == first.Settings {
+		t.Fatalf("after changing FOO only:\n got %v\nwant %v (and a new settings hash)", changed, want)
 	}
 
 	// Changed secret → replace.
@@ -226,28 +179,30 @@ func TestApplyLifecycle(t *testing.T) {
 		t.Fatalf("Apply after secret change = %v, %v; want replace", steps, err)
 	}
 
+	// A new image pushed under the same tag → pulled, container replaced.
+	oldImage := inspectOf(ctx, t, s.Name).Image
+	if img2 := reg.Push(deploytest.Image{Tag: img[strings.LastIndexByte(img, ':')+1:], Variant: "v2"}); img2 != img {
+		t.Fatalf("pushed %s, want %s", img2, img)
+	}
+	steps, err = Apply(ctx, r, s, false)
+	if err != nil || actions(steps) != "pull,replace" {
+		t.Fatalf("Apply after a new image under the same tag = %v, %v; want pull,replace", steps, err)
+	}
+	if newImage := inspectOf(ctx, t, s.Name).Image; newImage == oldImage {
+		t.Fatalf("container still runs %s", oldImage)
+	}
+	waitHealthy(ctx, t, s)
+	if steps, err := Apply(ctx, r, s, false); err != nil || actions(steps) != "keep" {
+		t.Fatalf("Apply after the image update = %v, %v; want keep", steps, err)
+	}
+
 	// Killed → start.
-	if out, err := dockerCmd(ctx, "kill", s.Name); err != nil {
-		t.Fatal(out)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, _ := dockerCmd(ctx, "inspect", "--format", "{{.State.Running}}", s.Name)
-		if strings.TrimSpace(out) == "false" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("container still running after docker kill: %s", out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	deploytest.KillAndWait(t, s.Name)
 	steps, err = Apply(ctx, r, s, false)
 	if err != nil || actions(steps) != "start" {
 		t.Fatalf("Apply after kill = %v, %v; want start", steps, err)
 	}
-	if _, err := c.WaitHealthy(ctx, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	waitHealthy(ctx, t, s)
 	if steps, err := Apply(ctx, r, s, false); err != nil || actions(steps) != "keep" {
 		t.Fatalf("Apply after start = %v, %v; want keep", steps, err)
 	}
@@ -277,8 +232,37 @@ func TestApplyLifecycle(t *testing.T) {
 	}
 }
 
+// A tag the registry does not have: a one-line error naming the image, and no container.
+func TestPullFailure(t *testing.T) {
+	reg, _ := stubImage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r := &shRunner{}
+	s := testSpec(t, reg.Addr+"/scopestub:no-such-tag")
+	_, err := Apply(ctx, r, s, false)
+	if err == nil {
+		t.Fatal("Apply of a missing tag succeeded")
+	}
+	msg := err.Error()
+	t.Log(msg)
+	if strings.Contains(msg, "\n") || !strings.Contains(msg, "docker pull "+s.Image) || !strings.Contains(msg, "not found") {
+		t.Fatalf("want one line naming the image and saying not found, got %q", msg)
+	}
+	if deploytest.ContainerExists(t, s.Name) {
+		t.Fatal("a container was left behind")
+	}
+	// An unreachable registry: the same, one line.
+	s.Image = fmt.Sprintf("127.0.0.1:%d/scopestub:x", deploytest.FreePort(t))
+	if _, err := Apply(ctx, r, s, false); err == nil || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("unreachable registry: %v", err)
+	}
+	if deploytest.ContainerExists(t, s.Name) {
+		t.Fatal("a container was left behind")
+	}
+}
+
 func TestSecretNotInErrors(t *testing.T) {
-	img := stubImage(t)
+	_, img := stubImage(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	r := &shRunner{}
@@ -377,7 +361,7 @@ func (r *inputRunner) RunInput(ctx context.Context, script string, stdin io.Read
 // Over a runner with stdin (SSH exec), no script — hence no command line on the host —
 // ever carries a secret, and the container still gets it.
 func TestSecretsTravelOnStdin(t *testing.T) {
-	img := stubImage(t)
+	_, img := stubImage(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r := &inputRunner{}
