@@ -108,6 +108,32 @@ type CreateSpec struct {
 	RequestID       string  // scopectl request id: the idempotency key (see CheckRequestID)
 }
 
+// UpdateSpec says what an existing pod must have. It only adds and replaces: an empty
+// Image keeps the pod's image, Ports are added to the pod's ports (none is removed),
+// and Env/SecretEnv set those variables while every other variable is kept.
+type UpdateSpec struct {
+	Image     string
+	Ports     []string
+	Env       map[string]string
+	SecretEnv map[string]secret.Secret // also listed in EnvSecretNames
+}
+
+// Change is one difference between a pod and an UpdateSpec. Secret values never
+// appear in it: they read SecretValue.
+type Change struct {
+	Field string `json:"field"` // "image", "ports" or "env NAME"
+	From  string `json:"from"`
+	To    string `json:"to"`
+}
+
+func (c Change) String() string {
+	from := c.From
+	if from == "" {
+		from = "(none)"
+	}
+	return c.Field + ": " + from + " → " + c.To
+}
+
 // GPUType is a GPU model a provider rents, with its current on-demand price per GPU.
 type GPUType struct {
 	ID             string  `json:"id"`
@@ -137,6 +163,11 @@ type Provider interface {
 	Terminate(ctx context.Context, id string) error
 	// GPUTypes lists the GPU types with their current prices.
 	GPUTypes(ctx context.Context) ([]GPUType, error)
+	// Update compares the pod with spec and, unless dryRun, applies the differences
+	// in one request. Nothing differs: no request. On a running pod an applied
+	// update restarts the container (its IP and ports change: read them again).
+	// The changes come back either way. ErrNotFound.
+	Update(ctx context.Context, id string, spec UpdateSpec, dryRun bool) ([]Change, error)
 }
 
 // MaxRequestIDLen bounds request ids (they go into pod names, which RunPod caps at

@@ -52,6 +52,9 @@ type Options struct {
 	APIKey     secret.Secret
 	APIURL     string // REST base; default DefaultAPIURL
 	GraphQLURL string // default DefaultGraphQLURL
+	// ProxyURL is the template of pods' HTTP URLs, with {pod} and {port}; default
+	// DefaultProxyURL.
+	ProxyURL string
 
 	HTTPClient     *http.Client  // default: a client with no overall timeout (RequestTimeout applies)
 	RequestTimeout time.Duration // one attempt of a request (default 30s)
@@ -69,7 +72,7 @@ type Options struct {
 	Redactor *secret.Redactor
 }
 
-// OptionsFromEnv reads RUNPOD_API_URL, RUNPOD_GRAPHQL_URL and RUNPOD_API_KEY with
+// OptionsFromEnv reads RUNPOD_API_URL, RUNPOD_GRAPHQL_URL, SCOPECTL_RUNPOD_PROXY_URL and RUNPOD_API_KEY with
 // getenv (os.Getenv, or a test's map). The key is usually set from scopectl's config
 // instead (config.Config.RunPodKey), which already reads RUNPOD_API_KEY.
 func OptionsFromEnv(getenv func(string) string) Options {
@@ -77,6 +80,7 @@ func OptionsFromEnv(getenv func(string) string) Options {
 		APIKey:     secret.New(strings.TrimSpace(getenv(EnvAPIKey))),
 		APIURL:     strings.TrimSpace(getenv(EnvAPIURL)),
 		GraphQLURL: strings.TrimSpace(getenv(EnvGraphQLURL)),
+		ProxyURL:   strings.TrimSpace(getenv(EnvProxyURL)),
 	}
 }
 
@@ -85,6 +89,7 @@ type Client struct {
 	key        secret.Secret
 	apiURL     string
 	gqlURL     string
+	proxyURL   string
 	hc         *http.Client
 	reqTimeout time.Duration
 	crTimeout  time.Duration
@@ -108,7 +113,7 @@ func New(opts Options) (*Client, error) {
 		return nil, fmt.Errorf("runpod: no API key: set %s (or runpod_api_key in scopectl's config): %w", EnvAPIKey, provider.ErrUnauthorized)
 	}
 	c := &Client{
-		key: opts.APIKey, apiURL: opts.APIURL, gqlURL: opts.GraphQLURL, hc: opts.HTTPClient,
+		key: opts.APIKey, apiURL: opts.APIURL, gqlURL: opts.GraphQLURL, proxyURL: opts.ProxyURL, hc: opts.HTTPClient,
 		reqTimeout: opts.RequestTimeout, crTimeout: opts.CreateTimeout, attempts: opts.MaxAttempts,
 		minBackoff: opts.MinBackoff, maxBackoff: opts.MaxBackoff, settle: opts.SettleWindow,
 		userAgent: opts.UserAgent, red: &secret.Redactor{}, callerRed: opts.Redactor,
@@ -118,6 +123,12 @@ func New(opts Options) (*Client, error) {
 	}
 	if c.gqlURL == "" {
 		c.gqlURL = DefaultGraphQLURL
+	}
+	if c.proxyURL == "" {
+		c.proxyURL = DefaultProxyURL
+	}
+	if err := checkProxyTemplate(c.proxyURL); err != nil {
+		return nil, err
 	}
 	c.apiURL = strings.TrimRight(c.apiURL, "/")
 	for _, u := range []string{c.apiURL, c.gqlURL} {
@@ -178,6 +189,12 @@ func checkURL(raw string) error {
 
 // Name returns "runpod".
 func (c *Client) Name() string { return Name }
+
+func (c *Client) addSecretString(v string) {
+	if v != "" {
+		c.addSecret(secret.New(v))
+	}
+}
 
 func (c *Client) addSecret(s secret.Secret) {
 	c.red.Add(s)

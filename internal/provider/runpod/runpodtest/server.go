@@ -1,6 +1,7 @@
 // Package runpodtest is a local stand-in for RunPod's API, for tests only: the REST
-// API v1 pod endpoints (GET/POST /pods, GET/DELETE /pods/{id}, POST
-// /pods/{id}/start|stop) and the GraphQL gpuTypes query, with bearer-key auth, pod
+// API v1 pod endpoints (GET/POST /pods, GET/PATCH/DELETE /pods/{id}, POST
+// /pods/{id}/start|stop), the GraphQL gpuTypes query, the HTTP proxy in front of pods'
+// http ports, and pods whose containers a test's Runtime really runs (runtime.go), with bearer-key auth, pod
 // state transitions, pricing and stock, and injectable faults (429 storms, 5xx,
 // slow requests, capacity errors, and a create that is applied but never answered).
 //
@@ -87,6 +88,9 @@ type Options struct {
 	GPUs         []GPU         // nil: DefaultGPUs()
 	BootDelay    time.Duration // CREATED → RUNNING after create and start (0: 30ms)
 	CostAsString bool          // send costPerHr as "0.69" (the docs' example) instead of 0.69
+	// Runtime, if set, runs the pods' containers (see Runtime); without it pods
+	// run nothing and get made-up addresses.
+	Runtime Runtime
 }
 
 // FaultKind says what a Fault does to a matching request.
@@ -148,6 +152,8 @@ type pod struct {
 	HoldsGPU                      bool
 	DataCenter                    string
 	SupportPublicIP               bool
+	container                     *Container // what Runtime started; nil if nothing runs
+	bootFailed                    bool       // Runtime failed: the pod never leaves CREATED
 }
 
 // Server is the fake RunPod API.
@@ -158,6 +164,7 @@ type Server struct {
 	key          string
 	bootDelay    time.Duration
 	costAsString bool
+	runtime      Runtime
 
 	mu        sync.Mutex
 	gpus      map[string]*GPU
@@ -173,7 +180,7 @@ type Server struct {
 
 // New starts a Server; it is closed when the test ends.
 func New(t testing.TB, opts Options) *Server {
-	s := &Server{key: opts.APIKey, bootDelay: opts.BootDelay, costAsString: opts.CostAsString,
+	s := &Server{key: opts.APIKey, bootDelay: opts.BootDelay, costAsString: opts.CostAsString, runtime: opts.Runtime,
 		gpus: map[string]*GPU{}, pods: map[string]*pod{}, gone: map[string]*pod{},
 		nextPort: 40000, priceMult: map[string]float64{}}
 	if s.bootDelay == 0 {
@@ -191,6 +198,7 @@ func New(t testing.TB, opts Options) *Server {
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	t.Cleanup(s.srv.Close)
+	t.Cleanup(s.stopAll) // runs first: containers stop before the server closes
 	return s
 }
 
@@ -243,6 +251,7 @@ func (s *Server) SetPriceDrift(gpuID string, factor float64) {
 // PodView is a snapshot of a pod the server holds.
 type PodView struct {
 	ID, Name, GPUType, Cloud, Status string
+	Image                            string
 	GPUCount                         int
 	Env                              map[string]string
 	Ports                            []string
@@ -256,8 +265,7 @@ func (s *Server) Pods() []PodView {
 	now := time.Now()
 	var out []PodView
 	for _, p := range s.pods {
-		out = append(out, PodView{ID: p.ID, Name: p.Name, GPUType: p.GPUID, Cloud: p.Cloud,
-			Status: p.status(now), GPUCount: p.GPUCount, Env: clone(p.Env), Ports: slices.Clone(p.Ports), CostPerHr: p.Cost})
+		out = append(out, p.view(now))
 	}
 	sort.Slice(out, func(i, j int) bool { return s.pods[out[i].ID].CreatedAt.Before(s.pods[out[j].ID].CreatedAt) })
 	return out
@@ -299,8 +307,13 @@ func clone(m map[string]string) map[string]string {
 	return out
 }
 
+func (p *pod) view(now time.Time) PodView {
+	return PodView{ID: p.ID, Name: p.Name, GPUType: p.GPUID, Cloud: p.Cloud, Image: p.Image,
+		Status: p.status(now), GPUCount: p.GPUCount, Env: clone(p.Env), Ports: slices.Clone(p.Ports), CostPerHr: p.Cost}
+}
+
 func (p *pod) status(now time.Time) string {
-	if p.Desired == "RUNNING" && now.Before(p.BootAt) {
+	if p.Desired == "RUNNING" && (now.Before(p.BootAt) || p.bootFailed) {
 		return "CREATED"
 	}
 	return p.Desired
@@ -382,13 +395,17 @@ func drop(w http.ResponseWriter) {
 }
 
 func (s *Server) serve(w0 http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, proxyPrefix) {
+		s.proxy(w0, r)
+		return
+	}
 	rt, id := route(r)
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	isGQL := rt == "POST /graphql"
 	authed := s.authed(r, isGQL)
 	w := &recorder{ResponseWriter: w0}
 	entry := Request{Route: rt, Authed: authed}
-	if rt == "POST /pods" || isGQL {
+	if rt == "POST /pods" || rt == "PATCH /pods/{id}" || isGQL {
 		entry.Body = string(body)
 	}
 	// Logged on arrival, so that a test sees a request whose connection was dropped
@@ -449,6 +466,8 @@ func (s *Server) serve(w0 http.ResponseWriter, r *http.Request) {
 		s.get(buf, r, id)
 	case "DELETE /pods/{id}":
 		s.terminate(buf, id)
+	case "PATCH /pods/{id}":
+		s.update(buf, id, body)
 	case "POST /pods/{id}/start":
 		s.start(buf, id)
 	case "POST /pods/{id}/stop":
@@ -670,7 +689,7 @@ func (s *Server) create(w http.ResponseWriter, body []byte) {
 		mult = 1
 	}
 	p.Cost = math.Round(chosen.price(cloud)*float64(count)*mult*1000) / 1000
-	s.assignAddress(p)
+	s.boot(p)
 	s.pods[p.ID] = p
 	s.creates++
 	writeJSON(w, http.StatusCreated, s.encode(p, now, true))
@@ -698,14 +717,24 @@ func (g *GPU) take(cloud string, n int) {
 	}
 }
 
-// assignAddress gives p a public IP and fresh public ports: they change on every start.
+// assignAddress gives p a public IP and fresh public ports: they change on every
+// start. A container the Runtime started decides them where it says.
 func (s *Server) assignAddress(p *pod) {
 	p.PublicIP = fmt.Sprintf("203.0.113.%d", 1+len(s.pods)%250)
+	if p.container != nil && p.container.PublicIP != "" {
+		p.PublicIP = p.container.PublicIP
+	}
 	p.PortMap = map[string]int{}
 	for _, spec := range p.Ports {
 		m := portRE.FindStringSubmatch(spec)
 		if m == nil || m[2] != "tcp" {
 			continue // http ports go through RunPod's proxy, not a public mapping
+		}
+		if p.container != nil {
+			if n, _ := strconv.Atoi(m[1]); p.container.TCP[n] > 0 {
+				p.PortMap[m[1]] = p.container.TCP[n]
+				continue
+			}
 		}
 		s.nextPort++
 		p.PortMap[m[1]] = s.nextPort
@@ -811,6 +840,7 @@ func (s *Server) terminate(w http.ResponseWriter, id string) {
 	}
 	p.HoldsGPU = false
 	p.Desired = "TERMINATED"
+	s.halt(p)
 	delete(s.pods, id)
 	s.gone[id] = p
 	w.WriteHeader(http.StatusNoContent)
@@ -831,6 +861,7 @@ func (s *Server) stop(w http.ResponseWriter, id string) {
 			p.HoldsGPU = false
 		}
 		p.PublicIP, p.PortMap = "", nil
+		s.halt(p)
 	}
 	writeJSON(w, http.StatusOK, s.encode(p, time.Now(), false))
 }
@@ -853,7 +884,7 @@ func (s *Server) start(w http.ResponseWriter, id string) {
 		p.HoldsGPU = true
 		now := time.Now()
 		p.Desired, p.LastStartedAt, p.BootAt = "RUNNING", now, now.Add(s.bootDelay)
-		s.assignAddress(p)
+		s.boot(p)
 	}
 	writeJSON(w, http.StatusOK, s.encode(p, time.Now(), false))
 }
