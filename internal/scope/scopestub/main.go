@@ -10,6 +10,10 @@
 // like Scope does. A load fails, as in Scope, when a LoRA path does not exist
 // (or --fail-load is set): status reads "error" once, then falls back to
 // not_loaded, and the log tail holds the traceback.
+//
+// --root DIR stands in for the container's filesystem: the paths Scope sees
+// (/workspace/models/lora/x.safetensors) are looked up under DIR, as a test that
+// plays a pod's container (its /workspace in a temporary folder) needs.
 package main
 
 import (
@@ -45,6 +49,15 @@ type server struct {
 	delay      time.Duration
 	failLoad   bool
 	loraDir    string
+	root       string // the container's "/" on this machine; "" is "/"
+}
+
+// fsPath is where the container path p lies on this machine.
+func (s *server) fsPath(p string) string {
+	if s.root == "" || !filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(s.root, p)
 }
 
 func (s *server) logf(level, format string, a ...any) {
@@ -138,7 +151,7 @@ func (s *server) load(w http.ResponseWriter, r *http.Request) {
 		missing := ""
 		for _, l := range loras {
 			p, _ := l["path"].(string)
-			if _, err := os.Stat(p); err != nil {
+			if _, err := os.Stat(s.fsPath(p)); err != nil {
 				missing = p
 				break
 			}
@@ -206,9 +219,10 @@ func (s *server) logsTail(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) loras(w http.ResponseWriter, _ *http.Request) {
 	files := []map[string]any{}
-	err := filepath.WalkDir(s.loraDir, func(p string, d fs.DirEntry, err error) error {
+	dir := s.fsPath(s.loraDir)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if p == s.loraDir && os.IsNotExist(err) {
+			if p == dir && os.IsNotExist(err) {
 				return fs.SkipAll
 			}
 			return err
@@ -226,14 +240,14 @@ func (s *server) loras(w http.ResponseWriter, _ *http.Request) {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(s.loraDir, p)
+		rel, _ := filepath.Rel(dir, p)
 		var folder any
 		if dir := filepath.Dir(rel); dir != "." {
 			folder = filepath.ToSlash(dir)
 		}
 		files = append(files, map[string]any{
 			"name":       strings.TrimSuffix(d.Name(), ".safetensors"),
-			"path":       p,
+			"path":       filepath.Join(s.loraDir, rel),
 			"size_mb":    float64(int64(float64(size)/(1<<20)*100+0.5)) / 100,
 			"size_bytes": size,
 			"folder":     folder,
@@ -277,8 +291,9 @@ func main() {
 	host := flag.String("host", "0.0.0.0", "address to listen on")
 	delay := flag.Duration("load-delay", 2*time.Second, "how long a pipeline load takes")
 	fail := flag.Bool("fail-load", false, "make every pipeline load fail")
+	root := flag.String("root", "", "folder standing in for the container's / (absolute paths Scope sees are looked up under it)")
 	flag.Parse()
-	s := &server{start: time.Now(), status: "not_loaded", delay: *delay, failLoad: *fail, loraDir: loraDir()}
+	s := &server{start: time.Now(), status: "not_loaded", delay: *delay, failLoad: *fail, loraDir: loraDir(), root: *root}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("GET /api/v1/pipeline/status", s.pipelineStatus)
