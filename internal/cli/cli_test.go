@@ -277,6 +277,8 @@ func TestCanariesNeverPrinted(t *testing.T) {
 		{"lora", "inspect", filepath.Join(e.root, canaries["HF_TOKEN"]+".safetensors")},
 		{"lora", "inspect", filepath.Join(e.root, canaries["HF_TOKEN"]+".safetensors"), "--json"},
 		{"secrets", "scan", scanDir}, {"secrets", "scan", scanDir, "--json"}, {"version", "--json"},
+		{"deploy", "--new", "--gpu", "NVIDIA RTX A6000", "--dry-run", "--json", "-v"},
+		{"deploy", "--new", "--gpu", "NVIDIA RTX A6000", "--scope-lora-dir", "/opt/lora"},
 	} {
 		out, errs, _ := e.run(args...)
 		all.WriteString(out + errs)

@@ -89,57 +89,15 @@ func (a *app) podCreate() *cobra.Command {
 		Short: "Create a pod (idempotent; recorded in the store; idle auto-stop limit by default)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if spec.GPUType == "" {
-				return usageError("--gpu is required (see `scopectl pod gpus`)")
-			}
-			spec.Cloud = strings.ToUpper(spec.Cloud)
-			if spec.Cloud != "SECURE" && spec.Cloud != "COMMUNITY" {
-				return usageError("--cloud %q: expected secure or community", spec.Cloud)
-			}
 			c, err := a.runpod()
 			if err != nil {
 				return err
 			}
-			ps, err := a.podStore()
+			pod, rec, err := a.createPod(cmd.Context(), c, spec, idle, maxHours, sshKey)
 			if err != nil {
 				return err
 			}
-			if sshKey == "" {
-				home, _ := os.UserHomeDir()
-				sshKey = filepath.Join(home, ".ssh", "id_ed25519.pub")
-			}
-			if b, err := os.ReadFile(sshKey); err == nil {
-				spec.SSHPublicKey = strings.TrimSpace(string(b))
-			}
-			if a.cfg.HFToken.IsSet() {
-				spec.SecretEnv = map[string]secret.Secret{"HF_TOKEN": a.cfg.HFToken}
-			}
-			spec.RequestID = provider.NewRequestID()
-			if spec.Name == "" {
-				spec.Name = "scopectl"
-			}
-			rec := store.Pod{RequestID: spec.RequestID, Provider: c.Name(), Name: spec.Name, GPUType: spec.GPUType,
-				IdleStop: idle, MaxHours: maxHours, LastSeenStatus: provider.StatusCreating, CreatedAt: time.Now().UTC()}
-			// Recorded before asking: a crash between request and answer leaves a row
-			// that names the request id the pod carries, so it is never forgotten.
-			if err := ps.PutPod(cmd.Context(), rec); err != nil {
-				return err
-			}
-			pod, err := c.Create(cmd.Context(), spec)
-			if err != nil {
-				if errors.Is(err, provider.ErrNoCapacity) || errors.Is(err, provider.ErrPriceTooHigh) || errors.Is(err, provider.ErrUnauthorized) {
-					now := time.Now().UTC()
-					rec.LastSeenStatus, rec.TerminatedAt = "NOT_CREATED", &now
-					ps.PutPod(cmd.Context(), rec)
-				}
-				return err
-			}
-			now := time.Now().UTC()
-			rec.ID, rec.CostPerHr, rec.LastSeenStatus, rec.LastSeenAt = pod.ID, pod.CostPerHr, pod.Status, &now
-			if err := ps.PutPod(cmd.Context(), rec); err != nil {
-				return err
-			}
-			return a.out(pod, func(w io.Writer) { printPod(w, pod, &rec) })
+			return a.out(pod, func(w io.Writer) { printPod(w, c, pod, rec) })
 		},
 	}
 	f := cmd.Flags()
@@ -159,12 +117,82 @@ func (a *app) podCreate() *cobra.Command {
 	return cmd
 }
 
-func printPod(w io.Writer, p *provider.Pod, rec *store.Pod) {
+// createPod creates a pod (pod create, deploy --new): the store's record, keyed by a
+// fresh request id, is written before asking, so that a crash between request and
+// answer never loses the pod; the user's SSH public key (sshKey, default
+// ~/.ssh/id_ed25519.pub) and HF_TOKEN go into the pod; a create that certainly made no
+// pod is marked in the record.
+func (a *app) createPod(ctx context.Context, c *runpod.Client, spec provider.CreateSpec, idle time.Duration, maxHours float64, sshKey string) (*provider.Pod, *store.Pod, error) {
+	if spec.GPUType == "" {
+		return nil, nil, usageError("--gpu is required (see `scopectl pod gpus`)")
+	}
+	spec.Cloud = strings.ToUpper(spec.Cloud)
+	if spec.Cloud != "SECURE" && spec.Cloud != "COMMUNITY" {
+		return nil, nil, usageError("--cloud %q: expected secure or community", spec.Cloud)
+	}
+	ps, err := a.podStore()
+	if err != nil {
+		return nil, nil, err
+	}
+	if sshKey == "" {
+		home, _ := os.UserHomeDir()
+		sshKey = filepath.Join(home, ".ssh", "id_ed25519.pub")
+	}
+	if b, err := os.ReadFile(sshKey); err == nil {
+		spec.SSHPublicKey = strings.TrimSpace(string(b))
+	}
+	if _, set := spec.SecretEnv["HF_TOKEN"]; !set && a.cfg.HFToken.IsSet() {
+		sec := map[string]secret.Secret{"HF_TOKEN": a.cfg.HFToken}
+		for k, v := range spec.SecretEnv {
+			sec[k] = v
+		}
+		spec.SecretEnv = sec
+	}
+	spec.RequestID = provider.NewRequestID()
+	if spec.Name == "" {
+		spec.Name = "scopectl"
+	}
+	rec := store.Pod{RequestID: spec.RequestID, Provider: c.Name(), Name: spec.Name, GPUType: spec.GPUType,
+		IdleStop: idle, MaxHours: maxHours, LastSeenStatus: provider.StatusCreating, CreatedAt: time.Now().UTC()}
+	// Recorded before asking: a crash between request and answer leaves a row
+	// that names the request id the pod carries, so it is never forgotten.
+	if err := ps.PutPod(ctx, rec); err != nil {
+		return nil, nil, err
+	}
+	pod, err := c.Create(ctx, spec)
+	if err != nil {
+		if errors.Is(err, provider.ErrNoCapacity) || errors.Is(err, provider.ErrPriceTooHigh) || errors.Is(err, provider.ErrUnauthorized) {
+			now := time.Now().UTC()
+			rec.LastSeenStatus, rec.TerminatedAt = "NOT_CREATED", &now
+			ps.PutPod(ctx, rec)
+		}
+		return nil, &rec, err
+	}
+	now := time.Now().UTC()
+	rec.ID, rec.CostPerHr, rec.LastSeenStatus, rec.LastSeenAt = pod.ID, pod.CostPerHr, pod.Status, &now
+	if err := ps.PutPod(ctx, rec); err != nil {
+		return pod, &rec, err
+	}
+	return pod, &rec, nil
+}
+
+// markTerminated records that scopectl terminated the pod.
+func (a *app) markTerminated(ctx context.Context, id string) {
+	if ps, err := a.podStore(); err == nil {
+		if rec, err := ps.GetPod(ctx, id); err == nil {
+			now := time.Now().UTC()
+			rec.TerminatedAt, rec.LastSeenStatus = &now, provider.StatusTerminated
+			ps.PutPod(ctx, rec)
+		}
+	}
+}
+
+func printPod(w io.Writer, c *runpod.Client, p *provider.Pod, rec *store.Pod) {
 	fmt.Fprintf(w, "pod %s (%s): %s, %d × %s, $%.3f/h\n", p.ID, p.Name, p.Status, p.GPUCount, p.GPUType, p.CostPerHr)
 	if host, port, ok := p.SSH(); ok {
 		fmt.Fprintf(w, "ssh: ssh://root@%s:%d/workspace/models/lora\n", host, port)
 	}
-	fmt.Fprintf(w, "scope: https://%s-8000.proxy.runpod.net\n", p.ID)
+	fmt.Fprintf(w, "scope: %s\n", c.ProxyURL(p.ID, 8000))
 	if rec != nil && rec.IdleStop > 0 {
 		fmt.Fprintf(w, "idle auto-stop after %s\n", rec.IdleStop)
 	}
@@ -302,11 +330,15 @@ func (a *app) podGet() *cobra.Command {
 		Short: "Show one pod",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := a.fetchPod(cmd.Context(), args[0])
+			c, id, err := a.podTarget(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return a.out(p, func(w io.Writer) { printPod(w, p, nil) })
+			p, err := c.Get(cmd.Context(), id)
+			if err != nil {
+				return notFound(err)
+			}
+			return a.out(p, func(w io.Writer) { printPod(w, c, p, nil) })
 		},
 	}
 }
@@ -359,13 +391,7 @@ func (a *app) podRm() *cobra.Command {
 			if err := c.Terminate(ctx, id); err != nil {
 				return notFound(err)
 			}
-			if ps, err := a.podStore(); err == nil {
-				if rec, err := ps.GetPod(ctx, id); err == nil {
-					now := time.Now().UTC()
-					rec.TerminatedAt, rec.LastSeenStatus = &now, provider.StatusTerminated
-					ps.PutPod(ctx, rec)
-				}
-			}
+			a.markTerminated(ctx, id)
 			return a.out(map[string]string{"id": id, "action": "terminate"}, func(w io.Writer) { fmt.Fprintf(w, "%s terminated\n", id) })
 		},
 	}

@@ -14,6 +14,12 @@ import (
 // home/.ssh/id_ed25519 and the host key in home/.ssh/known_hosts. It returns the port.
 func startSSHD(t *testing.T, home string) int {
 	t.Helper()
+	return startSSHDWith(t, home, "")
+}
+
+// startSSHDWith is startSSHD with extra sshd_config lines.
+func startSSHDWith(t *testing.T, home, extraConfig string) int {
+	t.Helper()
 	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
 		t.Skip("no /usr/sbin/sshd (CI installs openssh-server)")
 	}
@@ -37,7 +43,7 @@ func startSSHD(t *testing.T, home string) int {
 	l.Close()
 	cfg := fmt.Sprintf("Port %d\nListenAddress 127.0.0.1\nHostKey %s\nAuthorizedKeysFile %s\nPidFile %s\nStrictModes no\nUsePAM no\n"+
 		"PasswordAuthentication no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
-		port, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "pid"))
+		port, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "pid")) + extraConfig
 	os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600)
 	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
 	if err := cmd.Start(); err != nil {
