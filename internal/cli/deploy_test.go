@@ -34,7 +34,8 @@ func TestDeployOverSSH(t *testing.T) {
 	img := reg.Push(stub)
 	name := "scopectl-cli-test-" + deploytest.RandHex(5)
 	deploytest.RemoveContainerAtEnd(t, name)
-	port := startSSHD(t, e.root)
+	// The host's sessions find a fake nvidia-smi printing real recorded H100 output.
+	port := startSSHDWith(t, e.root, "SetEnv PATH="+sessionPath(fakeNvidiaSMI(t))+"\n")
 	t.Setenv("SSH_AUTH_SOCK", "")
 	p := e.lora("style.safetensors", loratest.Spec{Base: lora.BaseT2V1_3B})
 	e.mustRun("lora", "add", p)
@@ -50,6 +51,19 @@ func TestDeployOverSSH(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(vol, "models", "lora", "style.safetensors")); err != nil {
 		t.Fatal("LoRA not synced into the volume")
 	}
+	// status reads the host: container, Scope, pipeline, LoRAs vs library, GPU.
+	v := decode[statusJSON](t, e.mustRun("status", host, "--name", name, "--json"))
+	if c := v.Container; c == nil || !c.Exists || !c.Running || !c.Managed || c.Status != "running" || c.Image != img {
+		t.Fatalf("status container: %+v", v.Container)
+	}
+	if v.Scope != "http://127.0.0.1:"+scopePort || !v.Healthy || v.Pipeline == nil || v.Pipeline.Status != "loaded" || v.Pipeline.PipelineID != "longlive" ||
+		len(v.Pipeline.LoadedLoRAs) != 1 || v.Pipeline.LoadedLoRAs[0].Path != "/workspace/models/lora/style.safetensors" || v.Pipeline.LoadedLoRAs[0].Scale != 0.8 {
+		t.Fatalf("status scope: %+v %+v", v, v.Pipeline)
+	}
+	if len(v.Installed) != 1 || !v.Installed[0].InLibrary || v.Installed[0].LibraryName != "style" || len(v.Errors) != 0 {
+		t.Fatalf("status installed: %+v errors %v", v.Installed, v.Errors)
+	}
+	checkRecordedGPU(t, v)
 	// Twice: nothing changes.
 	again := e.mustRunBin(bin, args...)
 	if !strings.Contains(again, `"action": "keep"`) || strings.Contains(again, `"action": "replace"`) || strings.Contains(again, `"action": "pull"`) {
@@ -72,8 +86,12 @@ func TestDeployOverSSH(t *testing.T) {
 	if out := e.mustRunBin(bin, withEnv...); !strings.Contains(out, `"action": "keep"`) {
 		t.Fatalf("deploy after the change, again: %s", out)
 	}
-	// Killed: the next deploy starts it again and Scope answers.
+	// Killed: status says so (exit 1: Scope is down); the next deploy starts it again.
 	deploytest.KillAndWait(t, name)
+	out, _, code := e.run("status", host, "--name", name, "--json")
+	if v := decode[statusJSON](t, out); code != 1 || v.Healthy || v.Container == nil || v.Container.Status != "exited" || v.Container.Running {
+		t.Fatalf("status after kill: exit %d %s", code, out)
+	}
 	if out := e.mustRunBin(bin, withEnv...); !strings.Contains(out, `"action": "start"`) || !strings.Contains(out, `"status": "loaded"`) {
 		t.Fatalf("deploy after kill: %s", out)
 	}

@@ -1,10 +1,8 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -35,13 +33,7 @@ func (a *app) gpuCmd() *cobra.Command {
 				if !ok {
 					return usageError("--host %s: needs an ssh:// or ssh+pty:// remote that can run commands", r)
 				}
-				src = gpu.SMI{Run: func(ctx context.Context, args []string) ([]byte, error) {
-					out, code, err := run.Run(ctx, "nvidia-smi "+strings.Join(args, " "))
-					if err == nil && code != 0 {
-						err = fmt.Errorf("nvidia-smi on %s: exit status %d: %s", r, code, strings.TrimSpace(out))
-					}
-					return []byte(out), err
-				}}
+				src = gpu.Over(run, r.String())
 			}
 			gpus, err := src.GPUs(ctx)
 			if err != nil {

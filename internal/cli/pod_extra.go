@@ -1,42 +1,208 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/daydreamlive/scopectl/internal/provider"
+	"github.com/daydreamlive/scopectl/internal/remote"
 )
 
-// podSSH opens an interactive shell on a pod: direct TCP to its public IP and mapped
-// port, checked against known_hosts by OpenSSH itself.
+// EnvSSHGateway overrides RunPod's PTY-only SSH gateway: [user@]host[:port]. With a
+// user, that login is used as it is instead of the pod's own (for tests, or a gateway
+// in front of RunPod's).
+const EnvSSHGateway = "SCOPECTL_RUNPOD_SSH_GATEWAY"
+
+// DefaultSSHGateway is RunPod's gateway: `ssh {podId}-{suffix}@ssh.runpod.io`, a terminal
+// only (no exec, SFTP, SCP or forwarding).
+const DefaultSSHGateway = "ssh.runpod.io"
+
+// podHostIDer is a provider that can read a pod's gateway login, RunPod's
+// machine.podHostId ("{podId}-{suffix}"; the suffix names the pod's host, so it cannot be
+// derived from the pod id).
+type podHostIDer interface {
+	PodHostID(ctx context.Context, id string) (string, error)
+}
+
+var gatewayUserRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// sshLogin is user@host:port.
+type sshLogin struct {
+	User, Host string
+	Port       int
+}
+
+func (l sshLogin) addr() string { return net.JoinHostPort(l.Host, strconv.Itoa(l.Port)) }
+
+func (l sshLogin) String() string { return l.User + "@" + l.addr() }
+
+// podGateway is the gateway login for pod p: $SCOPECTL_RUNPOD_SSH_GATEWAY or
+// ssh.runpod.io, with the pod's podHostId as user unless the override names one.
+func podGateway(ctx context.Context, c any, p *provider.Pod) (sshLogin, error) {
+	raw := strings.TrimSpace(os.Getenv(EnvSSHGateway))
+	if raw == "" {
+		raw = DefaultSSHGateway
+	}
+	l := sshLogin{Port: 22}
+	hostport := raw
+	if u, h, ok := strings.Cut(raw, "@"); ok {
+		l.User, hostport = u, h
+	}
+	l.Host = hostport
+	if h, port, err := net.SplitHostPort(hostport); err == nil {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return l, usageError("%s=%q: bad port", EnvSSHGateway, raw)
+		}
+		l.Host, l.Port = h, n
+	}
+	if l.Host == "" || strings.ContainsAny(l.Host, " /@\t") || (l.User != "" && !gatewayUserRE.MatchString(l.User)) {
+		return l, usageError("%s=%q: want [user@]host[:port]", EnvSSHGateway, raw)
+	}
+	if l.User != "" {
+		return l, nil
+	}
+	h, ok := c.(podHostIDer)
+	if !ok {
+		return l, fmt.Errorf("pod %s: RunPod's gateway login is {podId}-{suffix}@%s, where the suffix is the pod's machine.podHostId, and this build's RunPod client cannot read it; copy the SSH command from the pod's Connect tab", p.ID, l.Host)
+	}
+	user, err := h.PodHostID(ctx, p.ID)
+	if err != nil {
+		return l, fmt.Errorf("pod %s: reading its gateway login (podHostId): %w", p.ID, err)
+	}
+	if !gatewayUserRE.MatchString(user) || !strings.HasPrefix(user, p.ID+"-") {
+		return l, fmt.Errorf("pod %s: RunPod gave the gateway login %q, not {podId}-{suffix}", p.ID, user)
+	}
+	l.User = user
+	return l, nil
+}
+
+// podRunner opens a connection that runs shell commands on pod p: SSH exec to its public
+// IP and mapped port 22 when it has them (and !viaGateway), else RunPod's PTY gateway
+// (ssh+pty://). The caller closes the remote.
+func (a *app) podRunner(ctx context.Context, c any, p *provider.Pod, rf remoteFlags, viaGateway bool) (remote.Remote, remote.Runner, error) {
+	var u string
+	if host, port, ok := p.SSH(); ok && !viaGateway {
+		u = "ssh://root@" + net.JoinHostPort(host, strconv.Itoa(port)) + "/"
+	} else {
+		if p.Status != provider.StatusRunning {
+			return nil, nil, fmt.Errorf("pod %s is %s: start it first (scopectl pod start %s)", p.ID, p.Status, p.ID)
+		}
+		l, err := podGateway(ctx, c, p)
+		if err != nil {
+			return nil, nil, err
+		}
+		u = "ssh+pty://" + l.String()
+	}
+	r, err := a.openRemote(ctx, u, rf)
+	if err != nil {
+		return nil, nil, err
+	}
+	run, ok := r.(remote.Runner)
+	if !ok {
+		r.Close()
+		return nil, nil, fmt.Errorf("%s cannot run commands", r)
+	}
+	return r, run, nil
+}
+
+// podSSH opens a shell on a pod, or runs one command there: direct TCP to its public IP
+// and mapped port (OpenSSH, which checks known_hosts itself) when it has them, RunPod's
+// PTY-only gateway otherwise.
 func (a *app) podSSH() *cobra.Command {
-	return &cobra.Command{
-		Use:   "ssh ID",
-		Short: "Open a shell on a pod (direct SSH to its public IP and mapped port)",
-		Args:  cobra.ExactArgs(1),
+	var viaGateway bool
+	var rf remoteFlags
+	cmd := &cobra.Command{
+		Use:   "ssh ID [-- COMMAND…]",
+		Short: "Open a shell on a pod (direct SSH when it has a public IP, RunPod's PTY gateway otherwise), or run COMMAND",
+		Long: "Direct SSH to the pod's public IP and mapped port 22 when it has them (a full SSH: exec,\n" +
+			"SFTP); otherwise RunPod's gateway {podId}-{suffix}@ssh.runpod.io, which offers only a\n" +
+			"terminal: an interactive shell through `ssh -tt`, and COMMAND typed into that terminal\n" +
+			"(its output and exit status come back). $" + EnvSSHGateway + " overrides the gateway.",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := a.fetchPod(cmd.Context(), args[0])
+			if d := cmd.ArgsLenAtDash(); (d < 0 && len(args) > 1) || d > 1 {
+				return usageError("usage: scopectl pod ssh ID [-- COMMAND…]")
+			}
+			ctx := cmd.Context()
+			c, id, err := a.podTarget(ctx, args[0])
 			if err != nil {
 				return err
 			}
-			host, port, ok := p.SSH()
-			if !ok {
-				return fmt.Errorf("pod %s has no public IP with port 22 mapped (status %s); use RunPod's gateway (ssh -tt POD-ID@ssh.runpod.io), or for transfers ssh+pty://", p.ID, p.Status)
-			}
-			ssh, err := exec.LookPath("ssh")
+			p, err := c.Get(ctx, id)
 			if err != nil {
-				return fmt.Errorf("no ssh client on PATH; connect to root@%s port %d", host, port)
+				return notFound(err)
 			}
-			sc := exec.CommandContext(cmd.Context(), ssh, "-p", strconv.Itoa(port), "root@"+host)
-			sc.Stdin, sc.Stdout, sc.Stderr = os.Stdin, os.Stdout, os.Stderr
-			return sc.Run()
+			command := args[1:]
+			if host, port, ok := p.SSH(); ok && !viaGateway {
+				argv := []string{"-p", strconv.Itoa(port), "root@" + host}
+				if len(command) > 0 {
+					argv = append(append(argv, "--"), command...)
+				}
+				return a.execSSH(ctx, argv, len(command) == 0, fmt.Sprintf("root@%s port %d", host, port))
+			}
+			if len(command) == 0 {
+				if p.Status != provider.StatusRunning {
+					return fmt.Errorf("pod %s is %s: start it first (scopectl pod start %s)", p.ID, p.Status, p.ID)
+				}
+				l, err := podGateway(ctx, c, p)
+				if err != nil {
+					return err
+				}
+				return a.execSSH(ctx, []string{"-tt", "-p", strconv.Itoa(l.Port), l.User + "@" + l.Host}, true, l.String()+" (a terminal only: ssh -tt)")
+			}
+			r, run, err := a.podRunner(ctx, c, p, rf, true)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			// In a subshell: an `exit` in COMMAND ends it, not the terminal's shell.
+			out, code, err := run.Run(ctx, "("+strings.Join(command, " ")+"\n)")
+			io.WriteString(a.stdout, out)
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return withCode(code, errSilent)
+			}
+			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&viaGateway, "gateway", false, "use RunPod's PTY gateway even when the pod has a public IP")
+	rf.add(cmd)
+	return cmd
+}
+
+// execSSH runs OpenSSH's ssh; its exit status becomes ours. An interactive session gets
+// the terminal itself; a command's output goes through scopectl's (redacting) writers.
+func (a *app) execSSH(ctx context.Context, argv []string, interactive bool, where string) error {
+	ssh, err := exec.LookPath("ssh")
+	if err != nil {
+		return fmt.Errorf("no ssh client on PATH; connect to %s", where)
+	}
+	sc := exec.CommandContext(ctx, ssh, argv...)
+	sc.Stdin, sc.Stdout, sc.Stderr = os.Stdin, a.stdout, a.stderr
+	if interactive {
+		sc.Stdout, sc.Stderr = os.Stdout, os.Stderr
+	}
+	err = sc.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() > 0 {
+		return withCode(ee.ExitCode(), errSilent)
+	}
+	return err
 }
 
 // podCost is one pod's spend estimate.

@@ -4,14 +4,20 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/daydreamlive/scopectl/internal/deploy"
+	"github.com/daydreamlive/scopectl/internal/gpu"
+	"github.com/daydreamlive/scopectl/internal/provider"
+	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/scope"
 	"github.com/daydreamlive/scopectl/internal/store"
 )
@@ -38,91 +44,243 @@ type installedView struct {
 	LibraryName string `json:"library_name,omitempty"`
 }
 
+// podStatusView is a pod as `status` shows it. Cost so far is the API's cost per hour
+// times the time since the API's createdAt while the pod runs (an upper bound when it was
+// stopped and started again: the pod object carries no last start).
+type podStatusView struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Status    string    `json:"status"`
+	GPUType   string    `json:"gpu_type"`
+	GPUCount  int       `json:"gpu_count"`
+	CostPerHr float64   `json:"cost_per_hr"`
+	CreatedAt time.Time `json:"created_at"`
+	UptimeS   float64   `json:"uptime_s"`
+	CostSoFar float64   `json:"cost_so_far"`
+	SSH       string    `json:"ssh"` // root@IP:PORT (direct) or "gateway"
+}
+
 type statusView struct {
+	Target    string                `json:"target"` // "local", an ssh:// URL, or "pod ID"
+	Pod       *podStatusView        `json:"pod,omitempty"`
+	Container *deploy.Container     `json:"container,omitempty"`
 	Scope     string                `json:"scope"`
+	Healthy   bool                  `json:"healthy"`
 	Health    *scope.Health         `json:"health"`
 	Pipeline  *scope.PipelineStatus `json:"pipeline"`
 	Installed []installedView       `json:"installed"`
+	GPUSource string                `json:"gpu_source,omitempty"`
+	GPUs      []gpu.GPU             `json:"gpus"`
 	Errors    []string              `json:"errors,omitempty"`
 }
 
 func (a *app) statusCmd() *cobra.Command {
-	var scopeURL string
+	var scopeURL, name string
+	var rf remoteFlags
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show a Scope server's health, pipeline, loaded LoRAs and installed LoRAs vs the library",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := scopeClient(scopeURL)
+		Use:   "status [POD-ID | ssh://user@host:port]",
+		Short: "Show a deployment: pod state and cost, container, Scope health, pipeline, LoRAs vs the library, GPU",
+		Long: "TARGET is a RunPod pod (its state and cost so far; Scope through RunPod's proxy; the GPU\n" +
+			"over SSH, or through RunPod's gateway), an SSH host where `deploy --host` runs Scope (the\n" +
+			"container through docker inspect; Scope at the host's published port; the GPU through\n" +
+			"nvidia-smi), or nothing: Scope at --scope ($SCOPE_URL, default http://localhost:8000) and\n" +
+			"this machine's GPU (NVML, else nvidia-smi). What cannot be read is listed under errors;\n" +
+			"the exit status is 1 when Scope is not healthy.",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			target := ""
+			if len(args) == 1 {
+				target = args[0]
+			}
+			explicitScope := cmd.Flags().Changed("scope")
+			v := statusView{Target: "local", Installed: []installedView{}, GPUs: []gpu.GPU{}}
+			fail := func(part string, err error) {
+				v.Errors = append(v.Errors, part+": "+strings.Join(strings.Fields(err.Error()), " "))
+			}
+			base := scopeURL
+			var gpuSrc gpu.Source
+			switch {
+			case target == "":
+				gpuSrc = gpu.Local(ctx)
+			case strings.HasPrefix(target, "ssh://") || strings.HasPrefix(target, "ssh+pty://"):
+				u, err := url.Parse(target)
+				if err != nil || u.Hostname() == "" {
+					return usageError("%s: want ssh://user@host:port", remote.Redact(target))
+				}
+				v.Target = remote.Redact(target)
+				port := deploy.DefaultPort
+				r, err := a.openRemote(ctx, target, rf)
+				if err != nil {
+					fail("ssh", err)
+				} else {
+					defer r.Close()
+					run, ok := r.(remote.Runner)
+					if !ok {
+						return usageError("%s cannot run commands", r)
+					}
+					if ct, err := deploy.Inspect(ctx, run, name); err != nil {
+						fail("container", err)
+					} else {
+						v.Container = ct
+						if !ct.Exists {
+							fail("container", fmt.Errorf("no container %s on %s (scopectl deploy --host …)", name, r))
+						} else if ct.HostPort > 0 {
+							port = ct.HostPort
+						}
+					}
+					gpuSrc = gpu.Over(run, r.String())
+				}
+				if !explicitScope {
+					base = "http://" + net.JoinHostPort(u.Hostname(), strconv.Itoa(port))
+				}
+			default:
+				c, id, err := a.podTarget(ctx, target)
+				if err != nil {
+					return err
+				}
+				p, err := c.Get(ctx, id)
+				if err != nil {
+					return notFound(err)
+				}
+				v.Target = "pod " + p.ID
+				pv := &podStatusView{ID: p.ID, Name: p.Name, Status: p.Status, GPUType: p.GPUType, GPUCount: p.GPUCount,
+					CostPerHr: p.CostPerHr, CreatedAt: p.CreatedAt, SSH: "gateway"}
+				if p.Status == provider.StatusRunning && !p.CreatedAt.IsZero() {
+					pv.UptimeS = max(0, time.Since(p.CreatedAt).Seconds())
+					pv.CostSoFar = p.CostPerHr * pv.UptimeS / 3600
+				}
+				if host, port, ok := p.SSH(); ok {
+					pv.SSH = "root@" + net.JoinHostPort(host, strconv.Itoa(port))
+				}
+				v.Pod = pv
+				if !explicitScope {
+					base = c.ProxyURL(p.ID, deploy.ContainerPort)
+				}
+				if p.Status != provider.StatusRunning {
+					fail("gpu", fmt.Errorf("pod %s is %s: no GPU attached", p.ID, p.Status))
+				} else if r, run, err := a.podRunner(ctx, c, p, rf, false); err != nil {
+					fail("gpu", err)
+				} else {
+					defer r.Close()
+					gpuSrc = gpu.Over(run, r.String())
+				}
+			}
+			sc, err := scopeClient(base)
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			v := statusView{Scope: c.Base, Installed: []installedView{}}
-			h, err := c.Health(ctx)
-			if err != nil {
-				return fmt.Errorf("Scope at %s: %w", c.Base, err)
-			}
-			v.Health = h
-			if v.Pipeline, err = c.PipelineStatus(ctx); err != nil {
-				v.Errors = append(v.Errors, err.Error())
-			}
-			installed, err := c.LoRAs(ctx)
-			if err != nil {
-				v.Errors = append(v.Errors, err.Error())
-			}
-			byHash := map[string]store.LoRA{}
-			if len(installed) > 0 {
-				lib, err := a.library()
-				if err != nil {
-					return err
+			v.Scope = sc.Base
+			if h, err := sc.Health(ctx); err != nil {
+				fail("scope", fmt.Errorf("%s: %w", sc.Base, err))
+			} else {
+				v.Health, v.Healthy = h, h.Status == "healthy"
+				if !v.Healthy {
+					fail("scope", fmt.Errorf("%s reports %q", sc.Base, h.Status))
 				}
-				all, err := lib.Store.ListLoRAs(ctx, store.Filter{})
-				if err != nil {
-					return err
+				if v.Pipeline, err = sc.PipelineStatus(ctx); err != nil {
+					fail("pipeline", err)
 				}
-				for _, l := range all {
-					byHash[strings.ToLower(l.SHA256)] = l
+				if err := a.installedVsLibrary(ctx, sc, &v); err != nil {
+					fail("loras", err)
 				}
 			}
-			for _, in := range installed {
-				iv := installedView{InstalledLoRA: in}
-				if l, ok := byHash[in.SHA256]; ok && in.SHA256 != "" {
-					iv.InLibrary, iv.LibraryName = true, l.Name
+			if gpuSrc != nil {
+				v.GPUSource = fmt.Sprint(gpuSrc)
+				if gpus, err := gpuSrc.GPUs(ctx); err != nil {
+					fail("gpu", err)
+				} else if gpus != nil {
+					v.GPUs = gpus
 				}
-				v.Installed = append(v.Installed, iv)
 			}
 			if err := a.out(v, func(w io.Writer) { printStatus(w, &v) }); err != nil {
 				return err
 			}
-			if len(v.Errors) > 0 {
+			if !v.Healthy {
 				if a.json {
-					return withCode(ExitFailure, fmt.Errorf("%s", strings.Join(v.Errors, "; ")))
+					return withCode(ExitFailure, fmt.Errorf("Scope at %s is not healthy", v.Scope))
 				}
 				return withCode(ExitFailure, errSilent)
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&scopeURL, "scope", defaultScopeURL(), "Scope's base URL ($SCOPE_URL), e.g. https://POD-8000.proxy.runpod.net")
+	cmd.Flags().StringVar(&scopeURL, "scope", defaultScopeURL(), "Scope's base URL ($SCOPE_URL); with a TARGET, overrides the URL derived from it")
+	cmd.Flags().StringVar(&name, "name", deploy.DefaultName, "container name on an SSH host")
+	rf.add(cmd)
 	return cmd
+}
+
+// installedVsLibrary fills v.Installed: the LoRAs Scope lists, each matched by sha256
+// against the library.
+func (a *app) installedVsLibrary(ctx context.Context, c *scope.Client, v *statusView) error {
+	installed, err := c.LoRAs(ctx)
+	if err != nil {
+		return err
+	}
+	byHash := map[string]store.LoRA{}
+	if len(installed) > 0 {
+		lib, err := a.library()
+		if err != nil {
+			return err
+		}
+		all, err := lib.Store.ListLoRAs(ctx, store.Filter{})
+		if err != nil {
+			return err
+		}
+		for _, l := range all {
+			byHash[strings.ToLower(l.SHA256)] = l
+		}
+	}
+	for _, in := range installed {
+		iv := installedView{InstalledLoRA: in}
+		if l, ok := byHash[strings.ToLower(in.SHA256)]; ok && in.SHA256 != "" {
+			iv.InLibrary, iv.LibraryName = true, l.Name
+		}
+		v.Installed = append(v.Installed, iv)
+	}
+	return nil
 }
 
 func printStatus(w io.Writer, v *statusView) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, f string, a ...any) { fmt.Fprintf(tw, "%s:\t"+f+"\n", append([]any{k}, a...)...) }
+	row("target", "%s", v.Target)
+	if p := v.Pod; p != nil {
+		row("pod", "%s (%s): %s, %d × %s", p.ID, p.Name, p.Status, p.GPUCount, p.GPUType)
+		up := "not running"
+		if p.UptimeS > 0 {
+			up = "up " + (time.Duration(p.UptimeS) * time.Second).String()
+		}
+		row("cost", "$%.3f/h, %s, $%.2f so far", p.CostPerHr, up, p.CostSoFar)
+		row("ssh", "%s", p.SSH)
+	}
+	if c := v.Container; c != nil {
+		if !c.Exists {
+			row("container", "%s: none", c.Name)
+		} else {
+			s := c.Status
+			if c.Status == "exited" {
+				s += fmt.Sprintf(" (exit %d)", c.ExitCode)
+			}
+			row("container", "%s %s, image %s (%s), restarts %d", c.Name, s, c.Image, shortID(c.ImageID), c.RestartCount)
+		}
+	}
 	row("scope", "%s", v.Scope)
-	h := v.Health
-	up := ""
-	if h.UptimeS > 0 {
-		up = ", up " + (time.Duration(h.UptimeS) * time.Second).String()
+	if h := v.Health; h != nil {
+		up := ""
+		if h.UptimeS > 0 {
+			up = ", up " + (time.Duration(h.UptimeS) * time.Second).String()
+		}
+		row("health", "%s%s", h.Status, up)
+		ver := h.Version
+		if h.GitCommit != "" {
+			ver += " (" + h.GitCommit + ")"
+		}
+		row("version", "%s", ver)
+	} else {
+		row("health", "unreachable")
 	}
-	row("health", "%s%s", h.Status, up)
-	ver := h.Version
-	if h.GitCommit != "" {
-		ver += " (" + h.GitCommit + ")"
-	}
-	row("version", "%s", ver)
 	if p := v.Pipeline; p != nil {
 		s := p.Status
 		if p.PipelineID != "" {
@@ -146,8 +304,13 @@ func printStatus(w io.Writer, v *statusView) {
 			fmt.Fprintf(tw, "%s\t%s ×%g\n", k+":", l.Path, l.Scale)
 		}
 	}
+	for _, g := range v.GPUs {
+		row(fmt.Sprintf("gpu %d", g.Index), "%s, %d/%d MiB, %d%% util, %d°C (%s)", g.Name, g.MemoryUsedMiB, g.MemoryTotalMiB, g.UtilizationPct, g.TemperatureC, v.GPUSource)
+	}
 	tw.Flush()
-	fmt.Fprintf(w, "installed LoRAs: %d\n", len(v.Installed))
+	if v.Health != nil {
+		fmt.Fprintf(w, "installed LoRAs: %d\n", len(v.Installed))
+	}
 	if len(v.Installed) > 0 {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  NAME\tSIZE\tSHA256\tLIBRARY")
@@ -176,6 +339,14 @@ func printStatus(w io.Writer, v *statusView) {
 	for _, e := range v.Errors {
 		fmt.Fprintln(w, "error: "+e)
 	}
+}
+
+func shortID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	return id
 }
 
 // logsPoll is how often `logs -f` polls.

@@ -1,0 +1,126 @@
+package cli_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/daydreamlive/scopectl/internal/provider/runpod/runpodtest"
+)
+
+// ptyGateway starts a real sshd that behaves like RunPod's ssh.runpod.io: every session
+// runs a forced command that refuses to work without a terminal (so exec, SCP and SFTP
+// fail), prints a banner and gives an interactive shell, whose PATH finds a fake
+// nvidia-smi. It returns the port.
+func ptyGateway(t *testing.T, e *env) int {
+	t.Helper()
+	script := filepath.Join(t.TempDir(), "gateway.sh")
+	body := "#!/bin/sh\n" +
+		"if [ ! -t 0 ]; then echo 'Error: Your SSH client doesn'\"'\"'t support PTY' >&2; exit 1; fi\n" +
+		"echo 'Welcome to the test gateway. Enjoy!'\n" +
+		"if command -v bash >/dev/null; then exec bash --norc -i; else exec sh -i; fi\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return startSSHDWith(t, e.root, "ForceCommand "+script+"\nSetEnv PATH="+sessionPath(fakeNvidiaSMI(t))+"\n")
+}
+
+// runningPod creates a pod on the fake RunPod API without 22/tcp (so only the gateway
+// reaches it) and waits until it runs.
+func runningPod(t *testing.T, e *env) string {
+	t.Helper()
+	key := "rpa_" + strings.Repeat("G5", 20)
+	srv := runpodtest.New(t, runpodtest.Options{APIKey: key})
+	t.Setenv("RUNPOD_API_URL", srv.RESTURL())
+	t.Setenv("RUNPOD_GRAPHQL_URL", srv.GraphQLURL())
+	t.Setenv("RUNPOD_API_KEY", key)
+	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--ports", "8000/http",
+		"--ssh-key", filepath.Join(e.root, "no-key.pub"), "--json"))
+	id := pod["id"].(string)
+	for i := 0; ; i++ {
+		got := decode[map[string]any](t, e.mustRun("pod", "get", id, "--json"))
+		if got["status"] == "RUNNING" {
+			if ports, _ := got["ports"].(map[string]any); ports["22/tcp"] != nil {
+				t.Fatalf("pod has 22/tcp mapped: %v", got)
+			}
+			return id
+		}
+		if i > 100 {
+			t.Fatalf("pod never ran: %v", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPodSSHGateway: a pod with no public IP is reached through a PTY-only gateway (a real
+// sshd with a forced terminal-only command): `pod ssh ID -- CMD` types CMD into the
+// terminal and returns its output and exit status; `status ID` reads the pod's state and
+// cost from the API, Scope, and the GPU through the same gateway.
+func TestPodSSHGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a binary")
+	}
+	e := newEnv(t)
+	id := runningPod(t, e)
+	port := ptyGateway(t, e)
+	t.Setenv("SSH_AUTH_SOCK", "")
+	gw := fmt.Sprintf("127.0.0.1:%d", port)
+
+	// Without a user in the override, the login is the pod's podHostId, which the fake
+	// API (like this build's client) does not give: a one-line error saying so.
+	t.Setenv("SCOPECTL_RUNPOD_SSH_GATEWAY", gw)
+	if _, errs, code := e.run("pod", "ssh", id, "--", "echo", "hi"); code == 0 || !strings.Contains(errs, "podHostId") || strings.Count(strings.TrimSpace(errs), "\n") > 0 {
+		t.Fatalf("gateway without a login: exit %d %q", code, errs)
+	}
+
+	// The gateway itself refuses exec (it is PTY-only): ssh:// cannot use it.
+	if _, errs, code := e.run("gpu", "--host", "ssh://root@"+gw+"/"); code == 0 || !strings.Contains(errs, "ssh+pty://") {
+		t.Fatalf("exec on the PTY-only gateway: exit %d %q", code, errs)
+	}
+
+	t.Setenv("SCOPECTL_RUNPOD_SSH_GATEWAY", "root@"+gw)
+	out := e.mustRun("pod", "ssh", id, "--", "echo", "hi", "from", "$(uname", "-s)")
+	if strings.TrimSpace(out) != "hi from Linux" {
+		t.Fatalf("pod ssh -- echo: %q", out)
+	}
+	if out, _, code := e.run("pod", "ssh", id, "--", "echo", "partial;", "exit", "3"); code != 3 || strings.TrimSpace(out) != "partial" {
+		t.Fatalf("pod ssh -- exit 3: exit %d %q", code, out)
+	}
+	if _, errs, code := e.run("pod", "ssh", id, "echo"); code != 2 {
+		t.Fatalf("a command without --: exit %d %q", code, errs)
+	}
+
+	// status of the pod: the API's state and cost, Scope (here the stand-in, --scope), the
+	// GPU through the gateway.
+	url := startScopeStub(t, e)
+	time.Sleep(20 * time.Millisecond) // some uptime to cost
+	v := decode[statusJSON](t, e.mustRun("status", id, "--scope", url, "--json"))
+	if v.Target != "pod "+id || v.Pod == nil || v.Pod.ID != id || v.Pod.Status != "RUNNING" || v.Pod.CostPerHr != 0.69 ||
+		v.Pod.UptimeS <= 0 || v.Pod.CostSoFar <= 0 || v.Pod.CostSoFar > 0.69*v.Pod.UptimeS/3600*1.01 || v.Pod.SSH != "gateway" {
+		t.Fatalf("status pod: %+v", v.Pod)
+	}
+	if !v.Healthy || v.Scope != url || len(v.Errors) != 0 {
+		t.Fatalf("status: %+v", v)
+	}
+	checkRecordedGPU(t, v)
+	text := e.mustRun("status", id, "--scope", url)
+	for _, want := range []string{"pod:", id, "RUNNING", "$0.690/h", "so far", "ssh:", "gateway", "gpu 0:"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status text lacks %q:\n%s", want, text)
+		}
+	}
+
+	// Stopped: the state, no GPU (listed), no cost accruing; Scope down is exit 1.
+	e.mustRun("pod", "stop", id)
+	out, _, code := e.run("status", id, "--scope", "http://127.0.0.1:1", "--json")
+	v = decode[statusJSON](t, out)
+	if code != 1 || v.Pod == nil || v.Pod.Status != "EXITED" || v.Pod.CostSoFar != 0 || !strings.Contains(strings.Join(v.Errors, "\n"), "gpu: pod "+id+" is EXITED") {
+		t.Fatalf("status of a stopped pod: exit %d %s", code, out)
+	}
+	if _, errs, code := e.run("status", "no-such-pod", "--json"); code != 4 {
+		t.Fatalf("status of a missing pod: exit %d %s", code, errs)
+	}
+}
