@@ -76,7 +76,7 @@ func podGateway(ctx context.Context, c any, p *provider.Pod) (sshLogin, error) {
 	}
 	h, ok := c.(podHostIDer)
 	if !ok {
-		return l, fmt.Errorf("pod %s: RunPod's gateway login is {podId}-{suffix}@%s, where the suffix is the pod's machine.podHostId, and this build's RunPod client cannot read it; copy the SSH command from the pod's Connect tab", p.ID, l.Host)
+		return l, fmt.Errorf("pod %s: RunPod's gateway login is {podId}-{suffix}@%s, where the suffix is the pod's machine.podHostId, and this build's RunPod client cannot read it; set %s={podId}-{suffix}@%s from the pod's Connect tab", p.ID, l.Host, EnvSSHGateway, l.Host)
 	}
 	user, err := h.PodHostID(ctx, p.ID)
 	if err != nil {
