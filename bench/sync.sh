@@ -2,9 +2,12 @@
 # bench/sync.sh — scopectl sync over each remote against scp and the croc CLI, through an
 # emulated link between two test hosts (../shared/netlab/link; netem does not exist here).
 # Run by hand as root: bash bench/sync.sh   (FILES=10 RATE=100mbit RTT=40ms LOSS=0.001)
+# ONLY="ssh agent" measures a subset (rows: tcp ssh agent s3 croc scp croccli;
+# tcp is plain TCP through the same link, the ceiling of every TCP transport: bench/tcpceil).
 # Prints MB/s per transport, the ratio to the link rate, and the payload bytes a second,
 # unchanged sync sends (must be 0).
 set -euo pipefail
+ONLY=${ONLY:-tcp ssh agent s3 croc scp croccli}  # which rows to measure
 FILES=${FILES:-10}; RATE=${RATE:-100mbit}; RTT=${RTT:-40ms}; LOSS=${LOSS:-0.001}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 link=${LINK:-$repo/../shared/netlab/link}
@@ -25,6 +28,7 @@ echo "building binaries..."
 (cd "$repo" && go build -o "$root/bin/scopectl" ./cmd/scopectl \
   && go build -o "$root/bin/genlora" ./internal/lora/loratest/genlora \
   && go build -o "$root/bin/s3server" ./bench/s3server \
+  && go build -o "$root/bin/tcpceil" ./bench/tcpceil \
   && go build -o "$root/bin/croc" github.com/schollz/croc/v10)
 S=$root/bin/scopectl
 export HOME=$root/home SCOPECTL_DATA_DIR=$root/data
@@ -62,6 +66,7 @@ token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 SCOPECTL_AGENT_TOKEN=$token $B "$S" agent --dir "$root/b/agent" --listen "$BIP:8765" >"$root/agent.log" 2>&1 & pids+=($!)
 $B "$root/bin/s3server" -listen "$BIP:9000" -bucket vol >"$root/s3.log" 2>&1 & pids+=($!)
 (cd "$root/b/croc" && $B "$root/bin/croc" relay --host "$BIP" --ports 9009,9010,9011,9012,9013 >"$root/relay.log" 2>&1) & pids+=($!)
+$B "$root/bin/tcpceil" -listen "$BIP:5001" >"$root/tcpceil.log" 2>&1 & pids+=($!)
 sleep 2
 echo "$BIP $(cut -d' ' -f1,2 "$root/hostkey.pub")" > "$HOME/.ssh/known_hosts"
 
@@ -74,24 +79,41 @@ row() { # label seconds second-run-bytes
   local mbs ratio; mbs=$(echo "scale=2; $total/$2/1000000" | bc); ratio=$(echo "scale=2; $mbs/$line_mbs" | bc)
   results+=("$(printf '%-22s %8.1f s %8s MB/s %6s of link  second run: %s' "$1" "$2" "$mbs" "$ratio" "$3")")
 }
+want() { case " $ONLY " in *" $1 "*) return 0;; esac; return 1; }
 sent() { grep -o '"sent_bytes": [0-9]*' "$root/last.out" | awk '{print $2}'; }
 
+if want tcp; then
+echo "plain TCP, one connection (the ceiling)..."
+s=$($A "$root/bin/tcpceil" -connect "$BIP:5001" -streams 1 -mb "$(( (total + 999999) / 1000000 ))")
+row "plain TCP (ceiling)" "$s" "n/a"; tcp_s=$s
+fi
+if want ssh; then
 echo "scopectl over ssh (SFTP)..."
 s=$(measure $A "$S" sync --all --to "ssh://root@$BIP:22$root/b/ssh" --json); $A "$S" sync --all --to "ssh://root@$BIP:22$root/b/ssh" --json >"$root/last.out"; row "scopectl ssh" "$s" "$(sent) B"
+fi
+if want agent; then
 echo "scopectl over the agent (HTTP)..."
 export SCOPECTL_AGENT_TOKEN=$token
 s=$(measure $A "$S" sync --all --to "http://$BIP:8765" --allow-http --json); $A "$S" sync --all --to "http://$BIP:8765" --allow-http --json >"$root/last.out"; row "scopectl agent" "$s" "$(sent) B"
+fi
+if want s3; then
 echo "scopectl over S3..."
 export SCOPECTL_S3_ENDPOINT=http://$BIP:9000 SCOPECTL_S3_REGION=us-east-1 SCOPECTL_S3_ACCESS_KEY_ID=bench SCOPECTL_S3_SECRET_ACCESS_KEY=benchbenchbench
 s=$(measure $A "$S" sync --all --to "s3://vol/lora" --allow-http --json); $A "$S" sync --all --to "s3://vol/lora" --allow-http --json >"$root/last.out"; row "scopectl s3" "$s" "$(sent) B"
+fi
+if want croc; then
 echo "scopectl over croc (to the croc CLI on B, one file at a time)..."
 export CROC_SECRET=bench-$token
 ( cd "$root/b/croc" && for i in $(seq 1 "$FILES"); do $B "$root/bin/croc" --yes --overwrite --relay "$BIP:9009" >>"$root/croc-recv.log" 2>&1; done ) & rloop=$!
 s=$(measure $A "$S" sync --all --to "croc://$BIP:9009" --croc-wait 2m --json); row "scopectl croc" "$s" "n/a (push-only)"
 wait $rloop 2>/dev/null || true
 rm -f "$root/b/croc"/*.safetensors
+fi
+if want scp; then
 echo "scp..."
 s=$(measure $A scp -q -o BatchMode=yes -o UserKnownHostsFile="$HOME/.ssh/known_hosts" -i "$HOME/.ssh/id_ed25519" "$root"/src/*.safetensors "root@$BIP:$root/b/scp/"); row "scp" "$s" "n/a (no sync)"
+fi
+if want croccli; then
 echo "croc CLI through a local relay (one file at a time, as users do)..."
 export CROC_SECRET=bench-$token
 t0=$(date +%s.%N)
@@ -105,8 +127,10 @@ done
 t=$(echo "$(date +%s.%N) - $t0" | bc)
 croc_s=$t; row "croc CLI" "$croc_s" "n/a (no sync)"
 
+fi
 echo
 echo "link: $RATE, RTT $RTT, loss $LOSS; $FILES files, $total bytes; line rate $line_mbs MB/s"
 printf '%s\n' "${results[@]}"
-for l in "${results[@]}"; do case $l in scopectl*) s1=$(echo "$l" | awk '{print $3}'); echo "$(echo "$l" | awk '{print $1, $2}') vs croc: $(echo "scale=2; $croc_s/$s1" | bc)x";; esac; done
+[ -n "${croc_s:-}" ] && for l in "${results[@]}"; do case $l in scopectl*) s1=$(echo "$l" | awk '{print $3}'); echo "$(echo "$l" | awk '{print $1, $2}') vs croc: $(echo "scale=2; $croc_s/$s1" | bc)x";; esac; done
+[ -n "${tcp_s:-}" ] && for l in "${results[@]}"; do case $l in scopectl*|scp*|croc*) s1=$(echo "$l" | awk '{for(i=1;i<=NF;i++) if($(i+1)=="s"){print $i; exit}}'); echo "$(echo "$l" | awk '{print $1, $2}') vs plain TCP: $(echo "scale=2; $tcp_s/$s1" | bc)";; esac; done
 "$link" down "$name" | tail -3
