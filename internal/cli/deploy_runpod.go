@@ -113,8 +113,20 @@ func (a *app) deployRunPod(cmd *cobra.Command, o *deployFlags) error {
 	var pod *provider.Pod
 	created := false
 	if rp.isNew {
+		// Idempotent like every deploy: a live pod that an earlier deploy --new with the
+		// same name made is made to match instead of paying for a second one.
+		prev, err := a.deployedPod(ctx, c, deployPodName(o.s.Name), rp.create.GPUType)
+		if err != nil {
+			return err
+		}
+		if prev != "" {
+			rp.isNew, rp.pod = false, prev
+			res["reused"] = prev
+		}
+	}
+	if rp.isNew {
 		cs := rp.create
-		cs.Name = o.s.Name
+		cs.Name = deployPodName(o.s.Name)
 		if cs.NetworkVolumeID != "" && !cmd.Flags().Changed("volume-gb") {
 			cs.VolumeGB = 0 // the network volume is the /workspace
 		}
@@ -144,6 +156,9 @@ func (a *app) deployRunPod(cmd *cobra.Command, o *deployFlags) error {
 		steps, pod, err = deploy.ApplyPod(ctx, c, id, spec, o.dryRun)
 		if err != nil {
 			return notFound(err)
+		}
+		if prev, ok := res["reused"]; ok {
+			steps = append([]deploy.Step{{Action: "reuse", Reason: fmt.Sprintf("pod %s, made by an earlier deploy --new --name %s (another --name makes a second pod)", prev, deployPodName(o.s.Name))}}, steps...)
 		}
 		if o.dryRun {
 			res["steps"], res["pod"] = steps, pod
@@ -235,4 +250,44 @@ func (a *app) cleanupUnknownCreate(ctx context.Context, c *runpod.Client, rec *s
 		a.markTerminated(tctx, p.ID)
 	}
 	return fmt.Errorf("%w; the pod it made was found and terminated", err)
+}
+
+// deployPodName is the name deploy --new gives its pod (the request id is appended).
+func deployPodName(name string) string {
+	if name == "" {
+		return "scope"
+	}
+	return name
+}
+
+// deployedPod finds the live pod an earlier deploy --new named name made: the newest
+// one the store records that the provider still has and has not terminated. A pod of
+// that name on another GPU type is refused rather than silently kept or replaced.
+func (a *app) deployedPod(ctx context.Context, c *runpod.Client, name, gpu string) (string, error) {
+	ps, err := a.podStore()
+	if err != nil {
+		return "", err
+	}
+	recs, err := ps.ListPods(ctx, true)
+	if err != nil {
+		return "", err
+	}
+	for _, rec := range recs {
+		if rec.Name != name || rec.Provider != c.Name() || rec.ID == "" {
+			continue
+		}
+		p, err := c.Get(ctx, rec.ID)
+		if errors.Is(err, provider.ErrNotFound) || (err == nil && p.Status == provider.StatusTerminated) {
+			a.markTerminated(ctx, rec.ID)
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if gpu != "" && p.GPUType != "" && p.GPUType != gpu {
+			return "", withCode(ExitRefused, fmt.Errorf("pod %s (%s) already runs Scope on %s, not %s: `scopectl pod rm %s --yes` first, or deploy --new --name another", p.ID, name, p.GPUType, gpu, p.ID))
+		}
+		return p.ID, nil
+	}
+	return "", nil
 }

@@ -213,6 +213,16 @@ func TestDeployRunPod(t *testing.T) {
 	if !strings.Contains(again, `"sent_bytes": 0`) {
 		t.Fatalf("second deploy sent LoRA bytes: %s", again)
 	}
+	// deploy --new again finds the pod the first one made (same --name) instead of
+	// paying for a second.
+	again = mustPodBin(t, bin, "deploy", "--new", "--gpu", gpu4090, "--lora", "style:0.8", "--pipeline", "longlive", "--wait", "20s", "--json")
+	if got := deploySteps(t, again); strings.Join(got, ",") != "reuse,keep" || len(rp.srv.Pods()) != 1 || rp.srv.Creates() != 1 || rp.srv.Updates() != 0 {
+		t.Fatalf("deploy --new twice: %v, %d pods, %d creates\n%s", got, len(rp.srv.Pods()), rp.srv.Creates(), again)
+	}
+	// On another GPU type the same name is refused (exit 3), nothing created.
+	if _, errs, code := runPodBin(t, bin, "deploy", "--new", "--gpu", "NVIDIA RTX A6000"); code != 3 || !strings.Contains(errs, "already runs Scope") || rp.srv.Creates() != 1 {
+		t.Fatalf("deploy --new on another GPU: %d %q", code, errs)
+	}
 
 	// A new image: planned, then applied as one update (the pod restarts); then kept.
 	dry := mustPodBin(t, bin, "deploy", "--pod", pod.ID, "--image", "daydreamlive/scope:v2", "--dry-run")
@@ -314,7 +324,7 @@ func TestDeployRunPodFaults(t *testing.T) {
 		t.Fatalf("never ready, --keep: %d %q", code, errs)
 	}
 	// Without --keep it is terminated.
-	_, errs, code = runPodBin(t, bin, "deploy", "--new", "--gpu", gpu4090, "--image", "scope:broken", "--wait", "1s")
+	_, errs, code = runPodBin(t, bin, "deploy", "--new", "--name", "other", "--gpu", gpu4090, "--image", "scope:broken", "--wait", "1s")
 	if code == 0 || !strings.Contains(errs, "pod not ready") || !strings.Contains(errs, "terminated") || len(rp.srv.Pods()) != 1 {
 		t.Fatalf("never ready: %d %q (%d pods)", code, errs, len(rp.srv.Pods()))
 	}
