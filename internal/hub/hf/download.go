@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/daydreamlive/scopectl/internal/progress"
 )
@@ -290,74 +291,87 @@ func (p *pull) fetchChunks(ctx context.Context, f remoteFile, m fileMeta, inc st
 			queue <- i
 		}
 	}
-	var sideMu sync.Mutex
+	sp := newSpans(n)
 	var wg sync.WaitGroup
 	for range min(p.conns, n) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			poll := time.NewTimer(stealPoll)
+			defer poll.Stop()
 			for {
-				var i int
-				var ok bool
+				var s *span
 				select {
-				case i, ok = <-queue:
+				case i, ok := <-queue:
+					if !ok {
+						return
+					}
+					start, end := bounds(i)
+					s = sp.add(i, start, end)
 				case <-fctx.Done():
 					return
+				case <-poll.C:
+					// Nothing queued: share the largest range still being fetched, so
+					// that the last chunks do not crawl on a few connections.
+					poll.Reset(stealPoll)
+					if s = sp.steal(p.minSteal()); s == nil {
+						continue
+					}
 				}
-				if !ok {
-					return
-				}
-				start, end := bounds(i)
-				ch := sha256.New()
-				if err := p.getRange(fctx, fh, m, f, start, end, ch, tr); err != nil {
+				if err := p.getRange(fctx, fh, m, f, sp, s, tr); err != nil {
 					cancel(err)
 					return
 				}
-				sideMu.Lock()
-				_, err := fmt.Fprintf(side, "%d %s\n", i, hex.EncodeToString(ch.Sum(nil)))
-				sideMu.Unlock()
-				if err != nil {
-					cancel(fmt.Errorf("hf: cache: %w", err))
-					return
+				if sp.finish(s) {
+					close(ready[s.chunk])
 				}
-				close(ready[i])
+				poll.Reset(stealPoll)
 			}
 		}()
 	}
 
-	// Hash the whole file in order; chunks claimed by the sidecar are checked on the way
+	// Hash the whole file in order as chunks complete, each chunk also on its own for the
+	// sidecar (a resume re-checks those); chunks the sidecar claims are checked on the way
 	// and re-fetched when their bytes no longer match.
 	whole := d.new()
 	herr := func() error {
 		for i := 0; i < n; i++ {
 			start, end := bounds(i)
 			size := end - start + 1
-			if want, ok := sc.hashes[i]; ok {
-				state, err := whole.(encoding.BinaryMarshaler).MarshalBinary()
-				if err != nil {
-					return err
+			want, claimed := sc.hashes[i]
+			if !claimed {
+				select {
+				case <-ready[i]:
+				case <-fctx.Done():
+					return context.Cause(fctx)
 				}
-				ch := sha256.New()
-				if _, err := io.Copy(io.MultiWriter(whole, ch), io.NewSectionReader(fh, start, size)); err != nil {
-					return fmt.Errorf("hf: cache: %w", err)
-				}
-				if hex.EncodeToString(ch.Sum(nil)) == want {
-					tr.Add(size)
-					continue
-				}
-				if err := whole.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
-					return err
-				}
-				queue <- i
 			}
-			select {
-			case <-ready[i]:
-			case <-fctx.Done():
-				return context.Cause(fctx)
+			state, err := whole.(encoding.BinaryMarshaler).MarshalBinary()
+			if err != nil {
+				return err
 			}
-			if _, err := io.Copy(whole, io.NewSectionReader(fh, start, size)); err != nil {
+			ch := sha256.New()
+			if _, err := io.Copy(io.MultiWriter(whole, ch), io.NewSectionReader(fh, start, size)); err != nil {
 				return fmt.Errorf("hf: cache: %w", err)
 			}
+			got := hex.EncodeToString(ch.Sum(nil))
+			if !claimed {
+				if _, err := fmt.Fprintf(side, "%d %s\n", i, got); err != nil {
+					return fmt.Errorf("hf: cache: %w", err)
+				}
+				continue
+			}
+			if got == want {
+				tr.Add(size)
+				continue
+			}
+			// A chunk the sidecar named changed on disk: fetch it again.
+			if err := whole.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
+				return err
+			}
+			delete(sc.hashes, i)
+			queue <- i
+			i--
 		}
 		return nil
 	}()
@@ -381,18 +395,105 @@ func (p *pull) fetchChunks(ctx context.Context, f remoteFile, m fileMeta, inc st
 	return p.finish(fh, inc, etag)
 }
 
-// getRange fetches bytes [start, end] into fh, resuming within the range after a failed
-// attempt. Failures without progress are bounded by p.retries.
-func (p *pull) getRange(ctx context.Context, fh *os.File, m fileMeta, f remoteFile, start, end int64, h hash.Hash, tr *progress.Tracker) error {
-	off := start
+// stealPoll is how often a connection with nothing queued looks for a range to share.
+var stealPoll = 100 * time.Millisecond
+
+// minSteal is the least a connection takes over from another: below it, a new request
+// (a round trip, perhaps a new connection in slow start) costs more than it saves.
+func (p *pull) minSteal() int64 { return max(p.chunk/8, minStealFloor) }
+
+var minStealFloor int64 = 1 << 20 // tests lower it
+
+// span is a byte range one connection fetches: [off, end], off advancing as bytes are
+// written. Another connection may take over its back half, shrinking end.
+type span struct {
+	chunk    int
+	off, end int64 // guarded by spans.mu
+}
+
+// spans tracks the ranges being fetched and how many are open per chunk.
+type spans struct {
+	mu   sync.Mutex
+	live map[*span]struct{}
+	open []int // per chunk
+}
+
+func newSpans(chunks int) *spans {
+	return &spans{live: map[*span]struct{}{}, open: make([]int, chunks)}
+}
+
+func (sp *spans) add(chunk int, start, end int64) *span {
+	s := &span{chunk: chunk, off: start, end: end}
+	sp.mu.Lock()
+	sp.live[s] = struct{}{}
+	sp.open[chunk]++
+	sp.mu.Unlock()
+	return s
+}
+
+// steal splits the span with the most bytes left, if at least 2×least are left, and
+// returns its back half as a new span.
+func (sp *spans) steal(least int64) *span {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	var victim *span
+	var left int64
+	for s := range sp.live {
+		if l := s.end - s.off + 1; l > left {
+			victim, left = s, l
+		}
+	}
+	if victim == nil || left < 2*least {
+		return nil
+	}
+	mid := victim.off + left/2
+	s := &span{chunk: victim.chunk, off: mid, end: victim.end}
+	victim.end = mid - 1
+	sp.live[s] = struct{}{}
+	sp.open[s.chunk]++
+	return s
+}
+
+// next reports where s stands: the next byte to fetch and the last one.
+func (sp *spans) next(s *span) (off, end int64) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return s.off, s.end
+}
+
+// advance claims up to k bytes at s.off for writing and returns how many lie within the
+// span (fewer when its back half was taken meanwhile).
+func (sp *spans) advance(s *span, k int64) int64 {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	k = min(k, s.end-s.off+1)
+	s.off += k
+	return k
+}
+
+// finish retires s and reports whether its chunk is complete.
+func (sp *spans) finish(s *span) bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	delete(sp.live, s)
+	sp.open[s.chunk]--
+	return sp.open[s.chunk] == 0
+}
+
+// getRange fetches span s into fh, resuming within it after a failed attempt. Failures
+// without progress are bounded by p.retries.
+func (p *pull) getRange(ctx context.Context, fh *os.File, m fileMeta, f remoteFile, sp *spans, s *span, tr *progress.Tracker) error {
 	fails := 0
 	for {
+		off, end := sp.next(s)
+		if off > end {
+			return nil
+		}
 		if err := p.acquire(ctx); err != nil {
 			return err
 		}
-		n, err := p.rangeOnce(ctx, fh, m, f, off, end, h, tr)
+		n, err := p.rangeOnce(ctx, fh, m, f, sp, s, off, end, tr)
 		p.release()
-		off += n
 		if err == nil {
 			return nil
 		}
@@ -416,8 +517,9 @@ func (p *pull) getRange(ctx context.Context, fh *os.File, m fileMeta, f remoteFi
 	}
 }
 
-// rangeOnce is one ranged GET of [off, end]; it returns the bytes written.
-func (p *pull) rangeOnce(ctx context.Context, fh *os.File, m fileMeta, f remoteFile, off, end int64, h hash.Hash, tr *progress.Tracker) (int64, error) {
+// rangeOnce is one ranged GET of [off, end] for span s, which it advances; it stops
+// early when another connection took over the rest of s, and returns the bytes written.
+func (p *pull) rangeOnce(ctx context.Context, fh *os.File, m fileMeta, f remoteFile, sp *spans, s *span, off, end int64, tr *progress.Tracker) (int64, error) {
 	what := clip(f.Path)
 	hdr := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", off, end)}}
 	resp, sent, w, stop, err := p.roundTrip(ctx, p.follow, http.MethodGet, m.location, m.auth, hdr)
@@ -452,12 +554,18 @@ func (p *pull) rangeOnce(ctx context.Context, fh *os.File, m fileMeta, f remoteF
 		k, rerr := r.Read(buf)
 		if k > 0 {
 			w.kick()
-			if _, err := fh.WriteAt(buf[:k], off+n); err != nil {
+			use := sp.advance(s, int64(k))
+			if _, err := fh.WriteAt(buf[:use], off+n); err != nil {
 				return n, fmt.Errorf("hf: cache: %w", err)
 			}
-			h.Write(buf[:k])
-			n += int64(k)
-			tr.Add(int64(k))
+			n += use
+			tr.Add(use)
+			if use < int64(k) || off+n > end {
+				return n, nil
+			}
+			if _, cur := sp.next(s); off+n > cur {
+				return n, nil // the rest of the span is another connection's now
+			}
 		}
 		if rerr != nil {
 			if rerr == io.EOF && n == want {

@@ -1,6 +1,7 @@
 package hf
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -579,6 +580,42 @@ func TestTransientFaultsRecover(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestIdleConnectionsShareASlowRange: a connection that crawls (a loss burst, a slow
+// CDN node) does not hold up the end of a download: once nothing is queued, the idle
+// connections take over the back half of its range, and the file is still exact.
+func TestIdleConnectionsShareASlowRange(t *testing.T) {
+	defer func(f int64) { minStealFloor = f }(minStealFloor)
+	minStealFloor = 4 << 10
+	fx := demo(t, hftest.Repo{})
+	large := fx.file(largePath)
+	size := int64(len(large.Data))
+	c := fx.client()
+	c.ChunkSize = size / 4
+	// The last chunk crawls: 32 KiB every 40 ms.
+	fx.srv.SlowAt(largePath, size-1, 40*time.Millisecond)
+	got, err := c.Pull(context.Background(), fx.cache, Ref{Repo: "daydream/demo-lora", Paths: []string{largePath}}, PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(got[0].CachePath); err != nil || !bytes.Equal(data, large.Data) {
+		t.Fatalf("the file differs (%v)", err)
+	}
+	stolen := 0
+	for _, rg := range fx.srv.Ranges(largePath) {
+		var a, b int64
+		if _, err := fmt.Sscanf(rg, "bytes=%d-%d", &a, &b); err == nil && a%c.ChunkSize != 0 {
+			stolen++
+		}
+	}
+	t.Logf("%d bytes, chunk %d, ranges %q", size, c.ChunkSize, fx.srv.Ranges(largePath))
+	if stolen == 0 {
+		t.Fatalf("no connection took over part of the slow range: %q", fx.srv.Ranges(largePath))
+	}
+	if n := fx.srv.CDNBytes(largePath); n > size+size/4 {
+		t.Errorf("the CDN sent %d bytes for a %d-byte file", n, size)
 	}
 }
 

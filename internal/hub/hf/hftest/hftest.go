@@ -91,6 +91,8 @@ type Server struct {
 	corrupt   map[string]bool
 	truncate  map[string]int64
 	stallAt   map[string]int64
+	slowAt    map[string]slow
+	ranges    map[string][]string
 	stallN    map[string]int
 	rate429   int
 	echoAuth  bool
@@ -118,7 +120,7 @@ func NewServer(opt Options) *Server {
 		opt: opt, key: []byte("hftest-cdn-signing-key"), closing: make(chan struct{}),
 		repos: map[string]*repoState{}, renamed: map[string]string{}, tokens: map[string]bool{},
 		blobs: map[string]blob{}, corrupt: map[string]bool{}, truncate: map[string]int64{},
-		stallAt: map[string]int64{}, stallN: map[string]int{}, counts: map[string]int{},
+		stallAt: map[string]int64{}, stallN: map[string]int{}, slowAt: map[string]slow{}, ranges: map[string][]string{}, counts: map[string]int{},
 		cdnBytes: map[string]int64{},
 	}
 	newSrv := httptest.NewServer
@@ -285,6 +287,27 @@ func (s *Server) StallAt(path string, off int64, times int) {
 	s.mu.Lock()
 	s.stallAt[path], s.stallN[path] = off, times
 	s.mu.Unlock()
+}
+
+// SlowAt makes every CDN response for path that covers byte off crawl: each 32 KiB piece
+// after a pause of delay, like a connection that a loss burst set back.
+func (s *Server) SlowAt(path string, off int64, delay time.Duration) {
+	s.mu.Lock()
+	s.slowAt[path] = slow{off, delay}
+	s.mu.Unlock()
+}
+
+type slow struct {
+	off   int64
+	delay time.Duration
+}
+
+// Ranges lists the Range headers of the CDN requests for path, in arrival order ("" for
+// a request without one).
+func (s *Server) Ranges(path string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.ranges[path]...)
 }
 
 // RateLimit answers the next n requests (Hub or CDN) with 429 Too Many Requests.
@@ -703,6 +726,10 @@ func (s *Server) serveCDN(w http.ResponseWriter, r *http.Request) {
 	truncAt, trunc := s.truncate[b.path]
 	stallOff, stall := s.stallAt[b.path]
 	stall = stall && s.stallN[b.path] > 0
+	sl, slowed := s.slowAt[b.path]
+	if ok {
+		s.ranges[b.path] = append(s.ranges[b.path], r.Header.Get("Range"))
+	}
 	s.mu.Unlock()
 	if !ok {
 		http.Error(w, "<Error><Code>NoSuchKey</Code></Error>", http.StatusNotFound)
@@ -757,9 +784,19 @@ func (s *Server) serveCDN(w http.ResponseWriter, r *http.Request) {
 		cw.Flush()
 		panic(http.ErrAbortHandler) // close the connection mid-body
 	}
+	slowed = slowed && sl.off >= start && sl.off <= end
 	// write in pieces so a client can be interrupted mid-file
 	for off := start; off <= end; {
 		n := min(end+1-off, 32<<10)
+		if slowed {
+			select {
+			case <-time.After(sl.delay):
+			case <-r.Context().Done():
+				return
+			case <-s.closing:
+				return
+			}
+		}
 		if _, err := cw.Write(data[off : off+n]); err != nil {
 			return
 		}
