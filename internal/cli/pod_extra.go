@@ -29,9 +29,9 @@ const EnvSSHGateway = "SCOPECTL_RUNPOD_SSH_GATEWAY"
 // only (no exec, SFTP, SCP or forwarding).
 const DefaultSSHGateway = "ssh.runpod.io"
 
-// podHostIDer is a provider that can read a pod's gateway login, RunPod's
+// podHostIDer is a provider that can read a pod's gateway login: RunPod's
 // machine.podHostId ("{podId}-{suffix}"; the suffix names the pod's host, so it cannot be
-// derived from the pod id).
+// derived from the pod id), which only its GraphQL API gives.
 type podHostIDer interface {
 	PodHostID(ctx context.Context, id string) (string, error)
 }
@@ -76,7 +76,7 @@ func podGateway(ctx context.Context, c any, p *provider.Pod) (sshLogin, error) {
 	}
 	h, ok := c.(podHostIDer)
 	if !ok {
-		return l, fmt.Errorf("pod %s: RunPod's gateway login is {podId}-{suffix}@%s, where the suffix is the pod's machine.podHostId, and this build's RunPod client cannot read it; set %s={podId}-{suffix}@%s from the pod's Connect tab", p.ID, l.Host, EnvSSHGateway, l.Host)
+		return l, fmt.Errorf("pod %s: its provider has no SSH gateway login; set %s=USER@%s", p.ID, EnvSSHGateway, l.Host)
 	}
 	user, err := h.PodHostID(ctx, p.ID)
 	if err != nil {

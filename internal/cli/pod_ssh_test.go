@@ -1,12 +1,19 @@
 package cli_test
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	xssh "golang.org/x/crypto/ssh"
 
 	"github.com/daydreamlive/scopectl/internal/provider/runpod/runpodtest"
 )
@@ -30,7 +37,7 @@ func ptyGateway(t *testing.T, e *env) int {
 
 // runningPod creates a pod on the fake RunPod API without 22/tcp (so only the gateway
 // reaches it) and waits until it runs.
-func runningPod(t *testing.T, e *env) string {
+func runningPod(t *testing.T, e *env) (*runpodtest.Server, string) {
 	t.Helper()
 	key := "rpa_" + strings.Repeat("G5", 20)
 	srv := runpodtest.New(t, runpodtest.Options{APIKey: key})
@@ -46,7 +53,7 @@ func runningPod(t *testing.T, e *env) string {
 			if ports, _ := got["ports"].(map[string]any); ports["22/tcp"] != nil {
 				t.Fatalf("pod has 22/tcp mapped: %v", got)
 			}
-			return id
+			return srv, id
 		}
 		if i > 100 {
 			t.Fatalf("pod never ran: %v", got)
@@ -64,16 +71,26 @@ func TestPodSSHGateway(t *testing.T) {
 		t.Skip("builds a binary")
 	}
 	e := newEnv(t)
-	id := runningPod(t, e)
+	srv, id := runningPod(t, e)
 	port := ptyGateway(t, e)
 	t.Setenv("SSH_AUTH_SOCK", "")
 	gw := fmt.Sprintf("127.0.0.1:%d", port)
 
-	// Without a user in the override, the login is the pod's podHostId, which the fake
-	// API (like this build's client) does not give: a one-line error saying so.
-	t.Setenv("SCOPECTL_RUNPOD_SSH_GATEWAY", gw)
-	if _, errs, code := e.run("pod", "ssh", id, "--", "echo", "hi"); code == 0 || !strings.Contains(errs, "podHostId") || strings.Count(strings.TrimSpace(errs), "\n") > 0 {
-		t.Fatalf("gateway without a login: exit %d %q", code, errs)
+	// Without a user in the override, the login is the pod's podHostId from RunPod's
+	// GraphQL API: a gateway that, like ssh.runpod.io, takes {podId}-{suffix} logins only
+	// and forwards the session to the pod.
+	rgw, logins := runpodGateway(t, e, srv, port)
+	t.Setenv("SCOPECTL_RUNPOD_SSH_GATEWAY", rgw)
+	if out := e.mustRun("pod", "ssh", id, "--", "echo", "via", "podHostId"); strings.TrimSpace(out) != "via podHostId" {
+		t.Fatalf("pod ssh through the gateway: %q", out)
+	}
+	if got := logins(); len(got) == 0 || got[len(got)-1] != srv.PodHostID(id) || !strings.HasPrefix(got[0], id+"-") {
+		t.Fatalf("gateway logins %v, want %s", got, srv.PodHostID(id))
+	}
+	// A login the gateway does not know (another pod's) is refused: one line.
+	t.Setenv("SCOPECTL_RUNPOD_SSH_GATEWAY", id+"-00000000@"+rgw)
+	if _, errs, code := e.run("pod", "ssh", id, "--", "echo", "hi"); code == 0 || strings.Count(strings.TrimSpace(errs), "\n") > 0 {
+		t.Fatalf("wrong login: exit %d %q", code, errs)
 	}
 
 	// The gateway itself refuses exec (it is PTY-only): ssh:// cannot use it.
@@ -122,5 +139,107 @@ func TestPodSSHGateway(t *testing.T) {
 	}
 	if _, errs, code := e.run("status", "no-such-pod", "--json"); code != 4 {
 		t.Fatalf("status of a missing pod: exit %d %s", code, errs)
+	}
+}
+
+// runpodGateway is a stand-in for ssh.runpod.io in front of the PTY-only sshd at
+// upstream: it accepts the user's key for the login {podId}-{suffix} of a pod the fake
+// API has (and no other login), and forwards each session to the sshd as root. It
+// returns its host:port (its host key in known_hosts) and the logins it was offered.
+func runpodGateway(t *testing.T, e *env, srv *runpodtest.Server, upstream int) (string, func() []string) {
+	t.Helper()
+	pem, err := os.ReadFile(filepath.Join(e.root, ".ssh", "id_ed25519"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, err := xssh.ParsePrivateKey(pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, hostKey, _ := ed25519.GenerateKey(nil)
+	host, _ := xssh.NewSignerFromKey(hostKey)
+	var mu sync.Mutex
+	var logins []string
+	cfg := &xssh.ServerConfig{PublicKeyCallback: func(c xssh.ConnMetadata, k xssh.PublicKey) (*xssh.Permissions, error) {
+		mu.Lock()
+		logins = append(logins, c.User())
+		mu.Unlock()
+		podID, _, _ := strings.Cut(c.User(), "-")
+		if !bytes.Equal(k.Marshal(), user.PublicKey().Marshal()) || srv.PodHostID(podID) != c.User() {
+			return nil, fmt.Errorf("no pod for %s", c.User())
+		}
+		return nil, nil
+	}}
+	cfg.AddHostKey(host)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	addr := l.Addr().String()
+	kh, _ := os.OpenFile(filepath.Join(e.root, ".ssh", "known_hosts"), os.O_APPEND|os.O_WRONLY, 0o600)
+	fmt.Fprintf(kh, "\n[127.0.0.1]:%d %s", l.Addr().(*net.TCPAddr).Port, xssh.MarshalAuthorizedKey(host.PublicKey()))
+	kh.Close()
+	go func() {
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go proxySSH(nc, cfg, fmt.Sprintf("127.0.0.1:%d", upstream), user)
+		}
+	}()
+	return addr, func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), logins...) }
+}
+
+// proxySSH serves one client connection: every session channel is forwarded to upstream
+// (logged in as root with key), requests and data both ways.
+func proxySSH(nc net.Conn, cfg *xssh.ServerConfig, upstream string, key xssh.Signer) {
+	defer nc.Close()
+	sc, chans, reqs, err := xssh.NewServerConn(nc, cfg)
+	if err != nil {
+		return
+	}
+	defer sc.Close()
+	go xssh.DiscardRequests(reqs)
+	up, err := xssh.Dial("tcp", upstream, &xssh.ClientConfig{User: "root", Auth: []xssh.AuthMethod{xssh.PublicKeys(key)},
+		HostKeyCallback: xssh.InsecureIgnoreHostKey()})
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	forward := func(in <-chan *xssh.Request, out xssh.Channel) {
+		for r := range in {
+			ok, _ := out.SendRequest(r.Type, r.WantReply, r.Payload)
+			if r.WantReply {
+				r.Reply(ok, nil)
+			}
+		}
+	}
+	for nch := range chans {
+		if nch.ChannelType() != "session" {
+			nch.Reject(xssh.Prohibited, "sessions only")
+			continue
+		}
+		uch, ureqs, err := up.OpenChannel("session", nil)
+		if err != nil {
+			nch.Reject(xssh.ConnectionFailed, err.Error())
+			continue
+		}
+		cch, creqs, err := nch.Accept()
+		if err != nil {
+			uch.Close()
+			continue
+		}
+		go func() { forward(creqs, uch); uch.Close() }()
+		go func() { io.Copy(uch, cch); uch.CloseWrite() }()
+		go io.Copy(cch.Stderr(), uch.Stderr())
+		go func() {
+			done := make(chan struct{})
+			go func() { io.Copy(cch, uch); close(done) }()
+			forward(ureqs, cch)
+			<-done
+			cch.Close()
+		}()
 	}
 }

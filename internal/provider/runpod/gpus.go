@@ -62,6 +62,7 @@ func (c *Client) graphql(ctx context.Context, op, query string, vars map[string]
 		Data   json.RawMessage `json:"data"`
 		Errors []struct {
 			Message string `json:"message"`
+			Path    []any  `json:"path"`
 		} `json:"errors"`
 	}
 	if err := json.Unmarshal(resp.Body, &r); err != nil {
@@ -75,6 +76,22 @@ func (c *Client) graphql(ctx context.Context, op, query string, vars map[string]
 		msg := strings.Join(msgs, "; ")
 		if strings.Contains(strings.ToLower(msg), "unauthorized") {
 			return c.errorf("%s: %w: RunPod refused the API key; check %s and its permissions", op, provider.ErrUnauthorized, EnvAPIKey)
+		}
+		// An object asked for by id that comes back null with an error at its path
+		// (pod(input: {podId}) for an unknown pod) does not exist.
+		var roots map[string]json.RawMessage
+		missing := json.Unmarshal(r.Data, &roots) == nil
+		for _, e := range r.Errors {
+			name := ""
+			if len(e.Path) == 1 {
+				name, _ = e.Path[0].(string)
+			}
+			if v, ok := roots[name]; !ok || string(v) != "null" {
+				missing = false
+			}
+		}
+		if missing {
+			return c.errorf("%s: %w: %s", op, provider.ErrNotFound, truncate(oneLine(c.red.Redact(msg))))
 		}
 		return c.errorf("%s: GraphQL: %s", op, truncate(oneLine(c.red.Redact(msg))))
 	}

@@ -756,3 +756,24 @@ func TestFindByTag(t *testing.T) {
 		t.Errorf("found %+v", found)
 	}
 }
+
+// PodHostID reads the gateway login from GraphQL; an unknown pod is ErrNotFound.
+func TestPodHostID(t *testing.T) {
+	s := newFake(t)
+	c := newClient(t, s)
+	ctx := ctxT(t)
+	p, err := c.Create(ctx, testSpec(provider.NewRequestID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := c.PodHostID(ctx, p.ID)
+	if err != nil || h != s.PodHostID(p.ID) || !strings.HasPrefix(h, p.ID+"-") {
+		t.Fatalf("PodHostID = %q, %v (want %q)", h, err, s.PodHostID(p.ID))
+	}
+	if _, err := c.PodHostID(ctx, "nosuchpod123"); !errors.Is(err, provider.ErrNotFound) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("unknown pod: %v", err)
+	}
+	if _, err := c.PodHostID(ctx, "../x"); err == nil {
+		t.Fatal("bad id accepted")
+	}
+}

@@ -19,6 +19,12 @@
 //     specifications. Please refresh and try again."; a start on a host without free
 //     GPUs says "There are not enough free GPUs on the host machine to start this pod."
 //   - DELETE /pods/{id} answers 204; a terminated pod is gone (404).
+//   - GraphQL pod(input: {podId}) { id name desiredStatus imageName costPerHr gpuCount
+//     machineId lastStartedAt machine { podHostId gpuDisplayName } runtime {
+//     uptimeInSeconds ports { ip isIpPublic privatePort publicPort type } } }: podHostId
+//     is "{podId}-{8 hex digits}" (the gateway login {podHostId}@ssh.runpod.io); runtime
+//     is null unless the pod runs; an unknown pod is data.pod null with an error whose
+//     path is ["pod"].
 //   - GraphQL gpuTypes(input: {id, ids}) { id displayName memoryInGb secureCloud
 //     communityCloud securePrice communityPrice secureSpotPrice communitySpotPrice
 //     maxGpuCount manufacturer lowestPrice(input: {gpuCount, secureCloud}) {
@@ -149,6 +155,7 @@ type pod struct {
 	PortMap                       map[string]int
 	Cost                          float64
 	MachineID                     string
+	HostSuffix                    string // podHostId is ID-HostSuffix
 	HoldsGPU                      bool
 	DataCenter                    string
 	SupportPublicIP               bool
@@ -682,7 +689,7 @@ func (s *Server) create(w http.ResponseWriter, body []byte) {
 		GPUCount: count, ContainerDiskGB: disk, VolumeGB: vol, VolumeMountPath: mount,
 		NetworkVolumeID: b.NetworkVolumeID, Ports: slices.Clone(b.Ports), Env: clone(b.Env),
 		Desired: "RUNNING", CreatedAt: now, LastStartedAt: now, BootAt: now.Add(s.bootDelay),
-		MachineID: newID()[:12], HoldsGPU: true, DataCenter: "EU-RO-1",
+		MachineID: newID()[:12], HostSuffix: hexID(4), HoldsGPU: true, DataCenter: "EU-RO-1",
 		SupportPublicIP: b.SupportPublicIP == nil || *b.SupportPublicIP}
 	mult := s.priceMult[chosen.ID]
 	if mult == 0 {
@@ -944,6 +951,7 @@ func (s *Server) graphql(w http.ResponseWriter, body []byte) {
 	s.mu.Lock()
 	root := &gqlObject{Type: "Query", Fields: map[string]func(map[string]any) any{
 		"gpuTypes": func(args map[string]any) any { return s.gqlGPUTypes(args) },
+		"pod":      func(args map[string]any) any { return s.gqlPod(args) },
 	}}
 	data, errs := execute(root, op.Sel, vars, nil)
 	s.mu.Unlock()

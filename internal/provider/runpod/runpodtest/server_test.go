@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +140,49 @@ func TestCreateValidation(t *testing.T) {
 	}
 	if st, _ := call(t, "GET", s.RESTURL()+"/pods/"+p["id"].(string), key, ""); st != 404 {
 		t.Errorf("get deleted: %d", st)
+	}
+}
+
+// The pod query answers in RunPod's shape: data.pod.machine.podHostId "{podId}-{suffix}",
+// runtime.uptimeInSeconds from the last start; an unknown pod is data.pod null with an
+// error at path ["pod"].
+func TestGraphQLPod(t *testing.T) {
+	s := New(t, Options{APIKey: key, BootDelay: time.Millisecond})
+	body := `{"name":"p","imageName":"img","gpuTypeIds":["NVIDIA A40"],"gpuCount":1,"cloudType":"SECURE","computeType":"GPU","volumeInGb":10,"env":{}}`
+	st, out := call(t, "POST", s.RESTURL()+"/pods", key, body)
+	if st != 201 {
+		t.Fatalf("%d %s", st, out)
+	}
+	var created struct{ ID string }
+	json.Unmarshal([]byte(out), &created)
+	time.Sleep(5 * time.Millisecond)
+	s.SetTimes(created.ID, time.Now().Add(-10*time.Hour), time.Now().Add(-90*time.Second))
+	q := `query Pod($input: PodFilter!) { pod(input: $input) { id desiredStatus machine { podHostId } runtime { uptimeInSeconds } } }`
+	ask := func(id string) (int, string) {
+		b, _ := json.Marshal(map[string]any{"query": q, "variables": map[string]any{"input": map[string]any{"podId": id}}})
+		return call(t, "POST", s.GraphQLURL(), key, string(b))
+	}
+	st, out = ask(created.ID)
+	var r struct {
+		Data struct {
+			Pod struct {
+				ID, DesiredStatus string
+				Machine           struct{ PodHostID string }
+				Runtime           struct{ UptimeInSeconds int }
+			}
+		}
+		Errors []any
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || st != 200 || len(r.Errors) > 0 {
+		t.Fatalf("%d %v %s", st, err, out)
+	}
+	p := r.Data.Pod
+	if p.ID != created.ID || p.DesiredStatus != "RUNNING" || p.Machine.PodHostID != s.PodHostID(created.ID) ||
+		!regexp.MustCompile(`^`+created.ID+`-[0-9a-f]{8}$`).MatchString(p.Machine.PodHostID) || p.Runtime.UptimeInSeconds < 89 || p.Runtime.UptimeInSeconds > 95 {
+		t.Fatalf("%s", out)
+	}
+	st, out = ask("nosuchpod")
+	if st != 200 || !strings.Contains(out, `"data":{"pod":null}`) || !strings.Contains(out, `"path":["pod"]`) {
+		t.Fatalf("unknown pod: %d %s", st, out)
 	}
 }
