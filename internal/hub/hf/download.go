@@ -292,6 +292,7 @@ func (p *pull) fetchChunks(ctx context.Context, f remoteFile, m fileMeta, inc st
 		}
 	}
 	sp := newSpans(n)
+	var sideMu sync.Mutex
 	var wg sync.WaitGroup
 	for range min(p.conns, n) {
 		wg.Add(1)
@@ -323,6 +324,20 @@ func (p *pull) fetchChunks(ctx context.Context, f remoteFile, m fileMeta, inc st
 					return
 				}
 				if sp.finish(s) {
+					// The chunk is whole: record it for a resume right away, whatever
+					// the in-order hasher below has reached.
+					start, end := bounds(s.chunk)
+					ch := sha256.New()
+					_, err := io.Copy(ch, io.NewSectionReader(fh, start, end-start+1))
+					if err == nil {
+						sideMu.Lock()
+						_, err = fmt.Fprintf(side, "%d %s\n", s.chunk, hex.EncodeToString(ch.Sum(nil)))
+						sideMu.Unlock()
+					}
+					if err != nil {
+						cancel(fmt.Errorf("hf: cache: %w", err))
+						return
+					}
 					close(ready[s.chunk])
 				}
 				poll.Reset(stealPoll)
@@ -330,48 +345,39 @@ func (p *pull) fetchChunks(ctx context.Context, f remoteFile, m fileMeta, inc st
 		}()
 	}
 
-	// Hash the whole file in order as chunks complete, each chunk also on its own for the
-	// sidecar (a resume re-checks those); chunks the sidecar claims are checked on the way
-	// and re-fetched when their bytes no longer match.
+	// Hash the whole file in order as chunks complete; chunks the sidecar claims are
+	// checked on the way and re-fetched when their bytes no longer match.
 	whole := d.new()
 	herr := func() error {
 		for i := 0; i < n; i++ {
 			start, end := bounds(i)
 			size := end - start + 1
-			want, claimed := sc.hashes[i]
-			if !claimed {
-				select {
-				case <-ready[i]:
-				case <-fctx.Done():
-					return context.Cause(fctx)
+			if want, ok := sc.hashes[i]; ok {
+				state, err := whole.(encoding.BinaryMarshaler).MarshalBinary()
+				if err != nil {
+					return err
 				}
-			}
-			state, err := whole.(encoding.BinaryMarshaler).MarshalBinary()
-			if err != nil {
-				return err
-			}
-			ch := sha256.New()
-			if _, err := io.Copy(io.MultiWriter(whole, ch), io.NewSectionReader(fh, start, size)); err != nil {
-				return fmt.Errorf("hf: cache: %w", err)
-			}
-			got := hex.EncodeToString(ch.Sum(nil))
-			if !claimed {
-				if _, err := fmt.Fprintf(side, "%d %s\n", i, got); err != nil {
+				ch := sha256.New()
+				if _, err := io.Copy(io.MultiWriter(whole, ch), io.NewSectionReader(fh, start, size)); err != nil {
 					return fmt.Errorf("hf: cache: %w", err)
 				}
-				continue
+				if hex.EncodeToString(ch.Sum(nil)) == want {
+					tr.Add(size)
+					continue
+				}
+				if err := whole.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
+					return err
+				}
+				queue <- i
 			}
-			if got == want {
-				tr.Add(size)
-				continue
+			select {
+			case <-ready[i]:
+			case <-fctx.Done():
+				return context.Cause(fctx)
 			}
-			// A chunk the sidecar named changed on disk: fetch it again.
-			if err := whole.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
-				return err
+			if _, err := io.Copy(whole, io.NewSectionReader(fh, start, size)); err != nil {
+				return fmt.Errorf("hf: cache: %w", err)
 			}
-			delete(sc.hashes, i)
-			queue <- i
-			i--
 		}
 		return nil
 	}()
