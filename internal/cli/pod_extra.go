@@ -205,22 +205,25 @@ func (a *app) execSSH(ctx context.Context, argv []string, interactive bool, wher
 	return err
 }
 
-// podCost is one pod's spend estimate.
+// podCost is one pod's GPU spend in its current run.
 type podCost struct {
-	ID        string  `json:"id"`
-	Name      string  `json:"name"`
-	Status    string  `json:"status"`
-	CostPerHr float64 `json:"cost_per_hr"`
-	Hours     float64 `json:"hours"`
-	Dollars   float64 `json:"dollars"`
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Status    string     `json:"status"`
+	Recorded  bool       `json:"recorded"` // scopectl created it
+	CostPerHr float64    `json:"cost_per_hr"`
+	StartedAt *time.Time `json:"started_at,omitempty"` // the last start, while it runs
+	Hours     float64    `json:"hours"`                // since the last start; 0 when stopped
+	Dollars   float64    `json:"dollars"`
 }
 
 func (a *app) costCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "cost",
-		Short: "Estimated $ per pod scopectl created: hours since creation × the API's cost per hour",
-		Long: "An upper bound: hours are counted from creation until termination (or now) at the pod's\n" +
-			"GPU rate, including time it spent stopped. RunPod's own billing is the reference.",
+		Short: "$ per pod so far: hours since its last start × the API's cost per hour",
+		Long: "Every pod of the account, scopectl's or not. A running pod's GPU has cost its rate since\n" +
+			"its last start (lastStartedAt); a stopped pod's GPU costs nothing (its volume is billed\n" +
+			"apart, and earlier runs are not counted). RunPod's own billing is the reference.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.runpod()
@@ -231,25 +234,20 @@ func (a *app) costCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := reconcile(cmd.Context(), c, ps); err != nil {
-				return err
-			}
-			recs, err := ps.ListPods(cmd.Context(), false)
+			views, err := reconcile(cmd.Context(), c, ps)
 			if err != nil {
 				return err
 			}
+			now := time.Now()
 			out := []podCost{}
 			var total float64
-			for _, r := range recs {
-				if r.ID == "" {
-					continue
+			for _, v := range views {
+				pc := podCost{ID: v.ID, Name: v.Name, Status: v.Status, Recorded: v.Recorded, CostPerHr: v.CostPerHr,
+					Hours: v.Uptime(now).Hours(), Dollars: v.CostSoFar(now)}
+				if pc.Hours > 0 {
+					start := now.Add(-v.Uptime(now)).UTC()
+					pc.StartedAt = &start
 				}
-				end := time.Now()
-				if r.TerminatedAt != nil {
-					end = *r.TerminatedAt
-				}
-				h := end.Sub(r.CreatedAt).Hours()
-				pc := podCost{ID: r.ID, Name: r.Name, Status: r.LastSeenStatus, CostPerHr: r.CostPerHr, Hours: h, Dollars: h * r.CostPerHr}
 				total += pc.Dollars
 				out = append(out, pc)
 			}

@@ -112,11 +112,12 @@ func TestPodSSHGateway(t *testing.T) {
 
 	// status of the pod: the API's state and cost, Scope (here the stand-in, --scope), the
 	// GPU through the gateway.
+	// Cost so far counts from the last start, not from creation.
 	url := startScopeStub(t, e)
-	time.Sleep(20 * time.Millisecond) // some uptime to cost
+	srv.SetTimes(id, time.Now().Add(-10*time.Hour), time.Now().Add(-time.Hour))
 	v := decode[statusJSON](t, e.mustRun("status", id, "--scope", url, "--json"))
 	if v.Target != "pod "+id || v.Pod == nil || v.Pod.ID != id || v.Pod.Status != "RUNNING" || v.Pod.CostPerHr != 0.69 ||
-		v.Pod.UptimeS <= 0 || v.Pod.CostSoFar <= 0 || v.Pod.CostSoFar > 0.69*v.Pod.UptimeS/3600*1.01 || v.Pod.SSH != "gateway" {
+		v.Pod.UptimeS < 3600 || v.Pod.UptimeS > 3660 || v.Pod.CostSoFar < 0.69 || v.Pod.CostSoFar > 0.69*1.02 || v.Pod.SSH != "gateway" {
 		t.Fatalf("status pod: %+v", v.Pod)
 	}
 	if !v.Healthy || v.Scope != url || len(v.Errors) != 0 {

@@ -30,12 +30,25 @@ func TestPodLifecycleCLI(t *testing.T) {
 	if len(ls) != 1 || ls[0]["recorded"] != true {
 		t.Fatalf("ls after an interrupted create: %v", ls)
 	}
-	cost := decode[map[string]any](t, e.mustRun("cost", "--json"))
-	if len(cost["pods"].([]any)) != 1 {
-		t.Fatalf("cost: %v", cost)
+	// Cost so far: the rate times the hours since the last start (not since creation).
+	srv.SetTimes(id, time.Now().Add(-10*time.Hour), time.Now().Add(-2*time.Hour))
+	cost := decode[costJSON](t, e.mustRun("cost", "--json"))
+	if len(cost.Pods) != 1 || cost.Pods[0].ID != id || !cost.Pods[0].Recorded || cost.Pods[0].CostPerHr != 0.69 ||
+		cost.Pods[0].Hours < 2 || cost.Pods[0].Hours > 2.02 || cost.Pods[0].Dollars < 1.38 || cost.Pods[0].Dollars > 1.40 ||
+		cost.Total != cost.Pods[0].Dollars || cost.Pods[0].StartedAt == nil || time.Since(*cost.Pods[0].StartedAt) < 2*time.Hour-time.Minute {
+		t.Fatalf("cost: %+v", cost)
 	}
 	e.mustRun("pod", "stop", id)
+	if cost := decode[costJSON](t, e.mustRun("cost", "--json")); len(cost.Pods) != 1 || cost.Pods[0].Status != "EXITED" || cost.Pods[0].Dollars != 0 || cost.Pods[0].StartedAt != nil {
+		t.Fatalf("cost of a stopped pod: %+v", cost)
+	}
 	e.mustRun("pod", "start", id)
+	if cost := decode[costJSON](t, e.mustRun("cost", "--json")); len(cost.Pods) != 1 || cost.Pods[0].Hours > 0.01 {
+		t.Fatalf("cost after a restart counts from the restart: %+v", cost)
+	}
+	if text := e.mustRun("cost"); !strings.Contains(text, id) || !strings.Contains(text, "total") {
+		t.Fatalf("cost text: %s", text)
+	}
 	if _, _, code := e.run("pod", "rm", id); code != 2 {
 		t.Fatal("rm without --yes")
 	}
@@ -78,4 +91,17 @@ func TestPodWatchStopsPastMaxHours(t *testing.T) {
 	if got["status"] != "EXITED" {
 		t.Fatalf("status %v", got["status"])
 	}
+}
+
+type costJSON struct {
+	Pods []struct {
+		ID        string     `json:"id"`
+		Status    string     `json:"status"`
+		Recorded  bool       `json:"recorded"`
+		CostPerHr float64    `json:"cost_per_hr"`
+		StartedAt *time.Time `json:"started_at"`
+		Hours     float64    `json:"hours"`
+		Dollars   float64    `json:"dollars"`
+	} `json:"pods"`
+	Total float64 `json:"total_dollars"`
 }

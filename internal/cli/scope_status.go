@@ -45,8 +45,7 @@ type installedView struct {
 }
 
 // podStatusView is a pod as `status` shows it. Cost so far is the API's cost per hour
-// times the time since the API's createdAt while the pod runs (an upper bound when it was
-// stopped and started again: the pod object carries no last start).
+// times the time since the pod's last start (lastStartedAt) while it runs.
 type podStatusView struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
@@ -55,6 +54,7 @@ type podStatusView struct {
 	GPUCount  int       `json:"gpu_count"`
 	CostPerHr float64   `json:"cost_per_hr"`
 	CreatedAt time.Time `json:"created_at"`
+	StartedAt time.Time `json:"started_at"`
 	UptimeS   float64   `json:"uptime_s"`
 	CostSoFar float64   `json:"cost_so_far"`
 	SSH       string    `json:"ssh"` // root@IP:PORT (direct) or "gateway"
@@ -144,12 +144,10 @@ func (a *app) statusCmd() *cobra.Command {
 					return notFound(err)
 				}
 				v.Target = "pod " + p.ID
+				now := time.Now()
 				pv := &podStatusView{ID: p.ID, Name: p.Name, Status: p.Status, GPUType: p.GPUType, GPUCount: p.GPUCount,
-					CostPerHr: p.CostPerHr, CreatedAt: p.CreatedAt, SSH: "gateway"}
-				if p.Status == provider.StatusRunning && !p.CreatedAt.IsZero() {
-					pv.UptimeS = max(0, time.Since(p.CreatedAt).Seconds())
-					pv.CostSoFar = p.CostPerHr * pv.UptimeS / 3600
-				}
+					CostPerHr: p.CostPerHr, CreatedAt: p.CreatedAt, StartedAt: p.StartedAt, SSH: "gateway",
+					UptimeS: p.Uptime(now).Seconds(), CostSoFar: p.CostSoFar(now)}
 				if host, port, ok := p.SSH(); ok {
 					pv.SSH = "root@" + net.JoinHostPort(host, strconv.Itoa(port))
 				}

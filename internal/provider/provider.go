@@ -78,6 +78,7 @@ type Pod struct {
 	NetworkVolumeID string            `json:"network_volume_id,omitempty"`
 	Env             map[string]string `json:"env,omitempty"` // secret values replaced by SecretValue
 	CreatedAt       time.Time         `json:"created_at"`    // zero when the provider did not say
+	StartedAt       time.Time         `json:"started_at"`    // the last start (a stopped pod's GPU is not billed); zero when unknown
 	Tag             string            `json:"tag,omitempty"` // scopectl request id; "" for pods scopectl did not create
 }
 
@@ -88,6 +89,25 @@ func (p *Pod) SSH() (host string, port int, ok bool) {
 		return "", 0, false
 	}
 	return p.PublicIP, port, true
+}
+
+// Uptime is how long the pod has been running at now: since its last start (else since
+// its creation when the provider gives no start); 0 unless it is RUNNING. Its GPU is
+// billed for this time at CostPerHr.
+func (p *Pod) Uptime(now time.Time) time.Duration {
+	start := p.StartedAt
+	if start.IsZero() {
+		start = p.CreatedAt
+	}
+	if p.Status != StatusRunning || start.IsZero() {
+		return 0
+	}
+	return max(0, now.Sub(start))
+}
+
+// CostSoFar is the GPU cost of the current run at now: Uptime × CostPerHr, in USD.
+func (p *Pod) CostSoFar(now time.Time) float64 {
+	return p.CostPerHr * p.Uptime(now).Hours()
 }
 
 // CreateSpec describes a pod to create.

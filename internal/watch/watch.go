@@ -15,7 +15,7 @@
 //
 // The last-active time lives in memory, keyed by request id. The first time a
 // Watcher sees a pod running it is seeded with the latest moment the pod is known
-// to have (re)started: the record's CreatedAt, the provider's Pod.CreatedAt and,
+// to have (re)started: the record's CreatedAt, the provider's Pod.CreatedAt and StartedAt and,
 // when the record last saw the pod stopped, that LastSeenAt. A pod this Watcher
 // saw stopped and then running again is seeded with the time of that observation.
 // So a watcher started late still stops a pod idle since its creation, and a pod a
@@ -397,6 +397,9 @@ func seed(rec store.Pod, pod *provider.Pod, now time.Time) time.Time {
 	t := rec.CreatedAt
 	if pod.CreatedAt.After(t) {
 		t = pod.CreatedAt
+	}
+	if pod.StartedAt.After(t) {
+		t = pod.StartedAt
 	}
 	if rec.LastSeenAt != nil && rec.LastSeenStatus != provider.StatusRunning && rec.LastSeenAt.After(t) {
 		t = *rec.LastSeenAt // it was seen stopped then: it started after that

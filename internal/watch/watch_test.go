@@ -673,9 +673,16 @@ func TestSeeding(t *testing.T) {
 	stoppedAt := t0.Add(-10 * time.Minute)
 	restarted := e.create("sc-restarted", &store.Pod{IdleStop: 30 * time.Minute, CreatedAt: t0.Add(-2 * time.Hour),
 		LastSeenStatus: provider.StatusExited, LastSeenAt: &stoppedAt})
+	// A pod RunPod says was (re)started 20 minutes ago (lastStartedAt), unseen by anyone.
+	started := e.create("sc-started", &store.Pod{IdleStop: 30 * time.Minute, CreatedAt: t0.Add(-2 * time.Hour)})
+	e.srv.SetTimes(started.ID, t0.Add(-2*time.Hour), t0.Add(-20*time.Minute))
+	e.gpus.set(started.ID, 0, nil)
 	e.gpus.set(old.ID, 0, nil)
 	e.gpus.set(restarted.ID, 0, nil)
 	ds := e.tick()
+	if d := find(t, ds, "sc-started"); d.Action != ActionNone || d.IdleFor != 20*time.Minute {
+		t.Fatalf("seeded from lastStartedAt: %+v", d)
+	}
 	if d := find(t, ds, "sc-old"); d.Action != ActionStop || d.IdleFor != 2*time.Hour {
 		t.Fatalf("%+v", d)
 	}

@@ -184,9 +184,13 @@ type wirePod struct {
 	NetworkVolume     *struct {
 		ID flexString `json:"id"`
 	} `json:"networkVolume"`
-	Env       flexEnv    `json:"env"`
-	CreatedAt flexString `json:"createdAt"`
-	Machine   *struct {
+	Env           flexEnv    `json:"env"`
+	CreatedAt     flexString `json:"createdAt"`
+	LastStartedAt flexString `json:"lastStartedAt"`
+	Runtime       *struct {
+		UptimeInSeconds flexNum `json:"uptimeInSeconds"`
+	} `json:"runtime"`
+	Machine *struct {
 		GPUTypeID      flexString `json:"gpuTypeId"`
 		GPUDisplayName flexString `json:"gpuDisplayName"`
 		GPUType        *wireGPU   `json:"gpuType"`
@@ -344,6 +348,13 @@ func (w *wirePod) toPod(r *secret.Redactor) (*provider.Pod, error) {
 	p.PublicIP = strings.TrimSpace(string(w.PublicIP))
 	p.Ports = portsOf(w.Ports, w.PortMappings)
 	p.CreatedAt = parseTime(string(w.CreatedAt))
+	p.StartedAt = parseTime(string(w.LastStartedAt))
+	if up, err := w.runtimeUptime(); err != nil {
+		return nil, err
+	} else if p.StartedAt.IsZero() && up > 0 {
+		// GraphQL gives the running container's uptime instead.
+		p.StartedAt = time.Now().UTC().Add(-up).Truncate(time.Second)
+	}
 	if w.Env != nil {
 		if tag := w.Env[provider.EnvRequestID]; provider.CheckRequestID(tag) == nil {
 			p.Tag = tag
@@ -405,4 +416,13 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// runtimeUptime is GraphQL's runtime.uptimeInSeconds (0 when absent).
+func (w *wirePod) runtimeUptime() (time.Duration, error) {
+	if w.Runtime == nil {
+		return 0, nil
+	}
+	n, err := w.Runtime.UptimeInSeconds.int("runtime.uptimeInSeconds", 100*365*24*3600)
+	return time.Duration(n) * time.Second, err
 }

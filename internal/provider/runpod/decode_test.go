@@ -47,6 +47,12 @@ func TestDecodeRecorded(t *testing.T) {
 		!p.CreatedAt.Equal(want) || p.Tag != "scabc123" || p.GPUType != "" || p.Image == "" {
 		t.Errorf("%+v", p)
 	}
+	if !p.StartedAt.Equal(time.Date(2026, 8, 20, 6, 16, 19, 430e6, time.UTC)) {
+		t.Errorf("started at %v", p.StartedAt)
+	}
+	if up := p.Uptime(want.Add(2 * time.Hour)); up != 2*time.Hour+6*time.Millisecond {
+		t.Errorf("uptime %v", up)
+	}
 	if host, port, ok := p.SSH(); !ok || host != "213.173.104.74" || port != 35558 {
 		t.Errorf("ssh %s %d", host, port)
 	}
@@ -68,8 +74,17 @@ func TestDecodeRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Env["A"] != "1" || p.Tag != "sc1" || p.Env["DB_PASSWORD"] != provider.SecretValue {
+	if p.Env["A"] != "1" || p.Tag != "sc1" || p.Env["DB_PASSWORD"] != provider.SecretValue || !p.StartedAt.IsZero() {
 		t.Errorf("%+v", p)
+	}
+
+	// GraphQL: the running container's uptime.
+	p, err = decodePod([]byte(`{"id": "abc", "desiredStatus": "RUNNING", "costPerHr": 0.5, "runtime": {"uptimeInSeconds": 7200}}`), nil)
+	if err != nil || math.Abs(time.Since(p.StartedAt).Hours()-2) > 0.01 || math.Abs(p.CostSoFar(time.Now())-1) > 0.01 {
+		t.Errorf("uptimeInSeconds: %v %+v", err, p)
+	}
+	if p.Status = provider.StatusExited; p.Uptime(time.Now()) != 0 || p.CostSoFar(time.Now()) != 0 {
+		t.Errorf("a stopped pod has uptime")
 	}
 
 	pods, err := decodePods([]byte("["+recordedV1Pod+","+docsV1Pod+"]"), nil)
