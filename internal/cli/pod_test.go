@@ -1,7 +1,11 @@
 package cli_test
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,4 +108,58 @@ type costJSON struct {
 		Dollars   float64    `json:"dollars"`
 	} `json:"pods"`
 	Total float64 `json:"total_dollars"`
+}
+
+// pod watch reads Scope through the RunPod proxy the client is configured with
+// (SCOPECTL_RUNPOD_PROXY_URL): a pipeline loading there keeps an idle pod running; once
+// it is loaded and nobody uses it, the pod is stopped.
+func TestPodWatchScopeThroughProxy(t *testing.T) {
+	e := newEnv(t)
+	key := "rpa_" + strings.Repeat("P3", 20)
+	srv := runpodtest.New(t, runpodtest.Options{APIKey: key})
+	t.Setenv("RUNPOD_API_URL", srv.RESTURL())
+	t.Setenv("RUNPOD_GRAPHQL_URL", srv.GraphQLURL())
+	t.Setenv("RUNPOD_API_KEY", key)
+	var mu sync.Mutex
+	var paths []string
+	status := "loading"
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		paths = append(paths, r.URL.Path)
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/api/v1/pipeline/status"):
+			fmt.Fprintf(w, `{"status": %q, "pipeline_id": "longlive"}`, status)
+		case strings.HasSuffix(r.URL.Path, "/api/v1/session/metrics"):
+			fmt.Fprint(w, `{"sessions": {}}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(proxy.Close)
+	t.Setenv("SCOPECTL_RUNPOD_PROXY_URL", proxy.URL+"/proxy/{pod}-{port}")
+	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--idle-stop", "1s", "--json"))
+	id := pod["id"].(string)
+	for i := 0; decode[map[string]any](t, e.mustRun("pod", "get", id, "--json"))["status"] != "RUNNING"; i++ {
+		if i > 100 {
+			t.Fatal("pod never ran")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(1100 * time.Millisecond) // idle past --idle-stop, were it not for Scope
+	ds := decode[[]map[string]any](t, e.mustRun("pod", "watch", "--once", "--no-ssh", "--json"))
+	if len(ds) != 1 || ds[0]["action"] == "stop" || !strings.Contains(fmt.Sprint(ds[0]["reason"]), "pipeline loading") {
+		t.Fatalf("loading pipeline: %v", ds)
+	}
+	mu.Lock()
+	if len(paths) == 0 || paths[0] != "/proxy/"+id+"-8000/api/v1/pipeline/status" {
+		t.Fatalf("proxy paths %v", paths)
+	}
+	status = "loaded"
+	mu.Unlock()
+	ds = decode[[]map[string]any](t, e.mustRun("pod", "watch", "--once", "--no-ssh", "--json"))
+	if len(ds) != 1 || ds[0]["action"] != "stop" {
+		t.Fatalf("idle pod: %v", ds)
+	}
 }

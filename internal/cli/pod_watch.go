@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/gpu"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/remote"
@@ -36,7 +37,8 @@ func (a *app) podWatch() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w := &watch.Watcher{Provider: c, Store: ps, Probes: []watch.Probe{watch.ScopeProbe{}}}
+			scope := watch.ScopeProbe{URL: func(p provider.Pod) string { return c.ProxyURL(p.ID, deploy.ContainerPort) }}
+			w := &watch.Watcher{Provider: c, Store: ps, Probes: []watch.Probe{scope}}
 			if !noSSH {
 				w.Probes = append(w.Probes, watch.GPUProbe{Source: func(ctx context.Context, p provider.Pod) (gpu.Source, error) {
 					host, port, ok := p.SSH()

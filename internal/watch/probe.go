@@ -80,22 +80,13 @@ func (g GPUProbe) Busy(ctx context.Context, _ store.Pod, p provider.Pod) (bool, 
 	return false, fmt.Sprintf("GPU utilisation %d%% (< %d%%)", top.UtilizationPct, minUtil), nil
 }
 
-// ScopePort is the port Scope's HTTP API listens on in its image.
-const ScopePort = 8000
-
-// RunPodProxyURL is the address of a pod's HTTP port through RunPod's proxy:
-// https://{podId}-{port}.proxy.runpod.net.
-func RunPodProxyURL(p provider.Pod) string {
-	return fmt.Sprintf("https://%s-%d.proxy.runpod.net", p.ID, ScopePort)
-}
-
 // ScopeProbe asks the pod's Daydream Scope server whether it is working: busy while
 // a pipeline is loading, while a streaming session is active, and (for each of
 // Pipelines) while that pipeline's models download. See the package documentation
 // for exactly which responses it relies on.
 type ScopeProbe struct {
 	HTTP *http.Client              // default: a client with a 20 s timeout
-	URL  func(provider.Pod) string // Scope's base URL; default RunPodProxyURL
+	URL  func(provider.Pod) string // Scope's base URL for the pod (the provider's: RunPod's proxy)
 	// Pipelines, if set: pipeline ids whose model downloads count as activity.
 	Pipelines []string
 }
@@ -111,11 +102,10 @@ var errNoEndpoint = errors.New("endpoint not found")
 
 // Busy implements Probe.
 func (s ScopeProbe) Busy(ctx context.Context, _ store.Pod, p provider.Pod) (bool, string, error) {
-	urlOf := s.URL
-	if urlOf == nil {
-		urlOf = RunPodProxyURL
+	if s.URL == nil {
+		return false, "", errors.New("no Scope URL configured")
 	}
-	base := strings.TrimRight(urlOf(p), "/")
+	base := strings.TrimRight(s.URL(p), "/")
 	if base == "" {
 		return false, "", errors.New("no Scope URL for this pod")
 	}

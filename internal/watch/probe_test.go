@@ -172,9 +172,9 @@ func TestScopeProbe(t *testing.T) {
 	}
 }
 
-func TestRunPodProxyURL(t *testing.T) {
-	if got := RunPodProxyURL(provider.Pod{ID: "x7k2m9"}); got != "https://x7k2m9-8000.proxy.runpod.net" {
-		t.Error(got)
+func TestScopeProbeNeedsURL(t *testing.T) {
+	if _, _, err := (ScopeProbe{}).Busy(context.Background(), store.Pod{}, provider.Pod{ID: "x7k2m9"}); err == nil || !strings.Contains(err.Error(), "no Scope URL") {
+		t.Fatalf("no URL: %v", err)
 	}
 }
 

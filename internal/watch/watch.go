@@ -36,8 +36,8 @@
 // instantaneous sample). GPU memory is deliberately not a signal: Scope keeps a
 // loaded pipeline in VRAM while nobody uses it.
 //
-// ScopeProbe, from Daydream Scope's HTTP API (port 8000; on RunPod
-// https://{podId}-8000.proxy.runpod.net):
+// ScopeProbe, from Daydream Scope's HTTP API (port 8000; on RunPod through the proxy
+// the client is configured with, https://{podId}-8000.proxy.runpod.net by default):
 //
 //   - GET /api/v1/pipeline/status → {"status": not_loaded|loading|loaded|error,
 //     "loading_stage", …} (/work/shared/reference/scope.md, "HTTP API"): "loading"
