@@ -84,6 +84,12 @@ type PullOptions struct {
 	Include, Exclude []string
 }
 
+// Limits of Client.Connections and Client.ChunkSize.
+const (
+	MaxConnections = 32       // the idle pool keeps 32 connections per host
+	MinChunkSize   = 64 << 10 // below it, requests cost more than they carry
+)
+
 const (
 	defaultConnections = 8
 	defaultChunkSize   = 16 << 20
@@ -289,9 +295,11 @@ func (c *Client) newSession(ref Ref, def *http.Client) (*pull, error) {
 	if p.conns <= 0 {
 		p.conns = defaultConnections
 	}
+	p.conns = min(p.conns, MaxConnections)
 	if p.chunk <= 0 {
 		p.chunk = defaultChunkSize
 	}
+	p.chunk = max(p.chunk, MinChunkSize)
 	if p.retries <= 0 {
 		p.retries = defaultRetries
 	}

@@ -39,6 +39,7 @@ import (
 	api "github.com/daydreamlive/scopectl/internal/agent"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/secret"
+	"github.com/daydreamlive/scopectl/internal/units"
 )
 
 // TokenKey is the credential remote.Env.Lookup is asked for.
@@ -113,7 +114,7 @@ func Open(_ context.Context, u *url.URL, env remote.Env) (remote.Remote, error) 
 		r.parallel = n
 	}
 	if v := opt("chunk_size"); v != "" {
-		n, err := parseSize(v)
+		n, err := units.ParseSize(v)
 		if err != nil || n < api.MinChunkSize || n > api.MaxChunkSize {
 			return nil, fmt.Errorf("remote %s: chunk_size %q: expected %d to %d bytes (e.g. 8M)", r, v, api.MinChunkSize, api.MaxChunkSize)
 		}
@@ -192,24 +193,6 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// parseSize reads "8388608", "256k", "8M", "8MiB".
-func parseSize(s string) (int64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "ib"), "b")
-	mult := int64(1)
-	switch {
-	case strings.HasSuffix(t, "k"):
-		mult, t = 1<<10, t[:len(t)-1]
-	case strings.HasSuffix(t, "m"):
-		mult, t = 1<<20, t[:len(t)-1]
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<40)/mult {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return n * mult, nil
 }
 
 func (r *Remote) String() string { return r.base }

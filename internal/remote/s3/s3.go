@@ -40,6 +40,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/atomicfile"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/secret"
+	"github.com/daydreamlive/scopectl/internal/units"
 )
 
 // Option and credential keys read from remote.Env.
@@ -141,7 +142,7 @@ func Open(_ context.Context, u *url.URL, env remote.Env) (remote.Remote, error) 
 	}
 	partSize := int64(DefaultPartSize)
 	if v := opt[OptPartSize]; v != "" {
-		n, err := ParseSize(v)
+		n, err := units.ParseSize(v)
 		if err != nil || n < MinPartSize || n > MaxPartSize {
 			return nil, fmt.Errorf("s3: %s=%q: want a size from 5MiB to 5GiB (e.g. 16MiB)", OptPartSize, v)
 		}
@@ -213,27 +214,6 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// ParseSize reads a byte count: a number with an optional binary suffix (k, M, G, with
-// or without "iB"/"B", case-insensitive; 16M = 16MiB = 16777216).
-func ParseSize(s string) (int64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suf string
-		m   int64
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"b", 1}} {
-		if strings.HasSuffix(t, u.suf) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suf)), u.m
-			break
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return n * mult, nil
 }
 
 func (s *S3) String() string {

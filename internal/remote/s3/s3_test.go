@@ -740,31 +740,6 @@ func TestOpenConfig(t *testing.T) {
 	}
 }
 
-func TestParseSizeAndPartSize(t *testing.T) {
-	for in, want := range map[string]int64{"5242880": 5 << 20, "5MiB": 5 << 20, "16M": 16 << 20, "16mb": 16 << 20, "1GiB": 1 << 30, "64k": 64 << 10, "7 MiB": 7 << 20, "12B": 12} {
-		if got, err := ParseSize(in); err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v", in, got, err)
-		}
-	}
-	for _, in := range []string{"", "x", "-5M", "5T", "1.5M", "99999999999999999999"} {
-		if _, err := ParseSize(in); err == nil {
-			t.Errorf("ParseSize(%q) accepted", in)
-		}
-	}
-	// 10,000 parts at most: the part size grows in whole MiB.
-	if ps := partSizeFor(16<<20, 147<<20); ps != 16<<20 {
-		t.Errorf("147 MiB: part size %d", ps)
-	}
-	size := int64(200 << 30)
-	ps := partSizeFor(5<<20, size)
-	if (size+ps-1)/ps > MaxParts || ps%(1<<20) != 0 || ps < 5<<20 || !validPartSize(ps, size) {
-		t.Errorf("200 GiB: part size %d gives %d parts", ps, (size+ps-1)/ps)
-	}
-	if validPartSize(4<<20, 10<<20) || validPartSize(5<<20, 5<<20*MaxParts+1) {
-		t.Error("validPartSize accepts what S3 refuses")
-	}
-}
-
 // A Put cancelled while parts are in flight returns promptly and leaves the upload to
 // resume.
 func TestCancelMidUpload(t *testing.T) {
@@ -799,5 +774,20 @@ func TestCancelMidUpload(t *testing.T) {
 	}
 	if !bytes.Equal(get(t, r, "c.safetensors", 0), b) {
 		t.Fatal("content differs")
+	}
+}
+
+func TestPartSize(t *testing.T) {
+	// 10,000 parts at most: the part size grows in whole MiB.
+	if ps := partSizeFor(16<<20, 147<<20); ps != 16<<20 {
+		t.Errorf("147 MiB: part size %d", ps)
+	}
+	size := int64(200 << 30)
+	ps := partSizeFor(5<<20, size)
+	if (size+ps-1)/ps > MaxParts || ps%(1<<20) != 0 || ps < 5<<20 || !validPartSize(ps, size) {
+		t.Errorf("200 GiB: part size %d gives %d parts", ps, (size+ps-1)/ps)
+	}
+	if validPartSize(4<<20, 10<<20) || validPartSize(5<<20, 5<<20*MaxParts+1) {
+		t.Error("validPartSize accepts what S3 refuses")
 	}
 }

@@ -289,8 +289,9 @@ func (s *Server) StallAt(path string, off int64, times int) {
 	s.mu.Unlock()
 }
 
-// SlowAt makes every CDN response for path that covers byte off crawl: each 32 KiB piece
-// after a pause of delay, like a connection that a loss burst set back.
+// SlowAt makes every CDN response for path that covers byte off (any response when off
+// is negative) crawl: each 32 KiB piece after a pause of delay, like a connection that a
+// loss burst set back, or a slow link.
 func (s *Server) SlowAt(path string, off int64, delay time.Duration) {
 	s.mu.Lock()
 	s.slowAt[path] = slow{off, delay}
@@ -784,7 +785,7 @@ func (s *Server) serveCDN(w http.ResponseWriter, r *http.Request) {
 		cw.Flush()
 		panic(http.ErrAbortHandler) // close the connection mid-body
 	}
-	slowed = slowed && sl.off >= start && sl.off <= end
+	slowed = slowed && (sl.off < 0 || sl.off >= start && sl.off <= end)
 	// write in pieces so a client can be interrupted mid-file
 	for off := start; off <= end; {
 		n := min(end+1-off, 32<<10)
