@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/hub/hf/hftest"
 	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/lora/loratest"
 	"github.com/daydreamlive/scopectl/internal/remote"
@@ -132,4 +134,81 @@ func seq(n int) []int {
 		s[i] = i
 	}
 	return s
+}
+
+// TestKill9DuringHubPull kills `scopectl hub pull` with SIGKILL at random moments, a
+// bounded number of times, over a slow CDN. After each kill the cache shows nothing
+// partial to its readers (no snapshot link, no blob that is not the exact file), and the
+// final run finishes by resuming: it fetches less than the whole file again.
+func TestKill9DuringHubPull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	e := newEnv(t)
+	bin := buildBinary(t)
+	data, err := hftest.LoRA(loratest.Spec{Base: lora.BaseT2V14B, Rank: 8, Seed: 9, Blocks: seq(20),
+		Modules: []string{"self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const file = "lora_big.safetensors"
+	size := int64(len(data))
+	srv := hftest.Start(t, hftest.Options{})
+	commit := srv.AddRepo(hftest.Repo{ID: "daydream/kill", Files: []hftest.File{{Path: file, Data: data, LFS: true}}})
+	srv.SlowAt(file, -1, 16*time.Millisecond) // 32 KiB per 16 ms per connection: ~2 s in all
+	cache := filepath.Join(e.root, "hf", "hub")
+	repo := filepath.Join(cache, "models--daydream--kill")
+	blob := filepath.Join(repo, "blobs", hftest.SHA256(data))
+	snap := filepath.Join(repo, "snapshots", commit, file)
+	t.Setenv("HF_ENDPOINT", srv.URL())
+	t.Setenv("HF_HUB_CACHE", cache)
+	args := []string{"hub", "pull", "hf://daydream/kill", "--connections", "4", "--chunk-size", "1M", "--json"}
+
+	check := func(round int) {
+		if b, err := os.ReadFile(blob); err == nil && !bytes.Equal(b, data) {
+			t.Fatalf("round %d: the blob is visible but not the exact file", round)
+		}
+		if b, err := os.ReadFile(snap); err == nil && !bytes.Equal(b, data) {
+			t.Fatalf("round %d: the snapshot shows a partial file", round)
+		} else if err == nil && round < 99 {
+			t.Logf("round %d: finished before the kill", round)
+		}
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	kills, recorded := 0, 0
+	for round := 0; round < 5; round++ {
+		cmd := exec.Command(bin, args...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(150+rng.IntN(500)) * time.Millisecond)
+		if cmd.Process.Signal(syscall.SIGKILL) == nil {
+			kills++
+		}
+		cmd.Wait()
+		check(round)
+		if side, err := os.ReadFile(blob + ".incomplete.chunks"); err == nil {
+			recorded = max(recorded, strings.Count(string(side), "\n")-1)
+		}
+		if _, err := os.Stat(snap); err == nil {
+			os.RemoveAll(repo) // it finished: start over, so that every round is a real test
+		}
+	}
+	if kills == 0 || recorded == 0 {
+		t.Fatalf("no kill landed mid-download (%d kills, at most %d chunks recorded); the test proved nothing", kills, recorded)
+	}
+	before := srv.CDNBytes(file)
+	out := e.mustRunBin(bin, args...)
+	again := srv.CDNBytes(file) - before
+	check(99)
+	if b, err := os.ReadFile(snap); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("the final run did not leave the exact file: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(blob + ".incomplete"); err == nil {
+		t.Fatal(".incomplete left after the final run")
+	}
+	if again >= size {
+		t.Fatalf("the final run fetched %d of %d bytes: it did not resume", again, size)
+	}
+	t.Logf("%d kills; final run fetched %d of %d bytes", kills, again, size)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/store"
+	"github.com/daydreamlive/scopectl/internal/units"
 )
 
 func (a *app) hubCmd() *cobra.Command {
@@ -39,6 +40,7 @@ type pulled struct {
 func (a *app) hubPullCmd() *cobra.Command {
 	var opt hf.PullOptions
 	var conns int
+	var chunk string
 	var name string
 	var allowHTTP bool
 	cmd := &cobra.Command{
@@ -57,12 +59,21 @@ func (a *app) hubPullCmd() *cobra.Command {
 			if name != "" && len(args) != 1 {
 				return usageError("--name needs exactly one reference")
 			}
+			var chunkSize int64
+			if chunk != "" {
+				if chunkSize, err = units.ParseSize(chunk); err != nil || chunkSize < hf.MinChunkSize {
+					return usageError("--chunk-size %q: expected a size of at least %s, e.g. 16M", chunk, humanBytes(hf.MinChunkSize))
+				}
+			}
+			if conns < 0 || conns > hf.MaxConnections {
+				return usageError("--connections %d: expected 1 to %d", conns, hf.MaxConnections)
+			}
 			var all []pulled
 			for _, arg := range args {
 				var got []pulled
 				switch {
 				case isHF(arg):
-					got, err = a.pullHF(cmd.Context(), lib, arg, opt, conns, name, allowHTTP)
+					got, err = a.pullHF(cmd.Context(), lib, arg, opt, hfConns{conns, chunkSize}, name, allowHTTP)
 				default:
 					got, err = a.pullCivitAI(cmd.Context(), lib, arg, name)
 				}
@@ -93,6 +104,7 @@ func (a *app) hubPullCmd() *cobra.Command {
 	cmd.Flags().StringSliceVar(&opt.Include, "include", nil, "only files matching these globs (huggingface_hub allow_patterns)")
 	cmd.Flags().StringSliceVar(&opt.Exclude, "exclude", nil, "skip files matching these globs")
 	cmd.Flags().IntVar(&conns, "connections", 0, "parallel ranged requests per file (default 8)")
+	cmd.Flags().StringVar(&chunk, "chunk-size", "", "range size for large files, e.g. 16M (default 16MiB; also the resume granularity)")
 	cmd.Flags().StringVar(&name, "name", "", "library name for the LoRA (default: its file name)")
 	cmd.Flags().BoolVar(&allowHTTP, "allow-http", false, "allow a plain http:// HF_ENDPOINT (and CDN) on a non-loopback host (benchmarks and test networks only: traffic, token included, is not encrypted)")
 	return cmd
@@ -112,12 +124,18 @@ func isHF(s string) bool {
 	return strings.HasPrefix(s, "hf://") || strings.Contains(s, "huggingface.co/") || (!strings.Contains(s, ":") && strings.Count(s, "/") >= 1)
 }
 
-func (a *app) pullHF(ctx context.Context, lib *library.Library, arg string, opt hf.PullOptions, conns int, name string, allowHTTP bool) ([]pulled, error) {
+// hfConns are hub pull's --connections and --chunk-size.
+type hfConns struct {
+	n     int
+	chunk int64
+}
+
+func (a *app) pullHF(ctx context.Context, lib *library.Library, arg string, opt hf.PullOptions, conns hfConns, name string, allowHTTP bool) ([]pulled, error) {
 	ref, err := hf.ParseRef(arg)
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
-	c := &hf.Client{Endpoint: a.cfg.HFEndpoint, Token: hf.TokenFrom(a.cfg.HFToken, a.cfg.HFHome), Connections: conns, Progress: a.progress(), AllowInsecureHTTP: allowHTTP}
+	c := &hf.Client{Endpoint: a.cfg.HFEndpoint, Token: hf.TokenFrom(a.cfg.HFToken, a.cfg.HFHome), Connections: conns.n, ChunkSize: conns.chunk, Progress: a.progress(), AllowInsecureHTTP: allowHTTP}
 	files, err := c.Pull(ctx, a.cfg.HFHubCache, ref, opt)
 	var out []pulled
 	for _, f := range files {
