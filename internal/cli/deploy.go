@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,9 +50,15 @@ func (a *app) deployCmd() *cobra.Command {
 			"the pod (as `pod create` does) and terminates it again if the deploy fails, unless --keep;\n" +
 			"--pod updates an existing pod only where its image, environment or ports differ (which\n" +
 			"restarts it) and starts it when it is stopped. LoRAs go over direct SSH; Scope is reached\n" +
-			"through RunPod's HTTP proxy (https://{pod}-8000.proxy.runpod.net, $" + "SCOPECTL_RUNPOD_PROXY_URL).",
+			"through RunPod's HTTP proxy (https://{pod}-8000.proxy.runpod.net, $" + "SCOPECTL_RUNPOD_PROXY_URL).\n\n" +
+			"--pod naming an SSH host (pod create --provider ssh) deploys there as --host does.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.rp.pod != "" && !o.rp.isNew {
+				if done, err := a.deploySSHHost(cmd, &o); done {
+					return err
+				}
+			}
 			if o.rp.pod != "" || o.rp.isNew {
 				if o.host != "" {
 					return usageError("--host deploys to a Docker host, --pod/--new to a RunPod pod: pick one")
@@ -78,6 +85,34 @@ func (a *app) deployCmd() *cobra.Command {
 	o.rf.add(cmd)
 	o.rp.add(cmd)
 	return cmd
+}
+
+// deploySSHHost deploys to --pod when it names an SSH host scopectl records (pod create
+// --provider ssh): as --host does, to its address, with the container it records (--name
+// names another, which the host then records). done is false for any other pod.
+func (a *app) deploySSHHost(cmd *cobra.Command, o *deployFlags) (done bool, err error) {
+	rec, ok, err := a.sshHost(cmd.Context(), o.rp.pod)
+	if err != nil || !ok {
+		return err != nil, err
+	}
+	if o.host != "" {
+		return true, usageError("--pod %s is an SSH host already (%s): drop --host", o.rp.pod, remote.Redact(rec.Address))
+	}
+	o.host, o.rp.pod = rec.Address+"/", ""
+	if o.s.Name == "" {
+		o.s.Name = rec.Container
+	}
+	if name := cmp.Or(o.s.Name, deploy.DefaultName); name != rec.Container && !o.dryRun {
+		ps, err := a.podStore()
+		if err != nil {
+			return true, err
+		}
+		rec.Container = name
+		if err := ps.PutPod(cmd.Context(), rec); err != nil {
+			return true, err
+		}
+	}
+	return true, a.deployHost(cmd, o)
 }
 
 // hostOnlyFlags only mean something to a Docker host.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
+	"github.com/daydreamlive/scopectl/internal/provider/sshhost"
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/store"
 )
@@ -32,6 +33,25 @@ func (a *app) runpod() (*runpod.Client, error) {
 	return runpod.New(opts)
 }
 
+// runpodStore opens the RunPod client and the store's pod records.
+func (a *app) runpodStore() (*runpod.Client, store.PodStore, error) {
+	c, err := a.runpod()
+	if err != nil {
+		return nil, nil, err
+	}
+	ps, err := a.podStore()
+	return c, ps, err
+}
+
+// reconciled is RunPod's pods reconciled with the store (see reconcile).
+func (a *app) reconciled(ctx context.Context) ([]podView, error) {
+	c, ps, err := a.runpodStore()
+	if err != nil {
+		return nil, err
+	}
+	return reconcile(ctx, c, ps)
+}
+
 func (a *app) podStore() (store.PodStore, error) {
 	lib, err := a.library()
 	if err != nil {
@@ -45,17 +65,26 @@ func (a *app) podStore() (store.PodStore, error) {
 }
 
 func (a *app) podCmd() *cobra.Command {
-	cmd := group(&cobra.Command{Use: "pod", Short: "RunPod pods: create, list, stop, start, terminate, GPU types"})
+	cmd := group(&cobra.Command{Use: "pod", Short: "RunPod pods and SSH hosts: create/add, list, stop, start, terminate/forget, GPUs"})
 	cmd.AddCommand(a.podGPUs(), a.podCreate(), a.podLs(), a.podGet(), a.podAction("stop"), a.podAction("start"), a.podRm(), a.podWatch(), a.podSSH())
 	return cmd
 }
 
 func (a *app) podGPUs() *cobra.Command {
-	return &cobra.Command{
-		Use:   "gpus",
-		Short: "GPU types with price per hour and availability",
+	var prov string
+	var rf remoteFlags
+	cmd := &cobra.Command{
+		Use:   "gpus [--provider runpod|ssh]",
+		Short: "GPU types with price per hour and availability (RunPod), or the GPUs of the SSH hosts (nvidia-smi)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch prov {
+			case sshhost.Name:
+				return a.sshHostGPUs(cmd.Context(), rf)
+			case runpod.Name:
+			default:
+				return usageError("--provider %q: runpod or ssh", prov)
+			}
 			c, err := a.runpod()
 			if err != nil {
 				return err
@@ -77,18 +106,36 @@ func (a *app) podGPUs() *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().StringVar(&prov, "provider", runpod.Name, "runpod, or ssh: the GPUs nvidia-smi reports on each SSH host")
+	rf.addSSH(cmd)
+	return cmd
 }
 
 func (a *app) podCreate() *cobra.Command {
 	var spec provider.CreateSpec
 	var idle time.Duration
 	var maxHours float64
-	var sshKey string
+	var sshKey, prov, host string
+	var rf remoteFlags
 	cmd := &cobra.Command{
-		Use:   "create --gpu TYPE [--cloud secure|community] [--volume-gb N | --network-volume ID]",
-		Short: "Create a pod (idempotent; recorded in the store; idle auto-stop limit by default)",
-		Args:  cobra.NoArgs,
+		Use:   "create --gpu TYPE [--cloud secure|community] [--volume-gb N | --network-volume ID] | --provider ssh --host ssh://user@host:port",
+		Short: "Create a pod (idempotent; recorded in the store; idle auto-stop limit by default), or add an SSH host",
+		Long: "RunPod (the default): rents a pod. --provider ssh: adds a machine you can SSH to, after\n" +
+			"checking it (SSH with its host key checked, nvidia-smi for its GPUs, Docker); its pod id is\n" +
+			"ssh-… and its name --name (default the host name). Its \"pod\" is the Scope container that\n" +
+			"`scopectl deploy --pod ID` runs there.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch prov {
+			case sshhost.Name:
+				return a.createSSHHost(cmd.Context(), cmd, host, spec.Name, rf)
+			case runpod.Name:
+				if host != "" {
+					return usageError("--host is for --provider ssh")
+				}
+			default:
+				return usageError("--provider %q: runpod or ssh", prov)
+			}
 			c, err := a.runpod()
 			if err != nil {
 				return err
@@ -114,6 +161,9 @@ func (a *app) podCreate() *cobra.Command {
 	f.DurationVar(&idle, "idle-stop", DefaultIdleStop, "stop the pod after this long idle (0 disables; see `pod watch`)")
 	f.Float64Var(&maxHours, "max-hours", 0, "stop the pod after this many hours (0: no limit)")
 	f.StringVar(&sshKey, "ssh-key", "", "public key to inject (default ~/.ssh/id_ed25519.pub)")
+	f.StringVar(&prov, "provider", runpod.Name, "runpod, or ssh: add a host you can SSH to (--host)")
+	f.StringVar(&host, "host", "", "with --provider ssh: ssh://user@host:port")
+	rf.addSSH(cmd)
 	return cmd
 }
 
@@ -187,12 +237,17 @@ func (a *app) markTerminated(ctx context.Context, id string) {
 	}
 }
 
-func printPod(w io.Writer, c *runpod.Client, p *provider.Pod, rec *store.Pod) {
+func printPod(w io.Writer, c provider.Provider, p *provider.Pod, rec *store.Pod) {
 	fmt.Fprintf(w, "pod %s (%s): %s, %d × %s, $%.3f/h\n", p.ID, p.Name, p.Status, p.GPUCount, p.GPUType, p.CostPerHr)
-	if host, port, ok := p.SSH(); ok {
-		fmt.Fprintf(w, "ssh: ssh://root@%s:%d/workspace/models/lora\n", host, port)
+	if p.Detail != "" {
+		fmt.Fprintf(w, "%s\n", p.Detail)
 	}
-	fmt.Fprintf(w, "scope: %s\n", c.ProxyURL(p.ID, 8000))
+	if u, ok := p.SSHURL(); ok {
+		fmt.Fprintf(w, "ssh: %s\n", u)
+	}
+	if u := podScopeURL(c, p); u != "" {
+		fmt.Fprintf(w, "scope: %s\n", u)
+	}
 	if rec != nil && rec.IdleStop > 0 {
 		fmt.Fprintf(w, "idle auto-stop after %s\n", rec.IdleStop)
 	}
@@ -206,22 +261,31 @@ type podView struct {
 }
 
 func (a *app) podLs() *cobra.Command {
-	return &cobra.Command{
+	var rf remoteFlags
+	var prov string
+	cmd := &cobra.Command{
 		Use:   "ls",
-		Short: "List pods, reconciling the API with what scopectl recorded",
+		Short: "List pods, reconciling the API with what scopectl recorded, and the SSH hosts (checked now)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.runpod()
-			if err != nil {
-				return err
+			ctx := cmd.Context()
+			if prov != "" && prov != runpod.Name && prov != sshhost.Name {
+				return usageError("--provider %q: runpod or ssh", prov)
 			}
-			ps, err := a.podStore()
-			if err != nil {
-				return err
+			views := []podView{}
+			if prov != runpod.Name {
+				hosts, err := a.sshHostViews(ctx, rf)
+				if err != nil {
+					return err
+				}
+				views = hosts
 			}
-			views, err := reconcile(cmd.Context(), c, ps)
-			if err != nil {
-				return err
+			if prov != sshhost.Name && (a.cfg.RunPodKey.IsSet() || len(views) == 0) {
+				pods, err := a.reconciled(ctx)
+				if err != nil {
+					return err
+				}
+				views = append(pods, views...)
 			}
 			return a.out(views, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -233,6 +297,9 @@ func (a *app) podLs() *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().StringVar(&prov, "provider", "", "only runpod or only ssh (default both; RunPod when RUNPOD_API_KEY is set)")
+	rf.addSSH(cmd)
+	return cmd
 }
 
 // reconcile lists the API's pods, updates the store's records, marks records whose pod
@@ -242,9 +309,15 @@ func reconcile(ctx context.Context, c *runpod.Client, ps store.PodStore) ([]podV
 	if err != nil {
 		return nil, err
 	}
-	recs, err := ps.ListPods(ctx, true)
+	all, err := ps.ListPods(ctx, true)
 	if err != nil {
 		return nil, err
+	}
+	var recs []store.Pod
+	for _, r := range all {
+		if r.Provider == c.Name() {
+			recs = append(recs, r)
+		}
 	}
 	byID, byTag := map[string]*store.Pod{}, map[string]*store.Pod{}
 	for i := range recs {
@@ -304,33 +377,14 @@ func (a *app) resolvePod(ctx context.Context, ref string) (string, error) {
 	return ref, nil
 }
 
-// podTarget opens the provider and resolves a pod reference (pod id or request id).
-func (a *app) podTarget(ctx context.Context, ref string) (*runpod.Client, string, error) {
-	c, err := a.runpod()
-	if err != nil {
-		return nil, "", err
-	}
-	id, err := a.resolvePod(ctx, ref)
-	return c, id, err
-}
-
-// fetchPod reads one pod from the provider.
-func (a *app) fetchPod(ctx context.Context, ref string) (*provider.Pod, error) {
-	c, id, err := a.podTarget(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	p, err := c.Get(ctx, id)
-	return p, notFound(err)
-}
-
 func (a *app) podGet() *cobra.Command {
-	return &cobra.Command{
+	var rf remoteFlags
+	cmd := &cobra.Command{
 		Use:   "get ID",
-		Short: "Show one pod",
+		Short: "Show one pod, or SSH host (checked now)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, id, err := a.podTarget(cmd.Context(), args[0])
+			c, id, err := a.podTarget(cmd.Context(), args[0], rf)
 			if err != nil {
 				return err
 			}
@@ -341,6 +395,8 @@ func (a *app) podGet() *cobra.Command {
 			return a.out(p, func(w io.Writer) { printPod(w, c, p, nil) })
 		},
 	}
+	rf.addSSH(cmd)
+	return cmd
 }
 
 func notFound(err error) error {
@@ -351,12 +407,14 @@ func notFound(err error) error {
 }
 
 func (a *app) podAction(verb string) *cobra.Command {
-	return &cobra.Command{
-		Use:   verb + " ID",
-		Short: map[string]string{"stop": "Stop a pod (the volume stays; billing for the GPU stops)", "start": "Start a stopped pod"}[verb],
-		Args:  cobra.ExactArgs(1),
+	var rf remoteFlags
+	cmd := &cobra.Command{
+		Use: verb + " ID",
+		Short: map[string]string{"stop": "Stop a pod (the volume stays; billing for the GPU stops), or an SSH host's Scope container",
+			"start": "Start a stopped pod, or an SSH host's Scope container"}[verb],
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, id, err := a.podTarget(cmd.Context(), args[0])
+			c, id, err := a.podTarget(cmd.Context(), args[0], rf)
 			if err != nil {
 				return err
 			}
@@ -371,22 +429,33 @@ func (a *app) podAction(verb string) *cobra.Command {
 			return a.out(map[string]string{"id": id, "action": verb}, func(w io.Writer) { fmt.Fprintf(w, "%s: %s requested\n", id, verb) })
 		},
 	}
+	rf.addSSH(cmd)
+	return cmd
 }
 
 func (a *app) podRm() *cobra.Command {
 	var yes bool
+	var rf remoteFlags
 	cmd := &cobra.Command{
 		Use:   "rm ID",
-		Short: "Terminate a pod (its volume is deleted); asks unless --yes",
+		Short: "Terminate a pod (its volume is deleted; asks unless --yes), or forget an SSH host (nothing on it is touched)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !yes {
-				return usageError("terminating %s deletes its volume; pass --yes to confirm", args[0])
-			}
 			ctx := cmd.Context()
-			c, id, err := a.podTarget(ctx, args[0])
+			c, id, err := a.podTarget(ctx, args[0], rf)
 			if err != nil {
 				return err
+			}
+			if _, ok := c.(*sshhost.Provider); ok {
+				if err := c.Terminate(ctx, id); err != nil {
+					return notFound(err)
+				}
+				return a.out(map[string]string{"id": id, "action": "forget"}, func(w io.Writer) {
+					fmt.Fprintf(w, "%s forgotten; its container and files are untouched\n", id)
+				})
+			}
+			if !yes {
+				return usageError("terminating %s deletes its volume; pass --yes to confirm", args[0])
 			}
 			if err := c.Terminate(ctx, id); err != nil {
 				return notFound(err)
@@ -396,5 +465,6 @@ func (a *app) podRm() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm termination")
+	rf.addSSH(cmd)
 	return cmd
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/daydreamlive/scopectl/internal/provider"
+	"github.com/daydreamlive/scopectl/internal/provider/sshhost"
 	"github.com/daydreamlive/scopectl/internal/remote"
 )
 
@@ -93,10 +95,8 @@ func podGateway(ctx context.Context, c any, p *provider.Pod) (sshLogin, error) {
 // IP and mapped port 22 when it has them (and !viaGateway), else RunPod's PTY gateway
 // (ssh+pty://). The caller closes the remote.
 func (a *app) podRunner(ctx context.Context, c any, p *provider.Pod, rf remoteFlags, viaGateway bool) (remote.Remote, remote.Runner, error) {
-	var u string
-	if host, port, ok := p.SSH(); ok && !viaGateway {
-		u = "ssh://root@" + net.JoinHostPort(host, strconv.Itoa(port)) + "/"
-	} else {
+	u, direct := p.SSHURL()
+	if !direct || viaGateway {
 		if p.Status != provider.StatusRunning {
 			return nil, nil, fmt.Errorf("pod %s is %s: start it first (scopectl pod start %s)", p.ID, p.Status, p.ID)
 		}
@@ -126,7 +126,7 @@ func (a *app) podSSH() *cobra.Command {
 	var rf remoteFlags
 	cmd := &cobra.Command{
 		Use:   "ssh ID [-- COMMAND…]",
-		Short: "Open a shell on a pod (direct SSH when it has a public IP, RunPod's PTY gateway otherwise), or run COMMAND",
+		Short: "Open a shell on a pod (direct SSH when it has a public IP, RunPod's PTY gateway otherwise) or an SSH host, or run COMMAND",
 		Long: "Direct SSH to the pod's public IP and mapped port 22 when it has them (a full SSH: exec,\n" +
 			"SFTP); otherwise RunPod's gateway {podId}-{suffix}@ssh.runpod.io, which offers only a\n" +
 			"terminal: an interactive shell through `ssh -tt`, and COMMAND typed into that terminal\n" +
@@ -137,21 +137,27 @@ func (a *app) podSSH() *cobra.Command {
 				return usageError("usage: scopectl pod ssh ID [-- COMMAND…]")
 			}
 			ctx := cmd.Context()
-			c, id, err := a.podTarget(ctx, args[0])
+			c, id, err := a.podTarget(ctx, args[0], rf)
 			if err != nil {
 				return err
+			}
+			_, isHost := c.(*sshhost.Provider)
+			if isHost && viaGateway {
+				return usageError("--gateway is RunPod's; %s is an SSH host", args[0])
 			}
 			p, err := c.Get(ctx, id)
 			if err != nil {
 				return notFound(err)
 			}
 			command := args[1:]
-			if host, port, ok := p.SSH(); ok && !viaGateway {
-				argv := []string{"-p", strconv.Itoa(port), "root@" + host}
+			// A command on an SSH host runs over scopectl's own SSH (its host-key checks).
+			if host, port, ok := p.SSH(); ok && !viaGateway && !(isHost && len(command) > 0) {
+				user := cmp.Or(p.SSHUser, "root")
+				argv := []string{"-p", strconv.Itoa(port), user + "@" + host}
 				if len(command) > 0 {
 					argv = append(append(argv, "--"), command...)
 				}
-				return a.execSSH(ctx, argv, len(command) == 0, fmt.Sprintf("root@%s port %d", host, port))
+				return a.execSSH(ctx, argv, len(command) == 0, fmt.Sprintf("%s@%s port %d", user, host, port))
 			}
 			if len(command) == 0 {
 				if p.Status != provider.StatusRunning {
@@ -163,7 +169,7 @@ func (a *app) podSSH() *cobra.Command {
 				}
 				return a.execSSH(ctx, []string{"-tt", "-p", strconv.Itoa(l.Port), l.User + "@" + l.Host}, true, l.String()+" (a terminal only: ssh -tt)")
 			}
-			r, run, err := a.podRunner(ctx, c, p, rf, true)
+			r, run, err := a.podRunner(ctx, c, p, rf, !isHost)
 			if err != nil {
 				return err
 			}
@@ -226,15 +232,7 @@ func (a *app) costCmd() *cobra.Command {
 			"apart, and earlier runs are not counted). RunPod's own billing is the reference.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.runpod()
-			if err != nil {
-				return err
-			}
-			ps, err := a.podStore()
-			if err != nil {
-				return err
-			}
-			views, err := reconcile(cmd.Context(), c, ps)
+			views, err := a.reconciled(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -40,10 +40,7 @@ func ptyGateway(t *testing.T, e *env) int {
 func runningPod(t *testing.T, e *env) (*runpodtest.Server, string) {
 	t.Helper()
 	key := "rpa_" + strings.Repeat("G5", 20)
-	srv := runpodtest.New(t, runpodtest.Options{APIKey: key})
-	t.Setenv("RUNPOD_API_URL", srv.RESTURL())
-	t.Setenv("RUNPOD_GRAPHQL_URL", srv.GraphQLURL())
-	t.Setenv("RUNPOD_API_KEY", key)
+	srv := fakeRunPod(t, key)
 	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--ports", "8000/http",
 		"--ssh-key", filepath.Join(e.root, "no-key.pub"), "--json"))
 	id := pod["id"].(string)

@@ -73,11 +73,7 @@ func TestPodLifecycleCLI(t *testing.T) {
 
 func TestPodWatchStopsPastMaxHours(t *testing.T) {
 	e := newEnv(t)
-	key := "rpa_" + strings.Repeat("W7", 20)
-	srv := runpodtest.New(t, runpodtest.Options{APIKey: key})
-	t.Setenv("RUNPOD_API_URL", srv.RESTURL())
-	t.Setenv("RUNPOD_GRAPHQL_URL", srv.GraphQLURL())
-	t.Setenv("RUNPOD_API_KEY", key)
+	fakeRunPod(t, "rpa_"+strings.Repeat("W7", 20))
 	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--max-hours", "0.0002", "--json"))
 	id := pod["id"].(string)
 	deadline := time.Now().Add(20 * time.Second)
@@ -115,11 +111,7 @@ type costJSON struct {
 // it is loaded and nobody uses it, the pod is stopped.
 func TestPodWatchScopeThroughProxy(t *testing.T) {
 	e := newEnv(t)
-	key := "rpa_" + strings.Repeat("P3", 20)
-	srv := runpodtest.New(t, runpodtest.Options{APIKey: key})
-	t.Setenv("RUNPOD_API_URL", srv.RESTURL())
-	t.Setenv("RUNPOD_GRAPHQL_URL", srv.GraphQLURL())
-	t.Setenv("RUNPOD_API_KEY", key)
+	fakeRunPod(t, "rpa_"+strings.Repeat("P3", 20))
 	var mu sync.Mutex
 	var paths []string
 	status := "loading"
@@ -162,4 +154,14 @@ func TestPodWatchScopeThroughProxy(t *testing.T) {
 	if len(ds) != 1 || ds[0]["action"] != "stop" {
 		t.Fatalf("idle pod: %v", ds)
 	}
+}
+
+// fakeRunPod starts the fake RunPod API and points scopectl at it with key.
+func fakeRunPod(t *testing.T, key string) *runpodtest.Server {
+	t.Helper()
+	srv := runpodtest.New(t, runpodtest.Options{APIKey: key})
+	t.Setenv("RUNPOD_API_URL", srv.RESTURL())
+	t.Setenv("RUNPOD_GRAPHQL_URL", srv.GraphQLURL())
+	t.Setenv("RUNPOD_API_KEY", key)
+	return srv
 }

@@ -29,23 +29,19 @@ func (a *app) podWatch() *cobra.Command {
 			"did not create are never touched.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.runpod()
-			if err != nil {
-				return err
-			}
-			ps, err := a.podStore()
+			c, ps, err := a.runpodStore()
 			if err != nil {
 				return err
 			}
 			scope := watch.ScopeProbe{URL: func(p provider.Pod) string { return c.ProxyURL(p.ID, deploy.ContainerPort) }}
-			w := &watch.Watcher{Provider: c, Store: ps, Probes: []watch.Probe{scope}}
+			w := &watch.Watcher{Provider: c, ProviderName: c.Name(), Store: ps, Probes: []watch.Probe{scope}}
 			if !noSSH {
 				w.Probes = append(w.Probes, watch.GPUProbe{Source: func(ctx context.Context, p provider.Pod) (gpu.Source, error) {
-					host, port, ok := p.SSH()
+					u, ok := p.SSHURL()
 					if !ok {
 						return nil, fmt.Errorf("pod %s has no public SSH port", p.ID)
 					}
-					r, err := a.openRemote(ctx, fmt.Sprintf("ssh://root@%s:%d/", host, port), rf)
+					r, err := a.openRemote(ctx, u, rf)
 					if err != nil {
 						return nil, err
 					}

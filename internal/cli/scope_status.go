@@ -78,7 +78,7 @@ func (a *app) statusCmd() *cobra.Command {
 	var scopeURL, name string
 	var rf remoteFlags
 	cmd := &cobra.Command{
-		Use:   "status [POD-ID | ssh://user@host:port]",
+		Use:   "status [POD-ID | SSH-HOST-ID | ssh://user@host:port]",
 		Short: "Show a deployment: pod state and cost, container, Scope health, pipeline, LoRAs vs the library, GPU",
 		Long: "TARGET is a RunPod pod (its state and cost so far; Scope through RunPod's proxy; the GPU\n" +
 			"over SSH, or through RunPod's gateway), an SSH host where `deploy --host` runs Scope (the\n" +
@@ -100,6 +100,17 @@ func (a *app) statusCmd() *cobra.Command {
 			}
 			base := scopeURL
 			var gpuSrc gpu.Source
+			if target != "" && !strings.Contains(target, "://") {
+				// An SSH host scopectl records: read it as ssh://, with the container deploy made.
+				if rec, ok, err := a.sshHost(ctx, target); err != nil {
+					return err
+				} else if ok {
+					target = rec.Address + "/"
+					if !cmd.Flags().Changed("name") && rec.Container != "" {
+						name = rec.Container
+					}
+				}
+			}
 			switch {
 			case target == "":
 				gpuSrc = gpu.Local(ctx)
@@ -135,7 +146,7 @@ func (a *app) statusCmd() *cobra.Command {
 					base = "http://" + net.JoinHostPort(u.Hostname(), strconv.Itoa(port))
 				}
 			default:
-				c, id, err := a.podTarget(ctx, target)
+				c, id, err := a.podTarget(ctx, target, rf)
 				if err != nil {
 					return err
 				}
@@ -153,7 +164,7 @@ func (a *app) statusCmd() *cobra.Command {
 				}
 				v.Pod = pv
 				if !explicitScope {
-					base = c.ProxyURL(p.ID, deploy.ContainerPort)
+					base = podScopeURL(c, p)
 				}
 				if p.Status != provider.StatusRunning {
 					fail("gpu", fmt.Errorf("pod %s is %s: no GPU attached", p.ID, p.Status))

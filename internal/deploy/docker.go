@@ -451,28 +451,43 @@ func apply(ctx context.Context, r remote.Runner, s Spec) ([]Step, error) {
 				return steps, err
 			}
 		case "replace":
-			out, code, err := run(ctx, r, "docker rm --force "+q(s.Name)+" 2>&1")
-			if err != nil {
-				return steps, fmt.Errorf("deploy: docker rm %s: %w", s.Name, err)
-			}
-			if code != 0 {
-				return steps, fmt.Errorf("deploy: docker rm %s (exit %d): %s", s.Name, code, trimOut(out))
+			if err := docker(ctx, r, "rm --force", s.Name); err != nil {
+				return steps, err
 			}
 			if err := create(ctx, r, s); err != nil {
 				return steps, err
 			}
 		case "start":
-			out, code, err := run(ctx, r, "docker start "+q(s.Name)+" 2>&1")
-			if err != nil {
-				return steps, fmt.Errorf("deploy: docker start %s: %w", s.Name, err)
-			}
-			if code != 0 {
-				return steps, fmt.Errorf("deploy: docker start %s (exit %d): %s", s.Name, code, trimOut(out))
+			if err := Start(ctx, r, s.Name); err != nil {
+				return steps, err
 			}
 		}
 		steps = append(steps, st)
 	}
 	return steps, nil
+}
+
+// Start starts the container name (docker start; a running one stays as it is).
+func Start(ctx context.Context, r remote.Runner, name string) error {
+	return docker(ctx, r, "start", name)
+}
+
+// Stop stops the container name (docker stop; a stopped one stays as it is). Its
+// restart policy does not bring it back until it is started again.
+func Stop(ctx context.Context, r remote.Runner, name string) error {
+	return docker(ctx, r, "stop", name)
+}
+
+// docker runs `docker VERB NAME` on the host; a failure is one line with docker's words.
+func docker(ctx context.Context, r remote.Runner, verb, name string) error {
+	out, code, err := run(ctx, r, "docker "+verb+" "+q(name)+" 2>&1")
+	if err != nil {
+		return fmt.Errorf("deploy: docker %s %s: %w", verb, name, err)
+	}
+	if code != 0 {
+		return fmt.Errorf("deploy: docker %s %s (exit %d): %s", verb, name, code, oneLine(out))
+	}
+	return nil
 }
 
 // envFileScript is the script that writes the secret env file: it carries the secret

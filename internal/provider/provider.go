@@ -13,6 +13,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -76,10 +78,12 @@ type Pod struct {
 	Ports           map[string]int    `json:"ports,omitempty"` // "22/tcp" → public port
 	VolumeGB        int               `json:"volume_gb"`
 	NetworkVolumeID string            `json:"network_volume_id,omitempty"`
-	Env             map[string]string `json:"env,omitempty"` // secret values replaced by SecretValue
-	CreatedAt       time.Time         `json:"created_at"`    // zero when the provider did not say
-	StartedAt       time.Time         `json:"started_at"`    // the last start (a stopped pod's GPU is not billed); zero when unknown
-	Tag             string            `json:"tag,omitempty"` // scopectl request id; "" for pods scopectl did not create
+	Env             map[string]string `json:"env,omitempty"`      // secret values replaced by SecretValue
+	CreatedAt       time.Time         `json:"created_at"`         // zero when the provider did not say
+	StartedAt       time.Time         `json:"started_at"`         // the last start (a stopped pod's GPU is not billed); zero when unknown
+	Tag             string            `json:"tag,omitempty"`      // scopectl request id; "" for pods scopectl did not create
+	SSHUser         string            `json:"ssh_user,omitempty"` // login for direct SSH; "" is root
+	Detail          string            `json:"detail,omitempty"`   // the provider's word on the state (an SSH host: unreachable and why)
 }
 
 // SSH returns the public address of the pod's port 22, if it has one.
@@ -89,6 +93,19 @@ func (p *Pod) SSH() (host string, port int, ok bool) {
 		return "", 0, false
 	}
 	return p.PublicIP, port, true
+}
+
+// SSHURL is ssh://user@host:port/ for the pod's port 22, if it has a public one.
+func (p *Pod) SSHURL() (string, bool) {
+	host, port, ok := p.SSH()
+	if !ok {
+		return "", false
+	}
+	user := p.SSHUser
+	if user == "" {
+		user = "root"
+	}
+	return "ssh://" + user + "@" + net.JoinHostPort(host, strconv.Itoa(port)) + "/", true
 }
 
 // Uptime is how long the pod has been running at now: since its last start (else since
@@ -126,6 +143,7 @@ type CreateSpec struct {
 	MaxPrice        float64 // USD per hour for the whole pod; 0 = no limit
 	SSHPublicKey    string  // authorized_keys line for root
 	RequestID       string  // scopectl request id: the idempotency key (see CheckRequestID)
+	Host            string  // a provider of machines that already exist (ssh): the one to add, ssh://user@host:port
 }
 
 // UpdateSpec says what an existing pod must have. It only adds and replaces: an empty

@@ -77,4 +77,11 @@ CREATE UNIQUE INDEX pods_provider_id ON pods(provider, id) WHERE id IS NOT NULL;
 ALTER TABLE origins ADD COLUMN base_model TEXT NOT NULL DEFAULT '';
 ALTER TABLE origins ADD COLUMN trigger_words TEXT NOT NULL DEFAULT '';
 `,
+	// 4: machines scopectl reaches but did not rent (provider "ssh"): where they are, how
+	// many GPUs they have, and the container that runs Scope there.
+	`
+ALTER TABLE pods ADD COLUMN address TEXT NOT NULL DEFAULT '';
+ALTER TABLE pods ADD COLUMN gpu_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pods ADD COLUMN container TEXT NOT NULL DEFAULT '';
+`,
 }

@@ -16,6 +16,9 @@ type Pod struct {
 	ID             string        `json:"id"`
 	Name           string        `json:"name"`
 	GPUType        string        `json:"gpu_type,omitempty"`
+	GPUCount       int           `json:"gpu_count,omitempty"`
+	Address        string        `json:"address,omitempty"`   // a machine scopectl did not rent (provider ssh): ssh://user@host:port
+	Container      string        `json:"container,omitempty"` // there, the container that runs Scope
 	CostPerHr      float64       `json:"cost_per_hr,omitempty"`
 	CreatedAt      time.Time     `json:"created_at"`
 	IdleStop       time.Duration `json:"idle_stop"`
@@ -51,25 +54,26 @@ func (s *SQLite) PutPod(ctx context.Context, p Pod) error {
 	if p.ID != "" {
 		id = p.ID
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO pods (request_id, provider, id, name, gpu_type, cost_per_hr, created_at, idle_stop_s, max_hours, last_seen_status, last_seen_at, terminated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO pods (request_id, provider, id, name, gpu_type, cost_per_hr, created_at, idle_stop_s, max_hours, last_seen_status, last_seen_at, terminated_at, address, gpu_count, container)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (request_id) DO UPDATE SET provider = excluded.provider, id = excluded.id, name = excluded.name,
 			gpu_type = excluded.gpu_type, cost_per_hr = excluded.cost_per_hr, idle_stop_s = excluded.idle_stop_s,
 			max_hours = excluded.max_hours, last_seen_status = excluded.last_seen_status,
-			last_seen_at = excluded.last_seen_at, terminated_at = excluded.terminated_at`,
+			last_seen_at = excluded.last_seen_at, terminated_at = excluded.terminated_at,
+			address = excluded.address, gpu_count = excluded.gpu_count, container = excluded.container`,
 		p.RequestID, p.Provider, id, p.Name, p.GPUType, p.CostPerHr, fmtTime(p.CreatedAt), int64(p.IdleStop/time.Second),
-		p.MaxHours, p.LastSeenStatus, optTime(p.LastSeenAt), optTime(p.TerminatedAt))
+		p.MaxHours, p.LastSeenStatus, optTime(p.LastSeenAt), optTime(p.TerminatedAt), p.Address, p.GPUCount, p.Container)
 	return err
 }
 
-const podCols = `request_id, provider, id, name, gpu_type, cost_per_hr, created_at, idle_stop_s, max_hours, last_seen_status, last_seen_at, terminated_at`
+const podCols = `request_id, provider, id, name, gpu_type, cost_per_hr, created_at, idle_stop_s, max_hours, last_seen_status, last_seen_at, terminated_at, address, gpu_count, container`
 
 func scanPod(r scanner) (Pod, error) {
 	var p Pod
 	var id, seen, term sql.NullString
 	var created string
 	var idle int64
-	if err := r.Scan(&p.RequestID, &p.Provider, &id, &p.Name, &p.GPUType, &p.CostPerHr, &created, &idle, &p.MaxHours, &p.LastSeenStatus, &seen, &term); err != nil {
+	if err := r.Scan(&p.RequestID, &p.Provider, &id, &p.Name, &p.GPUType, &p.CostPerHr, &created, &idle, &p.MaxHours, &p.LastSeenStatus, &seen, &term, &p.Address, &p.GPUCount, &p.Container); err != nil {
 		return p, err
 	}
 	p.ID = id.String

@@ -39,6 +39,13 @@ func TestPods(t *testing.T) {
 	if len(live) != 1 || len(all) != 2 {
 		t.Fatalf("live %d all %d", len(live), len(all))
 	}
+	// A machine scopectl reaches but did not rent: its address and GPU count.
+	if err := s.PutPod(ctx, Pod{RequestID: "ssh-1", Provider: "ssh", ID: "ssh-1", Name: "box", Address: "ssh://me@box:22", GPUCount: 2, Container: "scope"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetPod(ctx, "ssh-1"); err != nil || got.Address != "ssh://me@box:22" || got.GPUCount != 2 || got.Container != "scope" {
+		t.Fatalf("%+v %v", got, err)
+	}
 	if _, err := s.GetPod(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 		t.Fatal(err)
 	}

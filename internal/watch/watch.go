@@ -101,6 +101,9 @@ type Decision struct {
 type Watcher struct {
 	Provider provider.Provider
 	Store    store.PodStore
+	// ProviderName, if set, is the store's name of Provider: records of other providers
+	// (another cloud, SSH hosts) are not this Watcher's.
+	ProviderName string
 	// Probes say whether a pod is busy. With none, idleness is never established:
 	// only MaxHours stops pods.
 	Probes []Probe
@@ -246,6 +249,9 @@ func (w *Watcher) Tick(ctx context.Context) ([]Decision, error) {
 	for _, rec := range recs {
 		if rec.TerminatedAt != nil || rec.RequestID == "" {
 			continue // a store that ignores liveOnly must not resurrect a record
+		}
+		if w.ProviderName != "" && rec.Provider != w.ProviderName {
+			continue
 		}
 		live[rec.RequestID] = true
 		j := &job{rec: rec}

@@ -887,3 +887,20 @@ func TestConcurrentTicksAndRealSleep(t *testing.T) {
 		t.Fatal("stopped")
 	}
 }
+
+// Records of another provider (an SSH host) are not the Watcher's when ProviderName is set.
+func TestOtherProvidersIgnored(t *testing.T) {
+	e := newEnv(t)
+	e.w.ProviderName = runpod.Name
+	if err := e.st.PutPod(ctxT(t), store.Pod{RequestID: "ssh-0123456789", ID: "ssh-0123456789", Provider: "ssh", Name: "box",
+		IdleStop: time.Minute, CreatedAt: e.clk.Now().Add(-time.Hour), LastSeenStatus: provider.StatusRunning}); err != nil {
+		t.Fatal(err)
+	}
+	a := e.create("sc-a", &store.Pod{IdleStop: time.Minute})
+	e.gpus.set(a.ID, 0, nil)
+	e.clk.Advance(2 * time.Minute)
+	ds := e.tick()
+	if len(ds) != 1 || ds[0].RequestID != "sc-a" || ds[0].Action != ActionStop {
+		t.Fatalf("%+v", ds)
+	}
+}
