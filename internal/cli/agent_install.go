@@ -61,15 +61,11 @@ func (a *app) agentInstallCmd() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			r, err := a.openRemote(ctx, u.String(), rf)
+			r, run, err := a.openRunner(ctx, u.String(), rf)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			run, ok := r.(remote.Runner)
-			if !ok {
-				return fmt.Errorf("%s cannot run commands", r)
-			}
 			dir := u.Path
 			sh := func(script string) (string, error) {
 				out, code, err := run.Run(ctx, script)

@@ -147,15 +147,11 @@ func (a *app) deployHost(cmd *cobra.Command, o *deployFlags) error {
 			return err
 		}
 	}
-	r, err := a.openRemote(ctx, o.host, o.rf)
+	r, run, err := a.openRunner(ctx, o.host, o.rf)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	run, ok := r.(remote.Runner)
-	if !ok {
-		return fmt.Errorf("%s cannot run commands", r)
-	}
 	steps, err := deploy.Apply(ctx, run, s, o.dryRun)
 	res := map[string]any{"host": r.String(), "steps": steps, "dry_run": o.dryRun}
 	if err != nil || o.dryRun {

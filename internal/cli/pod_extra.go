@@ -106,16 +106,7 @@ func (a *app) podRunner(ctx context.Context, c any, p *provider.Pod, rf remoteFl
 		}
 		u = "ssh+pty://" + l.String()
 	}
-	r, err := a.openRemote(ctx, u, rf)
-	if err != nil {
-		return nil, nil, err
-	}
-	run, ok := r.(remote.Runner)
-	if !ok {
-		r.Close()
-		return nil, nil, fmt.Errorf("%s cannot run commands", r)
-	}
-	return r, run, nil
+	return a.openRunner(ctx, u, rf)
 }
 
 // podSSH opens a shell on a pod, or runs one command there: direct TCP to its public IP

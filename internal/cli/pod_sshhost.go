@@ -31,7 +31,7 @@ func (a *app) sshHosts(rf remoteFlags) (*sshhost.Provider, error) {
 		return nil, err
 	}
 	return &sshhost.Provider{Store: ps, Dial: func(ctx context.Context, u string) (sshhost.Runner, error) {
-		r, err := a.openRemote(ctx, u, rf)
+		r, _, err := a.openRunner(ctx, u, rf)
 		if err != nil {
 			return nil, err
 		}

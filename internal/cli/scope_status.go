@@ -121,15 +121,11 @@ func (a *app) statusCmd() *cobra.Command {
 				}
 				v.Target = remote.Redact(target)
 				port := deploy.DefaultPort
-				r, err := a.openRemote(ctx, target, rf)
+				r, run, err := a.openRunner(ctx, target, rf)
 				if err != nil {
 					fail("ssh", err)
 				} else {
 					defer r.Close()
-					run, ok := r.(remote.Runner)
-					if !ok {
-						return usageError("%s cannot run commands", r)
-					}
 					if ct, err := deploy.Inspect(ctx, run, name); err != nil {
 						fail("container", err)
 					} else {

@@ -45,6 +45,20 @@ func (f *remoteFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.allowHTTP, "allow-http", false, "allow plain http:// to a non-loopback agent or S3 endpoint (test networks only: traffic is not encrypted)")
 }
 
+// openRunner opens a remote that can run commands (ssh://, ssh+pty://).
+func (a *app) openRunner(ctx context.Context, raw string, f remoteFlags) (remote.Remote, remote.Runner, error) {
+	r, err := a.openRemote(ctx, raw, f)
+	if err != nil {
+		return nil, nil, err
+	}
+	run, ok := r.(remote.Runner)
+	if !ok {
+		r.Close()
+		return nil, nil, usageError("%s cannot run commands: want ssh:// or ssh+pty://", r)
+	}
+	return r, run, nil
+}
+
 func (a *app) openRemote(ctx context.Context, raw string, f remoteFlags) (remote.Remote, error) {
 	opts := map[string]string{}
 	if f.allowHTTP {

@@ -10,8 +10,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -175,21 +177,12 @@ func containerEnv(s Spec) []string {
 	return env
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
-
 // SettingsHash is the sha256 of the normalized spec without secret values, plus a hash of
 // the secret values (so a changed token replaces the container). s must be normalized.
 func SettingsHash(s Spec) string {
 	sh := sha256.New()
 	sh.Write([]byte("scopectl-secret-env-v1\x00"))
-	for _, k := range sortedKeys(s.SecretEnv) {
+	for _, k := range slices.Sorted(maps.Keys(s.SecretEnv)) {
 		sh.Write([]byte(k + "\x00" + s.SecretEnv[k].Reveal() + "\x00"))
 	}
 	doc := struct {
@@ -203,7 +196,7 @@ func SettingsHash(s Spec) string {
 		SecretHash string   `json:"secret_hash"`
 		Volume     string   `json:"volume"`
 		LoRADir    string   `json:"lora_dir"`
-	}{1, s.Image, s.Name, s.Port, s.GPUs, containerEnv(s), sortedKeys(s.SecretEnv), hex.EncodeToString(sh.Sum(nil)), s.Volume, s.LoRADir}
+	}{1, s.Image, s.Name, s.Port, s.GPUs, containerEnv(s), slices.Sorted(maps.Keys(s.SecretEnv)), hex.EncodeToString(sh.Sum(nil)), s.Volume, s.LoRADir}
 	b, _ := json.Marshal(doc)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
@@ -496,7 +489,7 @@ func docker(ctx context.Context, r remote.Runner, verb, name string) error {
 func envFileScript(s Spec) (string, error) {
 	var b strings.Builder
 	b.WriteString("umask 077\nf=$(mktemp \"${TMPDIR:-/tmp}/scopectl-env.XXXXXXXX\") || exit 1\ncat >\"$f\" <<'SCOPECTL_ENV_EOF' || { rm -f \"$f\"; exit 1; }\n")
-	for _, k := range sortedKeys(s.SecretEnv) {
+	for _, k := range slices.Sorted(maps.Keys(s.SecretEnv)) {
 		b.WriteString(k + "=" + s.SecretEnv[k].Reveal() + "\n")
 	}
 	b.WriteString("SCOPECTL_ENV_EOF\nprintf '%s\\n' \"$f\"\n")
@@ -541,7 +534,7 @@ func create(ctx context.Context, r remote.Runner, s Spec) (err error) {
 			// Over SSH exec the script is a command line the host's process list shows:
 			// the values travel on standard input instead.
 			var vals strings.Builder
-			for _, k := range sortedKeys(s.SecretEnv) {
+			for _, k := range slices.Sorted(maps.Keys(s.SecretEnv)) {
 				vals.WriteString(k + "=" + s.SecretEnv[k].Reveal() + "\n")
 			}
 			out, code, rerr = ir.RunInput(ctx, "umask 077\nf=$(mktemp \"${TMPDIR:-/tmp}/scopectl-env.XXXXXXXX\") || exit 1\ncat >\"$f\" || { rm -f \"$f\"; exit 1; }\nprintf '%s\\n' \"$f\"\n", strings.NewReader(vals.String()))

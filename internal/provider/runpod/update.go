@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -128,7 +128,7 @@ func (c *Client) Update(ctx context.Context, id string, spec provider.UpdateSpec
 		env[k] = v
 		envChanged = true
 	}
-	for _, k := range sortedKeys(spec.Env) {
+	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
 		set(k, spec.Env[k], false)
 	}
 	secretNames := map[string]bool{}
@@ -137,12 +137,12 @@ func (c *Client) Update(ctx context.Context, id string, spec provider.UpdateSpec
 			secretNames[n] = true
 		}
 	}
-	for _, k := range sortedKeys(spec.SecretEnv) {
+	for _, k := range slices.Sorted(maps.Keys(spec.SecretEnv)) {
 		set(k, spec.SecretEnv[k].Reveal(), true)
 		secretNames[k] = true
 	}
 	if len(secretNames) > 0 {
-		names := sortedKeys(secretNames)
+		names := slices.Sorted(maps.Keys(secretNames))
 		set(provider.EnvSecretNames, strings.Join(names, ","), false)
 	}
 	if envChanged {
@@ -160,15 +160,6 @@ func (c *Client) Update(ctx context.Context, id string, spec provider.UpdateSpec
 		return nil, c.classify(op, err, "")
 	}
 	return changes, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // DefaultProxyURL is RunPod's HTTP proxy: {pod} and {port} are replaced by the pod id

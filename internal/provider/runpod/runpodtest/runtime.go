@@ -8,12 +8,9 @@ package runpodtest
 // triggering a reset" does.
 
 import (
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -140,14 +137,7 @@ type updateBody struct {
 	VolumeMountPath         *string            `json:"volumeMountPath"`
 }
 
-var updateFields = func() map[string]bool {
-	m := map[string]bool{}
-	t := reflect.TypeOf(updateBody{})
-	for i := 0; i < t.NumField(); i++ {
-		m[strings.Split(t.Field(i).Tag.Get("json"), ",")[0]] = true
-	}
-	return m
-}()
+var updateFields = jsonFields(updateBody{})
 
 // Updates is how many PATCH /pods/{id} requests changed a pod.
 func (s *Server) Updates() int {
@@ -164,29 +154,12 @@ func (s *Server) Updates() int {
 // ports as a whole). A running pod is reset: its container restarts with the new
 // settings and gets new addresses.
 func (s *Server) update(w http.ResponseWriter, id string, body []byte) {
-	var keys map[string]json.RawMessage
-	if err := json.Unmarshal(body, &keys); err != nil {
-		errorJSON(w, http.StatusBadRequest, "Invalid input: "+err.Error())
-		return
-	}
-	for k := range keys {
-		if !updateFields[k] {
-			errorJSON(w, http.StatusBadRequest, fmt.Sprintf("Invalid input: unknown field %q", k))
-			return
-		}
-	}
 	var b updateBody
-	if err := json.Unmarshal(body, &b); err != nil {
-		errorJSON(w, http.StatusBadRequest, "Invalid input: "+err.Error())
+	if !decodeStrict(w, body, updateFields, &b) {
 		return
 	}
-	if b.Ports != nil {
-		for _, p := range *b.Ports {
-			if !portRE.MatchString(p) {
-				errorJSON(w, http.StatusBadRequest, fmt.Sprintf("Invalid input: port %q must look like 8888/http or 22/tcp", p))
-				return
-			}
-		}
+	if b.Ports != nil && !checkPorts(w, *b.Ports) {
+		return
 	}
 	if b.ImageName != nil && *b.ImageName == "" {
 		errorJSON(w, http.StatusBadRequest, "Invalid input: imageName must not be empty")

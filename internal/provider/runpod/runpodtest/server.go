@@ -577,34 +577,23 @@ type createBody struct {
 	VolumeMountPath         string            `json:"volumeMountPath"`
 }
 
-var createFields = func() map[string]bool {
+var createFields = jsonFields(createBody{})
+
+// jsonFields is the set of JSON names of a struct's fields.
+func jsonFields(v any) map[string]bool {
 	m := map[string]bool{}
-	t := reflect.TypeOf(createBody{})
+	t := reflect.TypeOf(v)
 	for i := 0; i < t.NumField(); i++ {
 		m[strings.Split(t.Field(i).Tag.Get("json"), ",")[0]] = true
 	}
 	return m
-}()
+}
 
 var portRE = regexp.MustCompile(`^([0-9]{1,5})/(tcp|http|udp)$`)
 
 func (s *Server) create(w http.ResponseWriter, body []byte) {
-	// Strict: encoding/json matches names case-insensitively and DisallowUnknownFields
-	// does not catch "imagename", so every key must be a field of the schema exactly.
-	var keys map[string]json.RawMessage
-	if err := json.Unmarshal(body, &keys); err != nil {
-		errorJSON(w, http.StatusBadRequest, "Invalid input: "+err.Error())
-		return
-	}
-	for k := range keys {
-		if !createFields[k] {
-			errorJSON(w, http.StatusBadRequest, fmt.Sprintf("Invalid input: unknown field %q", k))
-			return
-		}
-	}
 	var b createBody
-	if err := json.Unmarshal(body, &b); err != nil {
-		errorJSON(w, http.StatusBadRequest, "Invalid input: "+err.Error())
+	if !decodeStrict(w, body, createFields, &b) {
 		return
 	}
 	if b.ImageName == "" && b.TemplateID == nil {
@@ -639,16 +628,8 @@ func (s *Server) create(w http.ResponseWriter, body []byte) {
 		errorJSON(w, http.StatusBadRequest, "Invalid input: name must be at most 191 characters")
 		return
 	}
-	for _, p := range b.Ports {
-		m := portRE.FindStringSubmatch(p)
-		if m == nil {
-			errorJSON(w, http.StatusBadRequest, fmt.Sprintf("Invalid input: port %q must look like 8888/http or 22/tcp", p))
-			return
-		}
-		if n, _ := strconv.Atoi(m[1]); n < 1 || n > 65535 {
-			errorJSON(w, http.StatusBadRequest, fmt.Sprintf("Invalid input: port %q out of range", p))
-			return
-		}
+	if !checkPorts(w, b.Ports) {
+		return
 	}
 	disk, vol := 50, 20
 	if b.ContainerDiskInGb != nil {
@@ -1066,4 +1047,43 @@ func lowestPrice(g *GPU, args map[string]any) any {
 		"minVcpu":              func(map[string]any) any { return 8 },
 		"minMemory":            func(map[string]any) any { return 32 },
 	}}
+}
+
+// decodeStrict decodes a request body into v, answering 400 (and returning false) for bad
+// JSON or a key that is not exactly one of fields. Strict: encoding/json matches names
+// case-insensitively and DisallowUnknownFields does not catch "imagename".
+func decodeStrict(w http.ResponseWriter, body []byte, fields map[string]bool, v any) bool {
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(body, &keys); err != nil {
+		errorJSON(w, http.StatusBadRequest, "Invalid input: "+err.Error())
+		return false
+	}
+	for k := range keys {
+		if !fields[k] {
+			errorJSON(w, http.StatusBadRequest, fmt.Sprintf("Invalid input: unknown field %q", k))
+			return false
+		}
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		errorJSON(w, http.StatusBadRequest, "Invalid input: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// checkPorts answers 400 (and returns false) for a port that is not "N/tcp", "N/http" or
+// "N/udp" with N in 1..65535.
+func checkPorts(w http.ResponseWriter, ports []string) bool {
+	for _, p := range ports {
+		m := portRE.FindStringSubmatch(p)
+		if m == nil {
+			errorJSON(w, http.StatusBadRequest, fmt.Sprintf("Invalid input: port %q must look like 8888/http or 22/tcp", p))
+			return false
+		}
+		if n, _ := strconv.Atoi(m[1]); n < 1 || n > 65535 {
+			errorJSON(w, http.StatusBadRequest, fmt.Sprintf("Invalid input: port %q out of range", p))
+			return false
+		}
+	}
+	return true
 }
