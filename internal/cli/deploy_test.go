@@ -64,6 +64,15 @@ func TestDeployOverSSH(t *testing.T) {
 		t.Fatalf("status installed: %+v errors %v", v.Installed, v.Errors)
 	}
 	checkRecordedGPU(t, v)
+	// logs reads the container's output through docker logs over SSH: the stand-in logs
+	// the pipeline load there.
+	lg := decode[struct{ Lines []string }](t, e.mustRun("logs", host, "--name", name, "-n", "20", "--json"))
+	if !strings.Contains(strings.Join(lg.Lines, "\n"), "longlive") {
+		t.Fatalf("logs over SSH: %q", lg.Lines)
+	}
+	if _, errs, code := e.run("logs", host, "--name", "no-such-container"); code == 0 || !strings.Contains(errs, "no-such-container") {
+		t.Fatalf("logs of a missing container: %d %q", code, errs)
+	}
 	// Twice: nothing changes.
 	again := e.mustRunBin(bin, args...)
 	if !strings.Contains(again, `"action": "keep"`) || strings.Contains(again, `"action": "replace"`) || strings.Contains(again, `"action": "pull"`) {

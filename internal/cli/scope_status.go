@@ -358,26 +358,22 @@ func shortID(id string) string {
 var logsPoll = 2 * time.Second
 
 func (a *app) logsCmd() *cobra.Command {
-	var scopeURL string
+	var scopeURL, name string
 	var n int
 	var follow bool
+	var rf remoteFlags
 	cmd := &cobra.Command{
-		Use:   "logs",
-		Short: "Print the tail of a Scope server's log (-f: follow)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:   "logs [POD-ID | SSH-HOST-ID | ssh://user@host:port]",
+		Short: "Print the tail of a deployment's log (-f: follow)",
+		Long: "With an SSH host (or ssh:// URL), the Scope container's output through `docker logs`;\n" +
+			"with a RunPod pod, Scope's own log (/workspace/logs, through /api/v1/logs/tail behind\n" +
+			"RunPod's proxy); with nothing, the log of the Scope at --scope ($SCOPE_URL).",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if n < 1 || n > 1000 {
 				return usageError("-n %d: want 1..1000", n)
 			}
-			c, err := scopeClient(scopeURL)
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			t, err := c.LogsSince(ctx, n, 0)
-			if err != nil {
-				return err
-			}
 			emit := func(lines []string) error {
 				if a.json {
 					return a.out(map[string]any{"lines": lines}, nil)
@@ -386,6 +382,47 @@ func (a *app) logsCmd() *cobra.Command {
 					fmt.Fprintln(a.stdout, l)
 				}
 				return nil
+			}
+			base := scopeURL
+			if len(args) == 1 && !cmd.Flags().Changed("scope") {
+				target := args[0]
+				if !strings.Contains(target, "://") {
+					if rec, ok, err := a.sshHost(ctx, target); err != nil {
+						return err
+					} else if ok {
+						target = rec.Address + "/"
+						if !cmd.Flags().Changed("name") && rec.Container != "" {
+							name = rec.Container
+						}
+					}
+				}
+				if strings.HasPrefix(target, "ssh://") || strings.HasPrefix(target, "ssh+pty://") {
+					r, run, err := a.openRunner(ctx, target, rf)
+					if err != nil {
+						return err
+					}
+					defer r.Close()
+					return a.containerLogs(ctx, run, name, n, follow, emit)
+				}
+				c, id, err := a.podTarget(ctx, target, rf)
+				if err != nil {
+					return err
+				}
+				p, err := c.Get(ctx, id)
+				if err != nil {
+					return notFound(err)
+				}
+				if base = podScopeURL(c, p); base == "" {
+					return fmt.Errorf("pod %s has no address for Scope's port %d", p.ID, deploy.ContainerPort)
+				}
+			}
+			c, err := scopeClient(base)
+			if err != nil {
+				return err
+			}
+			t, err := c.LogsSince(ctx, n, 0)
+			if err != nil {
+				return err
 			}
 			if !follow {
 				if a.json {
@@ -401,9 +438,59 @@ func (a *app) logsCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&scopeURL, "scope", defaultScopeURL(), "Scope's base URL ($SCOPE_URL)")
+	f.StringVar(&name, "name", deploy.DefaultName, "the Scope container on an SSH host")
 	f.IntVarP(&n, "lines", "n", 50, "how many lines (1..1000)")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new lines (polls every 2 s) until interrupted")
+	rf.add(cmd)
 	return cmd
+}
+
+// containerLogs prints the Scope container's output on an SSH host; with follow it polls
+// docker every logsPoll for the lines stamped after the last one shown.
+func (a *app) containerLogs(ctx context.Context, run remote.Runner, name string, n int, follow bool, emit func([]string) error) error {
+	var last time.Time
+	show := func(ls []deploy.LogLine) error {
+		text := make([]string, 0, len(ls))
+		for _, l := range ls {
+			text = append(text, l.Text)
+			if l.Time.After(last) {
+				last = l.Time
+			}
+		}
+		return emit(text)
+	}
+	ls, err := deploy.Logs(ctx, run, name, n, time.Time{})
+	if err != nil {
+		return err
+	}
+	if err := show(ls); err != nil || !follow {
+		return err
+	}
+	tick := time.NewTicker(logsPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		since := last
+		if since.IsZero() {
+			since = time.Now().Add(-logsPoll)
+		}
+		ls, err := deploy.Logs(ctx, run, name, 1000, since)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if len(ls) > 0 {
+			if err := show(ls); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // followLogs polls the log tail every logsPoll until ctx ends. With an

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/secret"
@@ -569,4 +570,47 @@ func create(ctx context.Context, r remote.Runner, s Spec) (err error) {
 		return fmt.Errorf("deploy: docker run %s (exit %d): %s", s.Name, code, trimOut(out))
 	}
 	return nil
+}
+
+// LogLine is one line of a container's log, with the time docker stamped it.
+type LogLine struct {
+	Time time.Time `json:"time"`
+	Text string    `json:"text"`
+}
+
+// Logs returns the last tail lines of the container's output (stdout and stderr), or,
+// when since is not zero, the lines docker stamped after since (tail still bounds them).
+func Logs(ctx context.Context, r remote.Runner, name string, tail int, since time.Time) ([]LogLine, error) {
+	if !nameRE.MatchString(name) {
+		return nil, fmt.Errorf("deploy: container name %q: expected letters, digits, '_', '.', '-'", name)
+	}
+	cmd := fmt.Sprintf("docker logs --timestamps --tail %d", max(tail, 1))
+	if !since.IsZero() {
+		// docker's --since is inclusive at second granularity: ask a second early and drop
+		// what was already shown below.
+		cmd += fmt.Sprintf(" --since %d", since.Unix()-1)
+	}
+	out, code, err := run(ctx, r, cmd+" "+q(name)+" 2>&1")
+	if err != nil {
+		return nil, fmt.Errorf("deploy: docker logs %s: %w", name, err)
+	}
+	if code != 0 {
+		return nil, fmt.Errorf("deploy: docker logs %s: %s", name, oneLine(out))
+	}
+	var lines []LogLine
+	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		if l == "" {
+			continue
+		}
+		ts, text, _ := strings.Cut(l, " ")
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			t, text = time.Time{}, l // not stamped (a docker warning): keep it as is
+		}
+		if !since.IsZero() && !t.IsZero() && !t.After(since) {
+			continue
+		}
+		lines = append(lines, LogLine{Time: t, Text: text})
+	}
+	return lines, nil
 }
