@@ -44,6 +44,9 @@ type PutOptions struct {
 type PutResult struct {
 	Sent    int64 `json:"sent"`    // payload bytes transferred by this call
 	Resumed int64 `json:"resumed"` // bytes already on the remote from an interrupted attempt
+	// Compressed is what Sent took on the wire when the backend compressed it (0: sent
+	// as is).
+	Compressed int64 `json:"compressed,omitempty"`
 }
 
 // Remote is a folder somewhere that Scope reads LoRAs from.

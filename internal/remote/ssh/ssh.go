@@ -71,6 +71,10 @@ type Remote struct {
 	useSFTP bool        // the server offers the sftp subsystem
 	noExec  atomic.Bool // exec of sh commands found unusable (sftp-only account)
 
+	noCompress bool      // Options["compress"] = off
+	gzipOnce   sync.Once // asks once whether the server has gzip
+	hasGzip    bool
+
 	mu     sync.Mutex
 	idle   []*sftpConn
 	closed bool
@@ -116,6 +120,13 @@ func Open(ctx context.Context, u *url.URL, env remote.Env) (*Remote, error) {
 		if timeout, err = time.ParseDuration(s); err != nil || timeout <= 0 {
 			return nil, fmt.Errorf("%s: bad connect-timeout %q (want a duration such as 20s)", r.name, s)
 		}
+	}
+	switch c := strings.ToLower(env.Options["compress"]); c {
+	case "", "auto", "on", "true":
+	case "off", "false", "no":
+		r.noCompress = true
+	default:
+		return nil, fmt.Errorf("%s: bad compress option %q (want auto or off)", r.name, c)
 	}
 	knownHosts := env.KnownHosts
 	if knownHosts == "" {

@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -974,5 +977,72 @@ func TestFolderCannotBeMade(t *testing.T) {
 				t.Fatalf("folder under a file: %v", err)
 			}
 		})
+	}
+}
+
+// bf16ish is n bytes shaped like bf16 weights: a random low byte, and a high byte
+// (sign and exponent) drawn from a few values, so Huffman coding shrinks it as it does
+// real LoRA tensors.
+func bf16ish(n int, seed uint64) ([]byte, string) {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	b := make([]byte, n)
+	for i := range b {
+		if i%2 == 0 {
+			b[i] = byte(rng.Uint32())
+		} else {
+			b[i] = 0x3b + byte(rng.IntN(4)) | byte(rng.IntN(2))<<7
+		}
+	}
+	sum := sha256.Sum256(b)
+	return b, hex.EncodeToString(sum[:])
+}
+
+// A large file that shrinks goes over exec as a gzip stream, also where SFTP is on; a
+// cancelled compressed upload resumes; compress=off and incompressible data go as is.
+func TestCompressedUpload(t *testing.T) {
+	s := startSSHD(t, sshdOpts{sftp: true})
+	clientHome(t, s, true)
+	folder := filepath.Join(s.dir, "served", "z")
+	r := open(t, s.url(folder), remote.Env{})
+	defer r.Close()
+	b, sum := bf16ish(12<<20, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err := r.Put(ctx, "z.safetensors", remote.Source{R: cancelAt{bytes.NewReader(b), 5 << 20, cancel}, Size: int64(len(b)), SHA256: sum}, remote.PutOptions{})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled put: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(folder, "z.safetensors")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("published after cancel: %v", err)
+	}
+	res, err := r.Put(context.Background(), "z.safetensors", remotetest.Src(b, sum), remote.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(folder, "z.safetensors")); !bytes.Equal(got, b) {
+		t.Fatal("published other bytes")
+	}
+	if res.Resumed == 0 || res.Resumed+res.Sent != int64(len(b)) {
+		t.Fatalf("did not resume: %+v", res)
+	}
+	if res.Compressed == 0 || res.Compressed > res.Sent*9/10 {
+		t.Fatalf("not compressed: %+v", res)
+	}
+	t.Logf("resumed %d, sent %d as %d bytes (%.2f)", res.Resumed, res.Sent, res.Compressed, float64(res.Compressed)/float64(res.Sent))
+
+	// Random data does not shrink: SFTP as before.
+	rb, rsum := remotetest.Data(10<<20, 4)
+	if res, err := r.Put(context.Background(), "random.safetensors", remotetest.Src(rb, rsum), remote.PutOptions{}); err != nil || res.Compressed != 0 {
+		t.Fatalf("random data: %+v %v", res, err)
+	}
+	// compress=off: never.
+	off := open(t, s.url(folder), remote.Env{Options: map[string]string{"compress": "off"}})
+	defer off.Close()
+	b2, sum2 := bf16ish(9<<20, 5)
+	if res, err := off.Put(context.Background(), "off.safetensors", remotetest.Src(b2, sum2), remote.PutOptions{}); err != nil || res.Compressed != 0 {
+		t.Fatalf("compress=off: %+v %v", res, err)
+	}
+	if _, err := remote.Open(context.Background(), s.url(folder), remote.Env{Options: map[string]string{"compress": "maybe"}}); err == nil || !strings.Contains(err.Error(), "compress") {
+		t.Fatalf("bad compress option: %v", err)
 	}
 }
