@@ -33,6 +33,7 @@ type remoteFlags struct {
 	parallel         string
 	relay            string
 	crocWait         string
+	compress         string
 	allowHTTP        bool
 }
 
@@ -42,6 +43,7 @@ func (f *remoteFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.parallel, "parallel", "", "parallel streams/chunks per file (backend default when empty)")
 	cmd.Flags().StringVar(&f.relay, "relay", "", "croc: relay address host:port (default: the public croc relay; its password comes from CROC_PASS)")
 	cmd.Flags().StringVar(&f.crocWait, "croc-wait", "", "croc: how long to wait for the peer (default 10m)")
+	cmd.Flags().StringVar(&f.compress, "compress", "", "SSH: auto (default: large files that shrink go gzip-compressed over exec) or off")
 	cmd.Flags().BoolVar(&f.allowHTTP, "allow-http", false, "allow plain http:// to a non-loopback agent or S3 endpoint (test networks only: traffic is not encrypted)")
 }
 
@@ -70,7 +72,7 @@ func (a *app) openRemote(ctx context.Context, raw string, f remoteFlags) (remote
 	if p := os.Getenv("CROC_PASS"); p != "" { // as the croc CLI reads it; never a flag
 		opts["relay_pass"] = p
 	}
-	for k, v := range map[string]string{"parallel": f.parallel, "relay": f.relay, "s3_endpoint": a.cfg.S3Endpoint, "s3_region": a.cfg.S3Region} {
+	for k, v := range map[string]string{"parallel": f.parallel, "relay": f.relay, "compress": f.compress, "s3_endpoint": a.cfg.S3Endpoint, "s3_region": a.cfg.S3Region} {
 		if v != "" {
 			opts[k] = v
 		}
