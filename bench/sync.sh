@@ -65,7 +65,7 @@ $B /usr/sbin/sshd -D -e -f "$root/sshd_config" 2>"$root/sshd.log" & pids+=($!)
 token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 SCOPECTL_AGENT_TOKEN=$token $B "$S" agent --dir "$root/b/agent" --listen "$BIP:8765" >"$root/agent.log" 2>&1 & pids+=($!)
 $B "$root/bin/s3server" -listen "$BIP:9000" -bucket vol >"$root/s3.log" 2>&1 & pids+=($!)
-(cd "$root/b/croc" && $B "$root/bin/croc" relay --host "$BIP" --ports 9009,9010,9011,9012,9013 >"$root/relay.log" 2>&1) & pids+=($!)
+(cd "$root/b/croc" && exec $B "$root/bin/croc" relay --host "$BIP" --ports 9009,9010,9011,9012,9013 >"$root/relay.log" 2>&1) & pids+=($!)
 $B "$root/bin/tcpceil" -listen "$BIP:5001" >"$root/tcpceil.log" 2>&1 & pids+=($!)
 sleep 2
 echo "$BIP $(cut -d' ' -f1,2 "$root/hostkey.pub")" > "$HOME/.ssh/known_hosts"
@@ -78,6 +78,7 @@ measure() { # label, then the command; prints seconds
 row() { # label seconds second-run-bytes
   local mbs ratio; mbs=$(echo "scale=2; $total/$2/1000000" | bc); ratio=$(echo "scale=2; $mbs/$line_mbs" | bc)
   results+=("$(printf '%-22s %8.1f s %8s MB/s %6s of link  second run: %s' "$1" "$2" "$mbs" "$ratio" "$3")")
+  echo "  ${results[-1]}"   # at once, so that a later failure does not lose it
 }
 want() { case " $ONLY " in *" $1 "*) return 0;; esac; return 1; }
 sent() { grep -o '"sent_bytes": [0-9]*' "$root/last.out" | awk '{print $2}'; }
@@ -118,12 +119,19 @@ echo "croc CLI through a local relay (one file at a time, as users do)..."
 export CROC_SECRET=bench-$token
 t0=$(date +%s.%N)
 for f in "$root"/src/*.safetensors; do
-  # The sender waits in the room first; the receiver joins (croc's order).
+  # The sender waits in the room first; the receiver joins (croc's order). A receiver
+  # that came too early fails: it tries again (bounded), and a sender left alone is
+  # stopped, so the loop always ends.
   $A "$root/bin/croc" --relay "$BIP:9009" send "$f" >>"$root/croc-send.log" 2>&1 & sp=$!
   sleep 0.3
-  (cd "$root/b/croc" && $B "$root/bin/croc" --yes --overwrite --relay "$BIP:9009" >>"$root/croc-recv.log" 2>&1)
-  wait $sp
+  for try in 1 2 3 4 5; do
+    (cd "$root/b/croc" && $B "$root/bin/croc" --yes --overwrite --relay "$BIP:9009" >>"$root/croc-recv.log" 2>&1) && break
+    echo "  croc receive failed (try $try): $(tail -1 "$root/croc-recv.log")"; sleep 1
+  done
+  kill "$sp" 2>/dev/null || true
+  wait "$sp" 2>/dev/null || true
 done
+[ "$(ls "$root/b/croc"/*.safetensors 2>/dev/null | wc -l)" = "$FILES" ] || echo "  croc CLI: only $(ls "$root/b/croc"/*.safetensors 2>/dev/null | wc -l) of $FILES files arrived"
 t=$(echo "$(date +%s.%N) - $t0" | bc)
 croc_s=$t; row "croc CLI" "$croc_s" "n/a (no sync)"
 
