@@ -91,6 +91,9 @@ func (a *app) deployRunPod(cmd *cobra.Command, o *deployFlags) error {
 		return err
 	}
 	spec := deploy.PodSpec{Image: o.s.Image, LoRADir: o.s.LoRADir, Env: env}
+	if rp.isNew {
+		spec.GPUs = max(rp.create.GPUCount, 1)
+	}
 	if a.cfg.HFToken.IsSet() {
 		spec.SecretEnv = map[string]secret.Secret{"HF_TOKEN": a.cfg.HFToken}
 	}

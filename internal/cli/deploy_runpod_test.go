@@ -194,7 +194,7 @@ func TestDeployRunPod(t *testing.T) {
 			t.Errorf("pod env %s = %q, want %q", k, pod.Env[k], v)
 		}
 	}
-	if pod.Image != "daydreamlive/scope:main" || strings.Join(pod.Ports, ",") != "8000/http,22/tcp" || pod.Env["PUBLIC_KEY"] == "" {
+	if pod.Image != "daydreamlive/scope:main" || strings.Join(pod.Ports, ",") != "8000/http,22/tcp" || pod.Env["PUBLIC_KEY"] == "" || pod.Env["CUDA_VISIBLE_DEVICES"] != "0" {
 		t.Fatalf("pod %+v", pod)
 	}
 	if env := res["pod"].(map[string]any)["env"].(map[string]any); env["HF_TOKEN"] != provider.SecretValue {

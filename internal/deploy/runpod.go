@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +34,9 @@ type PodSpec struct {
 	LoRADir   string            // Scope's LoRA dir, default /workspace/models/lora; must be under /workspace
 	Env       map[string]string // extra plain variables
 	SecretEnv map[string]secret.Secret
+	// GPUs is the pod's GPU count: CUDA_VISIBLE_DEVICES names them all (0,…,GPUs-1)
+	// unless Env sets it. 0: ApplyPod takes the count from the pod.
+	GPUs int
 }
 
 // NormalizePod fills defaults and validates s. Errors never contain secret values.
@@ -66,6 +70,13 @@ func (s PodSpec) PodEnv() map[string]string {
 	for _, kv := range containerEnv(Spec{LoRADir: s.LoRADir, Env: s.Env}) {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
+	}
+	if _, set := env["CUDA_VISIBLE_DEVICES"]; !set && s.GPUs > 0 {
+		ids := make([]string, s.GPUs)
+		for i := range ids {
+			ids[i] = strconv.Itoa(i)
+		}
+		env["CUDA_VISIBLE_DEVICES"] = strings.Join(ids, ",")
 	}
 	return env
 }
@@ -123,6 +134,9 @@ func ApplyPod(ctx context.Context, p provider.Provider, id string, s PodSpec, dr
 	}
 	if pod.Status == provider.StatusTerminated {
 		return nil, pod, fmt.Errorf("deploy: pod %s is terminated: %w", id, provider.ErrNotFound)
+	}
+	if s.GPUs == 0 {
+		s.GPUs = pod.GPUCount
 	}
 	var steps []Step
 	changes, err := p.Update(ctx, id, s.UpdateSpec(), dryRun)

@@ -86,7 +86,7 @@ func TestPodCreateSpec(t *testing.T) {
 func TestApplyPod(t *testing.T) {
 	srv, c := podFake(t, nil)
 	tok := secret.New("hf_" + "APPLYPODTOKEN00000000000000")
-	spec := PodSpec{SecretEnv: map[string]secret.Secret{"HF_TOKEN": tok}}
+	spec := PodSpec{SecretEnv: map[string]secret.Secret{"HF_TOKEN": tok}, GPUs: 1}
 	ns, _ := NormalizePod(spec)
 	pod, err := c.Create(ctxFor(t), ns.CreateSpec(provider.CreateSpec{GPUType: "NVIDIA GeForce RTX 4090", RequestID: "scapply1"}))
 	if err != nil {
