@@ -89,7 +89,7 @@ s=$($A "$root/bin/tcpceil" -connect "$BIP:5001" -streams 1 -mb "$(( (total + 999
 row "plain TCP (ceiling)" "$s" "n/a"; tcp_s=$s
 fi
 if want ssh; then
-echo "scopectl over ssh (SFTP)..."
+echo "scopectl over ssh..."
 s=$(measure $A "$S" sync --all --to "ssh://root@$BIP:22$root/b/ssh" --json); $A "$S" sync --all --to "ssh://root@$BIP:22$root/b/ssh" --json >"$root/last.out"; row "scopectl ssh" "$s" "$(sent) B"
 fi
 if want agent; then
@@ -117,16 +117,18 @@ fi
 if want croccli; then
 echo "croc CLI through a local relay (one file at a time, as users do)..."
 export CROC_SECRET=bench-$token
-t0=$(date +%s.%N)
+t0=$(date +%s.%N); i=0
 for f in "$root"/src/*.safetensors; do
-  # The sender waits in the room first; the receiver joins (croc's order). A receiver
-  # that came too early fails: it tries again (bounded), and a sender left alone is
-  # stopped, so the loop always ends.
-  $A "$root/bin/croc" --relay "$BIP:9009" send "$f" >>"$root/croc-send.log" 2>&1 & sp=$!
+  # One code phrase per file, as users type a new one each time (the relay may still hold
+  # the last room). The sender waits in the room first; the receiver joins (croc's order).
+  # Every croc run is bounded by timeout, so the loop always ends.
+  i=$((i + 1)); export CROC_SECRET=bench-$token-$i
+  $A timeout 300 "$root/bin/croc" --relay "$BIP:9009" send "$f" >>"$root/croc-send.log" 2>&1 & sp=$!
   sleep 0.3
-  for try in 1 2 3 4 5; do
-    (cd "$root/b/croc" && $B "$root/bin/croc" --yes --overwrite --relay "$BIP:9009" >>"$root/croc-recv.log" 2>&1) && break
-    echo "  croc receive failed (try $try): $(tail -1 "$root/croc-recv.log")"; sleep 1
+  for try in 1 2 3; do
+    (cd "$root/b/croc" && $B timeout 300 "$root/bin/croc" --yes --overwrite --relay "$BIP:9009" >>"$root/croc-recv.log" 2>&1) && break
+    echo "  croc receive failed (try $try): $(tail -c 200 "$root/croc-recv.log" | tr '\r' '\n' | tail -1)"; sleep 1
+    kill -0 "$sp" 2>/dev/null || break # the sender gave up too
   done
   kill "$sp" 2>/dev/null || true
   wait "$sp" 2>/dev/null || true
