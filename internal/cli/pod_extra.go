@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -148,7 +150,7 @@ func (a *app) podSSH() *cobra.Command {
 				if len(command) > 0 {
 					argv = append(append(argv, "--"), command...)
 				}
-				return a.execSSH(ctx, argv, len(command) == 0, fmt.Sprintf("%s@%s port %d", user, host, port))
+				return a.execSSH(ctx, rf, argv, len(command) == 0, fmt.Sprintf("%s@%s port %d", user, host, port))
 			}
 			if len(command) == 0 {
 				if p.Status != provider.StatusRunning {
@@ -158,7 +160,7 @@ func (a *app) podSSH() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return a.execSSH(ctx, []string{"-tt", "-p", strconv.Itoa(l.Port), l.User + "@" + l.Host}, true, l.String()+" (a terminal only: ssh -tt)")
+				return a.execSSH(ctx, rf, []string{"-tt", "-p", strconv.Itoa(l.Port), l.User + "@" + l.Host}, true, l.String()+" (a terminal only: ssh -tt)")
 			}
 			r, run, err := a.podRunner(ctx, c, p, rf, !isHost)
 			if err != nil {
@@ -184,11 +186,14 @@ func (a *app) podSSH() *cobra.Command {
 
 // execSSH runs OpenSSH's ssh; its exit status becomes ours. An interactive session gets
 // the terminal itself; a command's output goes through scopectl's (redacting) writers.
-func (a *app) execSSH(ctx context.Context, argv []string, interactive bool, where string) error {
+// ssh checks host keys against the same known_hosts as scopectl's own SSH (--known-hosts,
+// else $HOME/.ssh/known_hosts) and accepts a new one only with --accept-new-host-key.
+func (a *app) execSSH(ctx context.Context, rf remoteFlags, argv []string, interactive bool, where string) error {
 	ssh, err := exec.LookPath("ssh")
 	if err != nil {
 		return fmt.Errorf("no ssh client on PATH; connect to %s", where)
 	}
+	argv = append(sshOptions(rf, interactive), argv...)
 	sc := exec.CommandContext(ctx, ssh, argv...)
 	sc.Stdin, sc.Stdout, sc.Stderr = os.Stdin, a.stdout, a.stderr
 	if interactive {
@@ -251,4 +256,37 @@ func (a *app) costCmd() *cobra.Command {
 			})
 		},
 	}
+}
+
+// sshOptions are OpenSSH options that make it check what scopectl's own SSH checks. An
+// unknown host key is refused unless --accept-new-host-key, except in a terminal, where
+// ssh asks and the user answers. OpenSSH finds ~/.ssh through the account's passwd entry,
+// scopectl through $HOME: where the two differ (a sandbox, a test), the identity under
+// $HOME is named too.
+func sshOptions(rf remoteFlags, interactive bool) []string {
+	home, _ := os.UserHomeDir() // $HOME
+	kh := rf.knownHosts
+	if kh == "" {
+		kh = filepath.Join(home, ".ssh", "known_hosts")
+	}
+	opts := []string{"-o", "UserKnownHostsFile=" + kh}
+	switch {
+	case rf.acceptNewHostKey:
+		opts = append(opts, "-o", "StrictHostKeyChecking=accept-new")
+	case !interactive:
+		opts = append(opts, "-o", "StrictHostKeyChecking=yes")
+	}
+	if u, err := user.Current(); err == nil && u.HomeDir != "" && filepath.Clean(u.HomeDir) != filepath.Clean(home) {
+		for _, k := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
+			if p := filepath.Join(home, ".ssh", k); fileExists(p) {
+				opts = append(opts, "-i", p)
+			}
+		}
+	}
+	return opts
+}
+
+func fileExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
 }

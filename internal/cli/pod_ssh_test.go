@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -106,6 +107,9 @@ func TestPodSSHGateway(t *testing.T) {
 	if _, errs, code := e.run("pod", "ssh", id, "echo"); code != 2 {
 		t.Fatalf("a command without --: exit %d %q", code, errs)
 	}
+
+	// The interactive shell: OpenSSH's ssh -tt to the gateway, in a real terminal.
+	interactiveShell(t, id)
 
 	// status of the pod: the API's state and cost, Scope (here the stand-in, --scope), the
 	// GPU through the gateway.
@@ -239,5 +243,23 @@ func proxySSH(nc net.Conn, cfg *xssh.ServerConfig, upstream string, key xssh.Sig
 			<-done
 			cch.Close()
 		}()
+	}
+}
+
+// interactiveShell runs `scopectl pod ssh ID` with no command in a real terminal (script(1)
+// gives the binary a PTY) and types into it: what is typed must run on the far side.
+func interactiveShell(t *testing.T, id string) {
+	t.Helper()
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Log("no script(1): the interactive shell is not exercised")
+		return
+	}
+	cmd := exec.Command(script, "-qec", buildBinary(t)+" pod ssh "+id, "/dev/null")
+	cmd.Stdin = strings.NewReader("echo MARK$((40+2))\nexit\n")
+	timer := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "MARK42") {
+		t.Fatalf("interactive pod ssh %s: %v\n%s", id, err, out)
 	}
 }

@@ -133,6 +133,7 @@ func TestPodSSHHost(t *testing.T) {
 	if out := e.mustRun("pod", "ssh", "box", "--", "echo", "hi", "from", "$(uname", "-s)"); strings.TrimSpace(out) != "hi from Linux" {
 		t.Fatalf("pod ssh: %q", out)
 	}
+	interactiveShell(t, id) // OpenSSH, direct
 	if out, _, code := e.run("pod", "ssh", id, "--", "echo", "partial;", "exit", "3"); code != 3 || strings.TrimSpace(out) != "partial" {
 		t.Fatalf("pod ssh exit 3: %d %q", code, out)
 	}
