@@ -391,4 +391,29 @@ func TestSyncAndPullCLI(t *testing.T) {
 	if _, _, code := e.run("pull", "file://"+filepath.Join(target, "..", "etc")); code == 0 {
 		t.Fatal("pulled a non-LoRA")
 	}
+	// Samples (ai-toolkit's images of a LoRA at work) enter the library too, tied to the
+	// LoRA --lora names, with where they came from; other files are refused.
+	samples := filepath.Join(e.root, "pod", "samples")
+	os.MkdirAll(samples, 0o755)
+	png := append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{7}, 5000)...)
+	os.WriteFile(filepath.Join(samples, "1732_000001000_0.png"), png, 0o644)
+	os.WriteFile(filepath.Join(samples, "notes.txt"), []byte("x"), 0o644)
+	got := decode[map[string]any](t, e.mustRun("pull", "file://"+filepath.Join(samples, "1732_000001000_0.png"), "--lora", "from-pod", "--json"))
+	sm := got["samples"].([]any)[0].(map[string]any)
+	if sm["name"] != "1732_000001000_0.png" || sm["size"].(float64) != float64(len(png)) || !strings.Contains(sm["origin"].(string), "samples") {
+		t.Fatalf("pulled sample: %v", sm)
+	}
+	if b, err := os.ReadFile(sm["path"].(string)); err != nil || !bytes.Equal(b, png) {
+		t.Fatalf("the sample in the library: %v", err)
+	}
+	show := decode[map[string]any](t, e.mustRun("lora", "show", "from-pod", "--json"))
+	if ss := show["samples"].([]any); len(ss) != 1 || ss[0].(map[string]any)["sha256"] != sm["sha256"] {
+		t.Fatalf("lora show samples: %v", show["samples"])
+	}
+	if _, errs, code := e.run("pull", "file://"+filepath.Join(samples, "notes.txt")); code != 2 || !strings.Contains(errs, "samples") {
+		t.Fatalf("pull of a .txt: %d %q", code, errs)
+	}
+	if _, errs, code := e.run("pull", "file://"+filepath.Join(samples, "1732_000001000_0.png"), "--lora", "nosuch"); code != 4 {
+		t.Fatalf("--lora of a missing LoRA: %d %q", code, errs)
+	}
 }

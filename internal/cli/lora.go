@@ -416,7 +416,11 @@ func (a *app) loraShow() *cobra.Command {
 					installs = append(installs, in)
 				}
 			}
-			return a.out(map[string]any{"lora": e, "installs": installs}, func(w io.Writer) {
+			samples, err := lib.Store.ListSamples(cmd.Context(), e.SHA256)
+			if err != nil {
+				return err
+			}
+			return a.out(map[string]any{"lora": e, "installs": installs, "samples": samples}, func(w io.Writer) {
 				fmt.Fprintf(w, "name:     %s\nsha256:   %s\npath:     %s\nadded:    %s\n", e.Name, e.SHA256, e.Path, e.AddedAt.Format("2006-01-02 15:04:05Z07:00"))
 				if e.VerifiedAt != nil {
 					fmt.Fprintf(w, "verified: %s\n", e.VerifiedAt.Format("2006-01-02 15:04:05Z07:00"))
@@ -427,6 +431,9 @@ func (a *app) loraShow() *cobra.Command {
 				}
 				for _, in := range installs {
 					fmt.Fprintf(w, "install:  %s (%s, %s)\n", filepath.Join(in.Dir, in.File), in.Form, in.InstalledAt.Format("2006-01-02 15:04"))
+				}
+				for _, sm := range samples {
+					fmt.Fprintf(w, "sample:   %s → %s (from %s)\n", sm.Name, sm.Path, sm.Origin)
 				}
 				var rep lora.Report
 				if json.Unmarshal(e.Info, &rep) == nil {

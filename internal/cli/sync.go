@@ -166,36 +166,57 @@ func printSync(w io.Writer, res *lorasync.Result) {
 
 func (a *app) pullCmd() *cobra.Command {
 	var rf remoteFlags
-	var name string
+	var name, forLoRA string
 	cmd := &cobra.Command{
 		Use:   "pull REMOTE/PATH...",
-		Short: "Bring files (trained checkpoints) from a remote into the library, origin recorded",
-		Long:  "Downloads resume after an interruption; each file is verified as a safetensors LoRA before it enters the library.",
-		Args:  cobra.MinimumNArgs(1),
+		Short: "Bring files (trained checkpoints, samples) from a remote into the library, origin recorded",
+		Long: "Downloads resume after an interruption. A .safetensors file is verified as a Wan LoRA\n" +
+			"before it enters the library; a sample (" + strings.Join(library.SampleExts, " ") + ")\n" +
+			"is kept in the library too, with the LoRA it shows when --lora names one.",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if name != "" && len(args) != 1 {
 				return usageError("--name needs exactly one file")
+			}
+			for _, arg := range args {
+				if f := path.Base(arg); !strings.HasSuffix(f, ".safetensors") && !library.IsSample(f) {
+					return usageError("%s: pull takes LoRAs (.safetensors) and samples (%s)", remote.Redact(arg), strings.Join(library.SampleExts, " "))
+				}
 			}
 			lib, err := a.library()
 			if err != nil {
 				return err
 			}
+			if forLoRA != "" {
+				if _, err := lib.Store.GetLoRA(cmd.Context(), forLoRA); err != nil {
+					return fmt.Errorf("--lora %s: %w", forLoRA, err)
+				}
+			}
 			results := []*library.AddResult{}
+			samples := []store.Sample{}
 			for _, arg := range args {
-				res, err := a.pullOne(cmd.Context(), lib, arg, name, rf)
+				res, sm, err := a.pullOne(cmd.Context(), lib, arg, name, forLoRA, rf)
 				if err != nil {
 					return err
 				}
-				results = append(results, res)
+				if sm != nil {
+					samples = append(samples, *sm)
+				} else {
+					results = append(results, res)
+				}
 			}
-			return a.out(map[string]any{"results": results}, func(w io.Writer) {
+			return a.out(map[string]any{"results": results, "samples": samples}, func(w io.Writer) {
 				for _, r := range results {
 					fmt.Fprintf(w, "%-7s %s  %s  %.12s\n", r.Status, r.LoRA.Name, r.LoRA.Base, r.LoRA.SHA256)
+				}
+				for _, sm := range samples {
+					fmt.Fprintf(w, "sample  %s  %.12s  %s\n", sm.Name, sm.SHA256, sm.Path)
 				}
 			})
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "library name (default: the file name)")
+	cmd.Flags().StringVar(&forLoRA, "lora", "", "the library LoRA the pulled samples show")
 	rf.add(cmd)
 	return cmd
 }
@@ -221,17 +242,17 @@ func splitRemotePath(raw string) (dir, file string, err error) {
 	return u.String(), file, nil
 }
 
-func (a *app) pullOne(ctx context.Context, lib *library.Library, raw, name string, rf remoteFlags) (*library.AddResult, error) {
+func (a *app) pullOne(ctx context.Context, lib *library.Library, raw, name, forLoRA string, rf remoteFlags) (*library.AddResult, *store.Sample, error) {
 	dir, file, err := splitRemotePath(raw)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := remote.CheckName(file); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r, err := a.openRemote(ctx, dir, rf)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer r.Close()
 	size := int64(-1)
@@ -245,12 +266,12 @@ func (a *app) pullOne(ctx context.Context, lib *library.Library, raw, name strin
 	// Download into the data dir, resuming a partial file from an earlier attempt.
 	incoming := filepath.Join(a.cfg.DataDir, "incoming")
 	if err := os.MkdirAll(incoming, 0o700); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	part := filepath.Join(incoming, atomicfile.TempMarker+strings.NewReplacer("/", "_", ":", "_").Replace(remote.Redact(dir))+"_"+file)
 	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	have, _ := f.Seek(0, io.SeekEnd)
@@ -261,7 +282,7 @@ func (a *app) pullOne(ctx context.Context, lib *library.Library, raw, name strin
 	if size < 0 || have < size {
 		rc, err := r.Get(ctx, file, have)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", remote.Redact(raw), err)
+			return nil, nil, fmt.Errorf("%s: %w", remote.Redact(raw), err)
 		}
 		t := a.progress().Start("pull", file, size)
 		t.Add(have)
@@ -269,21 +290,31 @@ func (a *app) pullOne(ctx context.Context, lib *library.Library, raw, name strin
 		rc.Close()
 		t.Finish()
 		if err != nil {
-			return nil, fmt.Errorf("pulling %s (run again to resume): %w", remote.Redact(raw), err)
+			return nil, nil, fmt.Errorf("pulling %s (run again to resume): %w", remote.Redact(raw), err)
 		}
 	}
 	if err := f.Sync(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	f.Close()
 	final := filepath.Join(incoming, file)
 	if err := os.Rename(part, final); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer os.Remove(final)
+	if library.IsSample(file) {
+		if name != "" && filepath.Ext(name) == "" {
+			name += filepath.Ext(file)
+		}
+		sm, err := lib.AddSample(ctx, final, name, forLoRA, remote.Redact(raw))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", remote.Redact(raw), err)
+		}
+		return nil, &sm, nil
+	}
 	res, err := lib.Add(ctx, final, library.AddOptions{Name: name, Origin: store.Origin{Kind: "remote", URL: remote.Redact(raw)}})
 	if err != nil && errors.Is(err, library.ErrNotLoRA) {
-		return nil, fmt.Errorf("%s: %w", remote.Redact(raw), err)
+		return nil, nil, fmt.Errorf("%s: %w", remote.Redact(raw), err)
 	}
-	return res, err
+	return res, nil, err
 }

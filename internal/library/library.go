@@ -184,7 +184,11 @@ func (l *Library) hash(path, label string, size int64) (string, error) {
 
 // ingest stores src as the blob for sha: reflink, else hardlink, else a verified copy.
 func (l *Library) ingest(src, sha string) (string, error) {
-	dst := l.BlobPath(sha)
+	return l.ingestTo(src, sha, l.BlobPath(sha))
+}
+
+// ingestTo stores src (whose sha256 is sha) at dst, as ingest does.
+func (l *Library) ingestTo(src, sha, dst string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return "", err
 	}

@@ -84,4 +84,18 @@ ALTER TABLE pods ADD COLUMN address TEXT NOT NULL DEFAULT '';
 ALTER TABLE pods ADD COLUMN gpu_count INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE pods ADD COLUMN container TEXT NOT NULL DEFAULT '';
 `,
+	// 5: samples (training sample images and videos) pulled into the library, each with
+	// where it came from and, when known, the LoRA it shows.
+	`
+CREATE TABLE samples (
+	sha256      TEXT PRIMARY KEY NOT NULL,
+	name        TEXT NOT NULL,
+	size        INTEGER NOT NULL,
+	path        TEXT NOT NULL,
+	lora_sha256 TEXT NOT NULL DEFAULT '',
+	origin      TEXT NOT NULL DEFAULT '',
+	added_at    TEXT NOT NULL
+);
+CREATE INDEX samples_lora ON samples(lora_sha256);
+`,
 }

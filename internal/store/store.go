@@ -101,5 +101,21 @@ type Store interface {
 	ListInstalls(ctx context.Context, dir string) ([]Install, error)
 	// DeleteInstall removes the install at (dir, file). ErrNotFound.
 	DeleteInstall(ctx context.Context, dir, file string) error
+	// PutSample records a sample, replacing the record with the same sha256.
+	PutSample(ctx context.Context, sm Sample) error
+	// ListSamples returns the samples of the LoRA with loraSHA ("" = all), by name.
+	ListSamples(ctx context.Context, loraSHA string) ([]Sample, error)
 	Close() error
+}
+
+// Sample is a file that shows what a LoRA does (a training sample image or video), kept
+// in the library.
+type Sample struct {
+	SHA256  string    `json:"sha256"`
+	Name    string    `json:"name"` // the file name it was pulled as
+	Size    int64     `json:"size"`
+	Path    string    `json:"path"`                  // where it lies in the library
+	LoRA    string    `json:"lora_sha256,omitempty"` // the LoRA it shows, when known
+	Origin  string    `json:"origin,omitempty"`      // where it was pulled from (no credentials)
+	AddedAt time.Time `json:"added_at"`
 }
