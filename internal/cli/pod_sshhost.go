@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -86,6 +87,36 @@ func (a *app) podTarget(ctx context.Context, ref string, rf remoteFlags) (provid
 	}
 	id, err := a.resolvePod(ctx, ref)
 	return c, id, err
+}
+
+// podWithClient reads the pod ref names from its provider, which it returns too.
+func (a *app) podWithClient(ctx context.Context, ref string, rf remoteFlags) (provider.Provider, *provider.Pod, error) {
+	c, id, err := a.podTarget(ctx, ref, rf)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := c.Get(ctx, id)
+	if err != nil {
+		return nil, nil, notFound(err)
+	}
+	return c, p, nil
+}
+
+// hostTarget turns a recorded SSH host's id or name into its ssh:// address, and
+// *container into the Scope container deploy made there unless the user named one.
+// Other targets come back as they are.
+func (a *app) hostTarget(ctx context.Context, target string, container *string, containerSet bool) (string, error) {
+	if strings.Contains(target, "://") {
+		return target, nil
+	}
+	rec, ok, err := a.sshHost(ctx, target)
+	if err != nil || !ok {
+		return target, err
+	}
+	if !containerSet && rec.Container != "" {
+		*container = rec.Container
+	}
+	return rec.Address + "/", nil
 }
 
 // podScopeURL is where Scope answers on pod p of provider c: RunPod's proxy, or the

@@ -100,16 +100,13 @@ func (a *app) statusCmd() *cobra.Command {
 			}
 			base := scopeURL
 			var gpuSrc gpu.Source
-			if target != "" && !strings.Contains(target, "://") {
+			if target != "" {
 				// An SSH host scopectl records: read it as ssh://, with the container deploy made.
-				if rec, ok, err := a.sshHost(ctx, target); err != nil {
+				t, err := a.hostTarget(ctx, target, &name, cmd.Flags().Changed("name"))
+				if err != nil {
 					return err
-				} else if ok {
-					target = rec.Address + "/"
-					if !cmd.Flags().Changed("name") && rec.Container != "" {
-						name = rec.Container
-					}
 				}
+				target = t
 			}
 			switch {
 			case target == "":
@@ -142,13 +139,9 @@ func (a *app) statusCmd() *cobra.Command {
 					base = "http://" + net.JoinHostPort(u.Hostname(), strconv.Itoa(port))
 				}
 			default:
-				c, id, err := a.podTarget(ctx, target, rf)
+				c, p, err := a.podWithClient(ctx, target, rf)
 				if err != nil {
 					return err
-				}
-				p, err := c.Get(ctx, id)
-				if err != nil {
-					return notFound(err)
 				}
 				v.Target = "pod " + p.ID
 				now := time.Now()
@@ -385,16 +378,9 @@ func (a *app) logsCmd() *cobra.Command {
 			}
 			base := scopeURL
 			if len(args) == 1 && !cmd.Flags().Changed("scope") {
-				target := args[0]
-				if !strings.Contains(target, "://") {
-					if rec, ok, err := a.sshHost(ctx, target); err != nil {
-						return err
-					} else if ok {
-						target = rec.Address + "/"
-						if !cmd.Flags().Changed("name") && rec.Container != "" {
-							name = rec.Container
-						}
-					}
+				target, err := a.hostTarget(ctx, args[0], &name, cmd.Flags().Changed("name"))
+				if err != nil {
+					return err
 				}
 				if strings.HasPrefix(target, "ssh://") || strings.HasPrefix(target, "ssh+pty://") {
 					r, run, err := a.openRunner(ctx, target, rf)
@@ -404,13 +390,9 @@ func (a *app) logsCmd() *cobra.Command {
 					defer r.Close()
 					return a.containerLogs(ctx, run, name, n, follow, emit)
 				}
-				c, id, err := a.podTarget(ctx, target, rf)
+				c, p, err := a.podWithClient(ctx, target, rf)
 				if err != nil {
 					return err
-				}
-				p, err := c.Get(ctx, id)
-				if err != nil {
-					return notFound(err)
 				}
 				if base = podScopeURL(c, p); base == "" {
 					return fmt.Errorf("pod %s has no address for Scope's port %d", p.ID, deploy.ContainerPort)
