@@ -71,7 +71,10 @@ func TestKill9DuringSync(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(20+rng.IntN(400)) * time.Millisecond)
+		// Kill at a random moment once an upload is under way (a temporary file shows),
+		// so that a slow start on a loaded machine does not make every kill land early.
+		waitFor(5*time.Second, func() bool { return hasTemp(target) })
+		time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err == nil {
 			kills++
 		}
@@ -181,7 +184,10 @@ func TestKill9DuringHubPull(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(150+rng.IntN(500)) * time.Millisecond)
+		// A random moment once the download is under way (a loaded machine may take a
+		// while to get there).
+		waitFor(10*time.Second, func() bool { _, err := os.Stat(blob + ".incomplete"); return err == nil })
+		time.Sleep(time.Duration(100+rng.IntN(500)) * time.Millisecond)
 		if cmd.Process.Signal(syscall.SIGKILL) == nil {
 			kills++
 		}
@@ -211,4 +217,25 @@ func TestKill9DuringHubPull(t *testing.T) {
 		t.Fatalf("the final run fetched %d of %d bytes: it did not resume", again, size)
 	}
 	t.Logf("%d kills; final run fetched %d of %d bytes", kills, again, size)
+}
+
+// waitFor polls cond every 2 ms until it holds or d has passed.
+func waitFor(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return false
+}
+
+// hasTemp reports whether dir holds one of scopectl's temporary files.
+func hasTemp(dir string) bool {
+	ents, _ := os.ReadDir(dir)
+	for _, de := range ents {
+		if strings.HasPrefix(de.Name(), remote.TempPrefix) {
+			return true
+		}
+	}
+	return false
 }
