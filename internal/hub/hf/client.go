@@ -187,14 +187,33 @@ func (c *Client) Pull(ctx context.Context, cacheDir string, ref Ref, opt PullOpt
 	p.listing = listing
 	p.writeCacheDirTag()
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	out := make([]File, len(sel))
 	done := make([]bool, len(sel))
-	errs := make([]error, len(sel))
-	slots := make(chan struct{}, min(maxFilesInFlight, p.conns))
+	err = eachBounded(ctx, len(sel), min(maxFilesInFlight, p.conns), func(ctx context.Context, i int) error {
+		f, err := p.pullFile(ctx, sel[i])
+		out[i], done[i] = f, err == nil
+		return err
+	})
+	var placed []File
+	for i := range sel {
+		if done[i] {
+			placed = append(placed, out[i])
+		}
+	}
+	return placed, err
+}
+
+// eachBounded runs fn(ctx, i) for i in [0, n), at most limit at a time. The first failure
+// cancels the rest and is returned (the real cause, not the cancellations it caused);
+// a cancelled ctx stops starting new ones and is returned when not all ran.
+func eachBounded(ctx context.Context, n, limit int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	slots := make(chan struct{}, max(limit, 1))
+	errs := make([]error, n)
+	ran := 0
 	var wg sync.WaitGroup
-	for i, f := range sel {
+	for i := range n {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
@@ -202,44 +221,37 @@ func (c *Client) Pull(ctx context.Context, cacheDir string, ref Ref, opt PullOpt
 		if ctx.Err() != nil {
 			break
 		}
+		ran++
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			out[i], errs[i] = p.pullFile(ctx, f)
-			if errs[i] != nil {
+			if errs[i] = fn(ctx, i); errs[i] != nil {
 				cancel(errs[i])
-			} else {
-				done[i] = true
 			}
 		}()
 	}
 	wg.Wait()
-	var placed []File
-	for i := range sel {
-		if done[i] {
-			placed = append(placed, out[i])
-		}
-	}
-	var first error
 	for _, e := range errs {
 		if e != nil && !errors.Is(e, context.Canceled) {
-			first = e
-			break
+			return e
 		}
 	}
-	if first == nil {
-		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-			first = cause
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	for _, e := range errs {
+		if e != nil {
+			return e
 		}
 	}
-	if first == nil && len(placed) < len(sel) {
-		first = ctx.Err()
-		if first == nil {
-			first = context.Canceled
+	if ran < n {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
+		return context.Canceled
 	}
-	return placed, first
+	return nil
 }
 
 func (c *Client) newPull(cacheDir string, ref Ref) (*pull, error) {

@@ -809,38 +809,9 @@ func (ps *pusher) uploadLFS(ctx context.Context, items []*pushItem) error {
 	if len(jobs) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	slots := make(chan struct{}, min(maxFilesInFlight, ps.conns))
-	errs := make([]error, len(jobs))
-	var wg sync.WaitGroup
-	for i, j := range jobs {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			if errs[i] = ps.uploadObject(ctx, j.it, j.o); errs[i] != nil {
-				cancel(errs[i])
-			}
-		}()
-	}
-	wg.Wait()
-	for _, e := range errs {
-		if e != nil && !errors.Is(e, context.Canceled) {
-			return e
-		}
-	}
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return cause
-	}
-	return ctx.Err()
+	return eachBounded(ctx, len(jobs), min(maxFilesInFlight, ps.conns), func(ctx context.Context, i int) error {
+		return ps.uploadObject(ctx, jobs[i].it, jobs[i].o)
+	})
 }
 
 // checkedURL parses a URL the Hub handed out and applies the client's URL policy.
