@@ -98,4 +98,16 @@ CREATE TABLE samples (
 );
 CREATE INDEX samples_lora ON samples(lora_sha256);
 `,
+	// 6: the sha256 of files scopectl has read in full, with the size, mtime and inode they
+	// had then, so that an unchanged file (lora scan, a library blob) is not read again.
+	`
+CREATE TABLE file_hashes (
+	path       TEXT PRIMARY KEY NOT NULL,
+	size       INTEGER NOT NULL,
+	mtime_ns   INTEGER NOT NULL,
+	inode      INTEGER NOT NULL,
+	sha256     TEXT NOT NULL,
+	checked_at TEXT NOT NULL
+);
+`,
 }

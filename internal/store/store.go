@@ -105,6 +105,13 @@ type Store interface {
 	PutSample(ctx context.Context, sm Sample) error
 	// ListSamples returns the samples of the LoRA with loraSHA ("" = all), by name.
 	ListSamples(ctx context.Context, loraSHA string) ([]Sample, error)
+	// GetFileHash returns what was recorded for the file at path (absolute). ErrNotFound.
+	GetFileHash(ctx context.Context, path string) (FileHash, error)
+	// PutFileHash records (replacing) the sha256 of the file at fh.Path. A zero CheckedAt
+	// is set to now.
+	PutFileHash(ctx context.Context, fh FileHash) error
+	// DeleteFileHash forgets the file at path; forgetting an unknown path is not an error.
+	DeleteFileHash(ctx context.Context, path string) error
 	Close() error
 }
 
@@ -118,4 +125,17 @@ type Sample struct {
 	LoRA    string    `json:"lora_sha256,omitempty"` // the LoRA it shows, when known
 	Origin  string    `json:"origin,omitempty"`      // where it was pulled from (no credentials)
 	AddedAt time.Time `json:"added_at"`
+}
+
+// FileHash is the sha256 of a file as it was when scopectl last read it in full, with the
+// size, modification time and inode it had then: while all three are unchanged (and the
+// file was not modified in the seconds around that read), the sha256 still holds, as
+// rsync and git assume.
+type FileHash struct {
+	Path      string    `json:"path"` // absolute
+	Size      int64     `json:"size"`
+	MtimeNs   int64     `json:"mtime_ns"`
+	Inode     uint64    `json:"inode"` // 0 where the platform has none
+	SHA256    string    `json:"sha256"`
+	CheckedAt time.Time `json:"checked_at"`
 }
