@@ -3,17 +3,16 @@ package cli_test
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/daydreamlive/scopectl/internal/cli"
 	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/lora/loratest"
+	"github.com/daydreamlive/scopectl/internal/testkit"
 )
 
 // moduleRoot is taken before any test changes directory.
@@ -297,33 +296,13 @@ func TestCanariesNeverPrinted(t *testing.T) {
 	}
 }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// buildBinary builds scopectl once per test run.
+// buildBinary builds scopectl once per test process (testkit keeps the real Go caches).
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "scopectl-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "scopectl")
-		build := exec.Command("go", "build", "-o", binPath, "./cmd/scopectl")
-		build.Dir = moduleRoot
-		if out, err := build.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return testkit.Scopectl(t)
 }
+
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 // TestBuiltBinary runs the real binary, as users do.
 func TestBuiltBinary(t *testing.T) {

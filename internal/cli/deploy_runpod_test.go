@@ -18,6 +18,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/lora/loratest"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod/runpodtest"
+	"github.com/daydreamlive/scopectl/internal/testkit"
 )
 
 // runpodPods is a fake RunPod whose pods really run: each pod's container is the Scope
@@ -35,24 +36,15 @@ const (
 	gpu4090 = "NVIDIA GeForce RTX 4090"
 )
 
-// buildScopeStub builds Scope's stand-in; like buildBinary, call it before newEnv
-// (which moves HOME, and with it Go's caches).
+// buildScopeStub builds Scope's stand-in (static, once per test process).
 func buildScopeStub(t *testing.T) string {
 	t.Helper()
-	stub := filepath.Join(t.TempDir(), "scopestub")
-	build := exec.Command("go", "build", "-o", stub, "./internal/scope/scopestub")
-	build.Dir = moduleRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build scopestub: %v %s", err, out)
-	}
-	return stub
+	return testkit.GoBuild(t, testkit.Build{Pkg: "./internal/scope/scopestub", Static: true})
 }
 
 func newRunPodPods(t *testing.T, e *env, stub string) *runpodPods {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("sshd's ChrootDirectory (the pod's /) needs root")
-	}
+	testkit.NeedRoot(t, "sshd's ChrootDirectory (the pod's /)")
 	// sshd accepts a chroot only when it and every folder above it is root's and
 	// writable by nobody else: not under /tmp.
 	root, err := os.MkdirTemp("/run", "scopectl-pod-")

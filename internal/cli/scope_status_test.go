@@ -16,24 +16,21 @@ import (
 	"github.com/daydreamlive/scopectl/internal/gpu"
 	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/lora/loratest"
+	"github.com/daydreamlive/scopectl/internal/testkit"
 )
 
 // startScopeStub builds and runs the Scope stand-in on 127.0.0.1 with its LoRA dir at
 // e.scopeDir and returns its URL once it answers.
 func startScopeStub(t *testing.T, e *env) string {
 	t.Helper()
-	stub := filepath.Join(e.root, "scopestub")
-	build := exec.Command("go", "build", "-o", stub, "./internal/scope/scopestub")
-	build.Dir = moduleRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
+	stub := testkit.GoBuild(t, testkit.Build{Pkg: "./internal/scope/scopestub", Static: true})
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	cmd := exec.Command(stub, "--host", "127.0.0.1", "--port", itoa(port))
 	cmd.Env = append(os.Environ(), "DAYDREAM_SCOPE_LORA_DIR="+e.scopeDir)
 	stderr, _ := cmd.StderrPipe()
+	testkit.KillWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/daydreamlive/scopectl/internal/testkit"
 )
 
 // startSSHD runs a real OpenSSH sshd on 127.0.0.1 for one test, with a client key in
@@ -20,9 +22,7 @@ func startSSHD(t *testing.T, home string) int {
 // startSSHDWith is startSSHD with extra sshd_config lines.
 func startSSHDWith(t *testing.T, home, extraConfig string) int {
 	t.Helper()
-	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
-		t.Skip("no /usr/sbin/sshd (CI installs openssh-server)")
-	}
+	testkit.NeedFile(t, "/usr/sbin/sshd", "openssh-server")
 	dir := t.TempDir()
 	keygen := func(path string) {
 		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path).CombinedOutput(); err != nil {
@@ -46,6 +46,7 @@ func startSSHDWith(t *testing.T, home, extraConfig string) int {
 		port, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "pid")) + extraConfig
 	os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600)
 	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	testkit.KillWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,9 @@
 // deploys pull for real. Docker allows plain-HTTP registries on 127.0.0.0/8 without any
 // daemon configuration.
 //
-// Tests skip (with the reason) when the Docker engine is not usable, or when
-// docker-registry is not installed outside CI; under CI=true a missing docker-registry is
-// a failure, since .ci/run installs it.
+// Outside CI, tests skip (with the reason) when the Docker engine is not usable or
+// docker-registry is not installed; under CI=true either is a failure, since .ci/run
+// provides them.
 package deploytest
 
 import (
@@ -19,10 +19,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/daydreamlive/scopectl/internal/testkit"
 )
 
 // RegistryBin is where Debian's docker-registry package installs the registry.
@@ -34,17 +35,16 @@ func Docker(ctx context.Context, args ...string) (string, error) {
 	return string(out), err
 }
 
-// RequireDocker skips t when the docker CLI or engine is not usable.
+// RequireDocker needs the docker CLI and a usable engine (testkit.Need: skip outside CI,
+// fail under CI).
 func RequireDocker(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("docker"); err != nil {
-		t.Skip("skipping: docker is not installed: ", err)
-	}
+	_, err := exec.LookPath("docker")
+	testkit.Need(t, err == nil, fmt.Sprint("docker is not installed: ", err))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if out, err := Docker(ctx, "info", "--format", "{{.ServerVersion}}"); err != nil {
-		t.Skipf("skipping: the docker engine is not usable: %v %s", err, strings.TrimSpace(out))
-	}
+	out, err := Docker(ctx, "info", "--format", "{{.ServerVersion}}")
+	testkit.Need(t, err == nil, fmt.Sprintf("the docker engine is not usable: %v %s", err, strings.TrimSpace(out)))
 }
 
 // RandHex returns n random bytes in hex, for unique names.
@@ -78,13 +78,7 @@ type Registry struct {
 func StartRegistry(t testing.TB) *Registry {
 	t.Helper()
 	RequireDocker(t)
-	if _, err := os.Stat(RegistryBin); err != nil {
-		msg := "no " + RegistryBin + " (apt-get install docker-registry): " + err.Error()
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg + "; .ci/run installs it, so under CI this is a failure")
-		}
-		t.Skip("skipping: " + msg)
-	}
+	testkit.NeedFile(t, RegistryBin, "docker-registry")
 	dir := t.TempDir()
 	port := FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -111,6 +105,7 @@ http:
 	}
 	cmd := exec.Command(RegistryBin, "serve", cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	testkit.KillWithParent(cmd) // never outlives a test binary killed at go test's timeout
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		t.Fatal(err)
@@ -155,11 +150,6 @@ http:
 	return r
 }
 
-func moduleRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..")
-}
-
 // Image is a Scope stand-in image to push.
 type Image struct {
 	Repo    string   // repository under the registry, default "scopestub"
@@ -184,14 +174,7 @@ func (r *Registry) Push(img Image) string {
 	}
 	dir := t.TempDir()
 	if r.stub == "" {
-		bin := filepath.Join(t.TempDir(), "scopestub")
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./internal/scope/scopestub")
-		build.Dir = moduleRoot()
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("building scopestub: %v\n%s", err, out)
-		}
-		r.stub = bin
+		r.stub = testkit.GoBuild(t, testkit.Build{Pkg: "./internal/scope/scopestub", Static: true})
 	}
 	stub, err := os.ReadFile(r.stub)
 	if err != nil {

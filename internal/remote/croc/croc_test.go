@@ -24,6 +24,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/remote/remotetest"
 	"github.com/daydreamlive/scopectl/internal/secret"
+	"github.com/daydreamlive/scopectl/internal/testkit"
 )
 
 // canary is the code phrase of most tests; it must never show up in anything scopectl
@@ -159,7 +160,9 @@ func TestWantedChunks(t *testing.T) {
 // functions do DNS look-ups and their code prints the code phrase.
 func TestNoCrocInitSideEffects(t *testing.T) {
 	gobin := goTool(t)
-	out, err := exec.Command(gobin, "list", "-deps", ".").CombinedOutput()
+	list := exec.Command(gobin, "list", "-deps", ".")
+	list.Env = testkit.GoEnv()
+	out, err := list.CombinedOutput()
 	if err != nil {
 		t.Skipf("go list: %v\n%s", err, out)
 	}
@@ -181,54 +184,23 @@ func goTool(t *testing.T) string {
 	return p
 }
 
-var (
-	cliOnce sync.Once
-	cliBin  string
-	cliErr  error
-	cliDir  string
-)
-
 func TestMain(m *testing.M) {
 	// croc's logger keeps its level in unguarded globals that its relay code sets from
 	// every port's goroutine; with LOGGER set, SetLevel leaves them alone (no data race
 	// under -race). The remote discards the logger's output anyway.
 	os.Setenv("LOGGER", "error")
 	silenceLogs()
-	code := m.Run()
-	if cliDir != "" {
-		os.RemoveAll(cliDir)
-	}
-	os.Exit(code)
+	testkit.Main(m)
 }
 
-// crocCLI builds the croc CLI of the version in go.mod (a tool dependency, so it
-// builds offline from the module cache). Without it the CLI tests skip, except in CI.
+// crocCLI builds the croc CLI of the version in go.mod (a tool dependency, so it builds
+// offline from the module cache), once per test process. Without it the CLI tests skip,
+// except in CI, where they fail.
 func crocCLI(t *testing.T) string {
 	t.Helper()
-	cliOnce.Do(func() {
-		gobin, err := exec.LookPath("go")
-		if err != nil {
-			cliErr = err
-			return
-		}
-		if cliDir, cliErr = os.MkdirTemp("", "scopectl-croc-cli-"); cliErr != nil {
-			return
-		}
-		cliBin = filepath.Join(cliDir, "croc")
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, gobin, "build", "-o", cliBin, "github.com/schollz/croc/v10").CombinedOutput()
-		if err != nil {
-			cliErr = fmt.Errorf("go build github.com/schollz/croc/v10: %v\n%s", err, out)
-		}
-	})
-	if cliErr != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("the croc CLI tests must run in CI: %v", cliErr)
-		}
-		t.Skipf("croc CLI not available: %v", cliErr)
-	}
-	return cliBin
+	_, err := exec.LookPath("go")
+	testkit.Need(t, err == nil, "no go tool to build the croc CLI")
+	return testkit.GoBuild(t, testkit.Build{Pkg: "github.com/schollz/croc/v10"})
 }
 
 func freePorts(t *testing.T, n int) []string {
@@ -316,6 +288,7 @@ func startCLI(t *testing.T, dir, code string, args ...string) *cliRun {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	home := t.TempDir()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	testkit.KillWithParent(cmd)
 	cmd.Dir = dir
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"),

@@ -28,6 +28,7 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/remote/remotetest"
+	"github.com/daydreamlive/scopectl/internal/testkit"
 )
 
 const sshdPath = "/usr/sbin/sshd"
@@ -72,9 +73,8 @@ func need(t *testing.T, bins ...string) {
 		if _, err := os.Stat(b); err == nil {
 			continue
 		}
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s is not installed (Debian: apt-get install openssh-server openssh-client); skipping the ssh tests", b)
-		}
+		_, err := exec.LookPath(b)
+		testkit.Need(t, err == nil, b+" is not installed (Debian: apt-get install openssh-server openssh-client)")
 	}
 }
 
@@ -158,6 +158,7 @@ func startSSHD(t *testing.T, o sshdOpts) *server {
 			t.Fatal(err)
 		}
 		cmd := exec.Command(sshdPath, "-D", "-e", "-f", cfgPath)
+		testkit.KillWithParent(cmd)
 		cmd.Stderr = s.log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -532,6 +533,7 @@ func startAgent(t *testing.T) string {
 	need(t, "ssh-agent", "ssh-add")
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	cmd := exec.Command("ssh-agent", "-D", "-a", sock)
+	testkit.KillWithParent(cmd)
 	var log syncBuffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
