@@ -20,9 +20,10 @@ type ConvertOptions struct {
 	To Family
 	// Bare writes Comfy-family keys without the diffusion_model. prefix.
 	Bare bool
-	// FoldAlpha multiplies B by alpha/rank and writes no alpha. Folded B tensors are
-	// written as F32 (F64 stays F64): a bf16/f16 value times a power of two is then
-	// exact, and any other scale is rounded once, at f32 precision.
+	// FoldAlpha multiplies B by alpha/rank and writes no alpha. Every lora_A and lora_B
+	// is then written as F32 (F64 stays F64), so the file keeps one dtype: widening
+	// bf16/f16 is exact, a value times a power of two stays exact, and any other scale
+	// is rounded once, at f32 precision.
 	FoldAlpha bool
 	// DropUnitAlpha leaves out alpha keys whose value equals the rank (scale 1).
 	DropUnitAlpha bool
@@ -114,15 +115,25 @@ func NewPlan(p *Parsed, from Family, opt ConvertOptions) (*Plan, error) {
 				continue
 			}
 			e := entry{spec: safetensors.TensorSpec{Name: FormatKey(st, name, part), DType: t.DType, Shape: t.Shape}, src: &t, srcDT: t.DType}
-			if part == PartB && opt.FoldAlpha && m.Scale() != 1 {
+			if opt.FoldAlpha && (part == PartA || part == PartB) {
+				// Every lora_A and lora_B is written in the folded dtype (F32, F64 stays
+				// F64), so the file has one dtype as a LoRA should: widening bf16/f16 to
+				// F32 is exact, and only a folded B with a scale that is not a power of
+				// two is rounded (once, at f32 precision).
 				out, err := foldDType(t.DType)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", t.Name, err)
 				}
-				e.spec.DType, e.fold = out, m.Scale()
-				folded++
-				if frac, _ := math.Frexp(m.Scale()); frac != 0.5 && out != safetensors.F64 {
-					foldInexact++
+				scale := 1.0
+				if part == PartB && m.Scale() != 1 {
+					scale = m.Scale()
+					folded++
+					if frac, _ := math.Frexp(scale); frac != 0.5 && out != safetensors.F64 {
+						foldInexact++
+					}
+				}
+				if out != t.DType || scale != 1 {
+					e.spec.DType, e.fold = out, scale
 				}
 			}
 			if err := add(e); err != nil {
@@ -148,7 +159,7 @@ func NewPlan(p *Parsed, from Family, opt ConvertOptions) (*Plan, error) {
 	}
 	if folded > 0 {
 		pl.Result.Alpha = "folded"
-		msg := fmt.Sprintf("folded alpha/rank into lora_B of %d modules (written as F32)", folded)
+		msg := fmt.Sprintf("folded alpha/rank into lora_B of %d modules (lora_A and lora_B written as F32)", folded)
 		if foldInexact > 0 {
 			msg += fmt.Sprintf("; %d scales are not powers of two and were rounded once at f32 precision", foldInexact)
 		}

@@ -399,6 +399,20 @@ func TestFoldAlpha(t *testing.T) {
 			t.Fatalf("B[%d]=%v want %v", i, got[i], want)
 		}
 	}
+	// lora_A is widened to F32 exactly, so the file has one dtype and inspect agrees.
+	inA := decode(safetensors.BF16, sc["blocks.1.self_attn.q/lora_A/BF16"])
+	gotA := decode(safetensors.F32, oc["blocks.1.self_attn.q/lora_A/F32"])
+	if len(gotA) != len(inA) {
+		t.Fatalf("lora_A: %d values, want %d", len(gotA), len(inA))
+	}
+	for i := range inA {
+		if gotA[i] != inA[i] {
+			t.Fatalf("A[%d]=%v want %v", i, gotA[i], inA[i])
+		}
+	}
+	if r.DType != "F32" || len(r.Unusual) != 0 {
+		t.Fatalf("folded file: dtype %s, unusual %v", r.DType, r.Unusual)
+	}
 }
 
 func TestConvertRefusesDamagedFile(t *testing.T) {
@@ -444,7 +458,9 @@ func TestHalfFloatHelpersViaFold(t *testing.T) {
 	if _, err := lora.ConvertFile(src, out, lora.ConvertOptions{To: lora.Diffusers, FoldAlpha: true}); err != nil {
 		t.Fatal(err)
 	}
-	if r := inspect(t, out); r.Family != lora.Diffusers || r.DType != "mixed:F16,F32" {
-		t.Fatalf("%s %s", r.Family, r.DType)
+	// Folding writes every lora_A and lora_B as F32, so the file has one dtype and
+	// inspect finds nothing unusual about it.
+	if r := inspect(t, out); r.Family != lora.Diffusers || r.DType != "F32" || len(r.Unusual) != 0 {
+		t.Fatalf("%s %s %v", r.Family, r.DType, r.Unusual)
 	}
 }
