@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/daydreamlive/scopectl/internal/deploy"
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/lorasync"
 	"github.com/daydreamlive/scopectl/internal/remote"
@@ -239,25 +240,37 @@ func (a *app) syncLoRAs(ctx context.Context, target string, wanted []wantedLoRA,
 		names[i] = w.Ref
 	}
 	deadline := time.Now().Add(retryFor)
-	delay := 500 * time.Millisecond
+	bo := httpx.Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Second}
 	var r remote.Remote
-	for {
+	for n := 1; ; n++ {
 		r, err = a.openRemote(ctx, target, rf)
-		if err == nil || errors.Is(err, ssh.ErrUnknownHostKey) || errors.Is(err, ssh.ErrHostKeyChanged) || time.Now().Add(delay).After(deadline) {
+		if err == nil || errors.Is(err, ssh.ErrUnknownHostKey) || errors.Is(err, ssh.ErrHostKeyChanged) || !deployRetryable(err) {
 			break
 		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(delay):
+		delay := bo.Delay(n, "")
+		if time.Now().Add(delay).After(deadline) {
+			break
 		}
-		delay = min(delay*2, 5*time.Second)
+		a.reporter().Retry("connecting to "+target, n, 0, err.Error(), delay)
+		if httpx.Sleep(ctx, delay) != nil {
+			return nil, err
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
 	return lorasync.Sync(ctx, lib, r, lorasync.Options{Names: names, Pipeline: pipeline, Progress: a.progress()})
+}
+
+// deployRetryable: a pod that just started refuses connections until its sshd is up, so a
+// refused connection is worth waiting out here; otherwise the shared rules apply (a name
+// that does not resolve, a TLS failure: at once).
+func deployRetryable(err error) bool {
+	if u := httpx.Unreachable("", err); u != nil {
+		return u.Refused
+	}
+	return !httpx.Permanent(err)
 }
 
 // scopeUp waits for Scope's health and, with a pipeline, loads it with the LoRAs and
@@ -292,7 +305,7 @@ func printScopeUp(w io.Writer, res map[string]any, pipeline string, nLoRAs int) 
 		fmt.Fprintf(w, "Scope %s is healthy at %s\n", h.Version, res["url"])
 	}
 	if pipeline != "" {
-		fmt.Fprintf(w, "pipeline %s loaded with %d LoRAs\n", pipeline, nLoRAs)
+		fmt.Fprintf(w, "pipeline %s loaded with %s\n", pipeline, plural(nLoRAs, "LoRA"))
 	}
 }
 

@@ -135,7 +135,7 @@ func (a *app) pullHF(ctx context.Context, lib *library.Library, arg string, opt 
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
-	c := &hf.Client{Endpoint: a.cfg.HFEndpoint, Token: hf.TokenFrom(a.cfg.HFToken, a.cfg.HFHome), Connections: conns.n, ChunkSize: conns.chunk, Progress: a.progress(), AllowInsecureHTTP: allowHTTP}
+	c := &hf.Client{Endpoint: a.cfg.HFEndpoint, Token: hf.TokenFrom(a.cfg.HFToken, a.cfg.HFHome), Connections: conns.n, ChunkSize: conns.chunk, Progress: a.reporter(), AllowInsecureHTTP: allowHTTP}
 	files, err := c.Pull(ctx, a.cfg.HFHubCache, ref, opt)
 	var out []pulled
 	for _, f := range files {
@@ -214,7 +214,7 @@ func (a *app) hubPushCmd() *cobra.Command {
 				info.TrainingConfig = string(b)
 			}
 			opt.ModelCard = hf.ModelCard(info)
-			c := &hf.Client{Endpoint: a.cfg.HFEndpoint, Token: hf.TokenFrom(a.cfg.HFToken, a.cfg.HFHome), Progress: a.progress(), AllowInsecureHTTP: allowHTTP}
+			c := &hf.Client{Endpoint: a.cfg.HFEndpoint, Token: hf.TokenFrom(a.cfg.HFToken, a.cfg.HFHome), Progress: a.reporter(), AllowInsecureHTTP: allowHTTP}
 			if !c.Token.IsSet() {
 				return usageError("set HF_TOKEN (a token with write access) or log in with `hf auth login`")
 			}

@@ -19,7 +19,7 @@ import (
 )
 
 func (a *app) civitai() *civitai.Client {
-	return &civitai.Client{BaseURL: a.cfg.CivitAIURL, Token: a.cfg.CivitAIKey, Progress: a.progress()}
+	return &civitai.Client{BaseURL: a.cfg.CivitAIURL, Token: a.cfg.CivitAIKey, Progress: a.reporter()}
 }
 
 // pullCivitAI resolves a CivitAI reference, downloads its primary safetensors file
@@ -50,7 +50,7 @@ func (a *app) pullCivitAI(ctx context.Context, lib *library.Library, arg, name s
 	origin := store.Origin{Kind: "civitai", ModelID: strconv.FormatInt(v.ModelID, 10), VersionID: strconv.FormatInt(v.ID, 10), URL: v.ModelPage, File: f.Name,
 		BaseModel: v.BaseModel, TriggerWords: strings.Join(v.TrainedWords, ", ")}
 	p := pulled{Source: "civitai", Path: f.Name, Size: f.SizeBytes(), SHA256: f.SHA256, Cached: path, Fetched: true}
-	res, err := lib.Add(ctx, path, library.AddOptions{Name: name, Origin: origin})
+	res, err := lib.Add(ctx, path, library.AddOptions{Name: name, Origin: origin, Link: true}) // a download removed below
 	if err != nil {
 		return []pulled{p}, err
 	}

@@ -4,6 +4,7 @@ package progress
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -118,4 +119,33 @@ func (t *Tracker) emit(ev string) {
 		Done  int64  `json:"done"`
 		Total int64  `json:"total"`
 	}{ev, t.op, t.item, t.done, t.total})
+}
+
+// Retry reports that op failed (attempt of `of`, 0 when unknown) for reason and will be
+// tried again after wait: one line on W in text modes ("scopectl: retrying …"), an NDJSON
+// {"event":"retry",…} with JSON. A Reporter without W reports nothing.
+func (r Reporter) Retry(op string, attempt, of int, reason string, wait time.Duration) {
+	if r.W == nil {
+		return
+	}
+	if r.Mode == JSON {
+		_ = json.NewEncoder(r.W).Encode(struct {
+			Event   string  `json:"event"`
+			Op      string  `json:"op"`
+			Attempt int     `json:"attempt"`
+			Of      int     `json:"of,omitempty"`
+			Reason  string  `json:"reason"`
+			WaitS   float64 `json:"wait_s"`
+		}{"retry", op, attempt, of, reason, wait.Seconds()})
+		return
+	}
+	n := fmt.Sprint(attempt)
+	if of > 0 {
+		n += "/" + fmt.Sprint(of)
+	}
+	prefix := ""
+	if r.Mode == Bar {
+		prefix = "\r\033[K" // clear a bar drawn on this line
+	}
+	fmt.Fprintf(r.W, "%sscopectl: %s: attempt %s failed (%s); retrying in %s\n", prefix, op, n, reason, wait.Round(100*time.Millisecond))
 }

@@ -15,13 +15,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/secret"
 )
@@ -154,10 +153,11 @@ func (w *watchdog) kick()         { w.t.Reset(w.d) }
 func (w *watchdog) stop()         { w.t.Stop(); w.cancel(nil) }
 func (w *watchdog) stalled() bool { return errors.Is(context.Cause(w.ctx), errStalled) }
 
-// backoff sleeps before retry number attempt (1-based): exponential from backoffMin to
-// backoffMax with full jitter in [d/2, d]; a Retry-After header (seconds) raises it, capped
-// at twice backoffMax.
-func (c *Client) backoff(ctx context.Context, attempt int, retryAfter string) error {
+// backoff sleeps before retry number attempt (1-based) on the shared schedule
+// (httpx.Backoff: exponential from backoffMin to backoffMax, jittered in [d/2, d]); a
+// Retry-After header replaces it, capped at twice backoffMax. A reason (the failure being
+// retried) is reported through Progress first, so that a retry never passes silently.
+func (c *Client) backoff(ctx context.Context, attempt int, retryAfter string, reason error) error {
 	lo, hi := c.backoffMin, c.backoffMax
 	if lo <= 0 {
 		lo = defaultBackoffMin
@@ -165,31 +165,18 @@ func (c *Client) backoff(ctx context.Context, attempt int, retryAfter string) er
 	if hi <= 0 {
 		hi = defaultBackoffMax
 	}
-	d := lo
-	for i := 1; i < attempt && d < hi; i++ {
-		d *= 2
+	d := httpx.Backoff{Min: lo, Max: hi}.Delay(attempt, "")
+	if ra, ok := httpx.ParseRetryAfter(retryAfter, c.clock()); ok && ra > 0 {
+		d = max(d, min(ra, 2*hi))
 	}
-	d = min(d, hi)
-	d = d/2 + rand.N(d/2+1)
-	if s, err := strconv.Atoi(strings.TrimSpace(retryAfter)); err == nil && s > 0 {
-		ra := min(time.Duration(s)*time.Second, 2*hi)
-		d = max(d, ra)
+	if reason != nil {
+		c.Progress.Retry("civitai", attempt, c.attempts(), strings.TrimPrefix(reason.Error(), "civitai: "), d)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return httpx.Sleep(ctx, d)
 }
 
 // retryable reports whether a status code is worth retrying (rate limits, server errors).
-func retryable(code int) bool {
-	return code == http.StatusTooManyRequests || code == http.StatusRequestTimeout ||
-		code >= 500 && code != http.StatusNotImplemented && code != http.StatusHTTPVersionNotSupported
-}
+func retryable(code int) bool { return httpx.RetryableStatus(code) }
 
 // apiErrorBody is CivitAI's JSON error shape: {"error": "...", "message": "...", "deadline": "..."}.
 type apiErrorBody struct {
@@ -315,7 +302,7 @@ func (c *Client) withRetry(ctx context.Context, fn func() error) error {
 	var last error
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
-			if err := c.backoff(ctx, attempt-1, retryAfterOf(last)); err != nil {
+			if err := c.backoff(ctx, attempt-1, retryAfterOf(last), last); err != nil {
 				return err
 			}
 		}

@@ -379,7 +379,7 @@ func TestBackoffBounds(t *testing.T) {
 	c := &Client{backoffMin: 10 * time.Millisecond, backoffMax: 40 * time.Millisecond}
 	for attempt := 1; attempt < 8; attempt++ {
 		start := time.Now()
-		if err := c.backoff(context.Background(), attempt, ""); err != nil {
+		if err := c.backoff(context.Background(), attempt, "", nil); err != nil {
 			t.Fatal(err)
 		}
 		if d := time.Since(start); d < 5*time.Millisecond || d > 500*time.Millisecond {
@@ -389,7 +389,7 @@ func TestBackoffBounds(t *testing.T) {
 	// Retry-After raises the wait but is capped at twice the maximum backoff
 	c = &Client{backoffMin: time.Millisecond, backoffMax: 20 * time.Millisecond}
 	start := time.Now()
-	if err := c.backoff(context.Background(), 1, "3600"); err != nil {
+	if err := c.backoff(context.Background(), 1, "3600", nil); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < 35*time.Millisecond || d > 2*time.Second {

@@ -823,7 +823,7 @@ func (d *dl) fetchChunk(ctx context.Context, i int, r *cdnResp) error {
 			return fmt.Errorf("civitai: %s: the download server %s %s at byte %d of %d (gave up after %d attempts); run the pull again later to resume: %w",
 				d.w.desc, clip(host), why, pos, d.total, try, ErrRetry)
 		}
-		if err := d.c.backoff(ctx, max(noProgress, 1), ""); err != nil {
+		if err := d.c.backoff(ctx, max(noProgress, 1), "", fmt.Errorf("the download server %s %s at byte %d of %d", clip(host), why, pos, d.total)); err != nil {
 			return err
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"github.com/daydreamlive/scopectl/internal/hub/civitai/civitaitest"
 	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/lora/loratest"
@@ -574,15 +575,15 @@ func TestRedirectPolicy(t *testing.T) {
 		loc      string
 		sentinel error
 	}{
-		{"http://127.0.0.1:1/file?X-Amz-Signature=secret", ErrUnsafe},                   // downgrade to http
-		{"https://other.example.com/api/download/models/1", ErrUnsafe},                  // CivitAI on another domain
-		{"https://user:pw@cdn.example.com/file", ErrUnsafe},                             // user info
-		{"/login?reason=download-auth&returnUrl=%2Fmodels%2F1", ErrAuth},                // browser login
-		{"/pricing?reason=early-access", ErrEarlyAccess},                                // browser early access
-		{"/some/page", ErrProtocol},                                                     // some page
-		{"/api/download/models/1", ErrProtocol},                                         // a loop
-		{"javascript:alert(1)", ErrUnsafe},                                              // not a URL we fetch
-		{"https://127.0.0.1:1/signed?X-Amz-Signature=secret&token=" + canary, ErrRetry}, // unreachable CDN
+		{"http://127.0.0.1:1/file?X-Amz-Signature=secret", ErrUnsafe},                               // downgrade to http
+		{"https://other.example.com/api/download/models/1", ErrUnsafe},                              // CivitAI on another domain
+		{"https://user:pw@cdn.example.com/file", ErrUnsafe},                                         // user info
+		{"/login?reason=download-auth&returnUrl=%2Fmodels%2F1", ErrAuth},                            // browser login
+		{"/pricing?reason=early-access", ErrEarlyAccess},                                            // browser early access
+		{"/some/page", ErrProtocol},                                                                 // some page
+		{"/api/download/models/1", ErrProtocol},                                                     // a loop
+		{"javascript:alert(1)", ErrUnsafe},                                                          // not a URL we fetch
+		{"https://127.0.0.1:1/signed?X-Amz-Signature=secret&token=" + canary, httpx.ErrUnreachable}, // unreachable CDN: no retry
 	} {
 		target.Store(tc.loc)
 		parent, dir := sandbox(t)

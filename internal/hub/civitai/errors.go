@@ -11,6 +11,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/daydreamlive/scopectl/internal/httpx"
 )
 
 // Sentinel errors. Every error the client returns wraps at most one of them, so the CLI
@@ -53,7 +55,7 @@ func (c *Client) guard(err error) error {
 	}
 	ge := &guardedError{msg: strings.ReplaceAll(err.Error(), tok, "[redacted]")}
 	for _, s := range []error{ErrBadRef, ErrNotFound, ErrAuth, ErrEarlyAccess, ErrForbidden, ErrGone, ErrIntegrity,
-		ErrUnsafe, ErrUnsupported, ErrExists, ErrBusy, ErrRetry, ErrProtocol, context.Canceled, context.DeadlineExceeded} {
+		ErrUnsafe, ErrUnsupported, ErrExists, ErrBusy, ErrRetry, ErrProtocol, httpx.ErrUnreachable, context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, s) {
 			ge.sentinel = s
 			break
@@ -134,6 +136,8 @@ func netError(host string, err error) (error, bool) {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err, false
+	case httpx.Unreachable(host, err) != nil:
+		return httpx.Unreachable(host, err), false // DNS not found, connection refused: fail at once
 	case errors.As(err, &verr), errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &invalid):
 		return fmt.Errorf("the TLS certificate of %s could not be verified (%s); scopectl never skips TLS verification: check the system clock, proxies and CA certificates: %w",
 			host, clip(err.Error()), ErrUnsafe), false

@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -37,6 +36,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/secret"
 )
@@ -418,26 +418,14 @@ func (p *pull) resolveURL(rev, file string) string {
 	return p.base + "/" + urlPrefix(p.ref.RepoType) + p.ref.Repo + "/resolve/" + url.PathEscape(rev) + "/" + strings.Join(segs, "/")
 }
 
-// backoff sleeps before retry n (1-based): exponential with full jitter, or the server's
-// Retry-After, both capped at 64× RetryWait.
-func (p *pull) backoff(ctx context.Context, n int, retryAfter string) error {
-	limit := p.wait * 64
-	d := p.wait << min(n-1, 6)
-	d = d/2 + rand.N(d/2+1)
-	if s, err := strconv.Atoi(strings.TrimSpace(retryAfter)); err == nil && s >= 0 {
-		d = time.Duration(s) * time.Second
-	} else if t, err := http.ParseTime(retryAfter); err == nil {
-		d = time.Until(t)
-	}
-	d = max(0, min(d, limit))
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+// backoff sleeps before retry n (1-based) on the shared schedule (httpx.Backoff:
+// exponential from RetryWait, jittered, at most 64× RetryWait), or the server's
+// Retry-After capped the same. The failure being retried is reported through Progress
+// first, so that a retry never passes silently.
+func (p *pull) backoff(ctx context.Context, n int, t *transient, what string) error {
+	d := httpx.Backoff{Min: p.wait, Max: p.wait * 64}.Delay(n, t.retryAfter)
+	p.c.Progress.Retry("hf: "+what, n, p.retries+1, t.err.Error(), d)
+	return httpx.Sleep(ctx, d)
 }
 
 var errStalled = errors.New("connection stalled")
@@ -523,6 +511,10 @@ func (p *pull) retry(ctx context.Context, what string, attempt func() error) err
 	for n := 0; ; n++ {
 		err := attempt()
 		var t *transient
+		var u *httpx.UnreachableError
+		if errors.As(err, &u) && !errors.As(err, &t) {
+			return fmt.Errorf("hf: %s: %w", what, u) // offline or nothing listening: at once, no retries
+		}
 		if err == nil || !errors.As(err, &t) {
 			return err
 		}
@@ -532,7 +524,7 @@ func (p *pull) retry(ctx context.Context, what string, attempt func() error) err
 		if n >= p.retries {
 			return gaveUp(what, n+1, t)
 		}
-		if err := p.backoff(ctx, n+1, t.retryAfter); err != nil {
+		if err := p.backoff(ctx, n+1, t, what); err != nil {
 			return err
 		}
 	}
@@ -858,12 +850,19 @@ func (p *pull) pointerRel(file string) string {
 	return path.Join(p.folder, "snapshots", p.commit, file)
 }
 
-// transportErr classifies a request that got no answer: an unsafe redirect is final,
-// anything else (reset, timeout, refused) is worth a retry.
+// transportErr classifies a request that got no answer with the shared rules
+// (httpx): an unsafe redirect, a host that is unreachable (DNS not found, connection
+// refused) or a TLS failure is final; anything else (reset, timeout) is worth a retry.
 func transportErr(host string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) && (errors.Is(ue.Err, ErrUnsafe) || strings.Contains(ue.Err.Error(), "too many redirects")) {
 		return netError(host, err)
+	}
+	if u := httpx.Unreachable(host, err); u != nil {
+		return u
+	}
+	if httpx.TLSError(err) {
+		return fmt.Errorf("TLS with %s failed (%s); scopectl never skips TLS verification: check the system clock, proxies, CA certificates and HF_ENDPOINT", host, clip(err.Error()))
 	}
 	return &transient{err: netError(host, err)}
 }

@@ -517,7 +517,7 @@ func (p *pull) getRange(ctx context.Context, fh *os.File, m fileMeta, f remoteFi
 		if fails > p.retries {
 			return gaveUp(clip(f.Path), fails, t)
 		}
-		if err := p.backoff(ctx, fails, t.retryAfter); err != nil {
+		if err := p.backoff(ctx, fails, t, clip(f.Path)); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/daydreamlive/scopectl/internal/httpx"
 )
 
 // Sentinel errors; every error Pull returns wraps at most one of them, so callers can
@@ -108,9 +110,7 @@ func netError(host string, err error) error {
 }
 
 // retryable reports whether a status code is worth retrying (rate limits, server errors).
-func retryable(code int) bool {
-	return code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500 && code != http.StatusNotImplemented && code != http.StatusHTTPVersionNotSupported
-}
+func retryable(code int) bool { return httpx.RetryableStatus(code) }
 
 // tagged is a message that wraps a sentinel without repeating its text.
 type tagged struct {

@@ -20,16 +20,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/secret"
 )
@@ -333,14 +333,15 @@ func capacityMessage(msg string) bool {
 	return false
 }
 
-// retryable: 429, 5xx and no-answer failures are worth another attempt.
+// retryable: 429, 5xx and no-answer failures are worth another attempt, except those
+// the shared rules (httpx.Permanent) call final: DNS not found, connection refused, TLS.
 func retryable(err error) bool {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return (ae.Status == http.StatusTooManyRequests || ae.Status >= 500) && !capacityMessage(ae.Msg)
 	}
 	var te *transportError
-	return errors.As(err, &te)
+	return errors.As(err, &te) && !httpx.Permanent(te.Err)
 }
 
 // ambiguous: the request may have been applied although no success came back.
@@ -382,6 +383,9 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, timeou
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if u := httpx.Unreachable(req.URL.Host, err); u != nil {
+			return nil, &transportError{Err: u} // offline or nothing listening: never sent, not retried
+		}
 		return nil, &transportError{Err: stripURL(err), Sent: maybeSent(err)}
 	}
 	defer resp.Body.Close()
@@ -411,18 +415,7 @@ type retryAfterError struct {
 
 func (e *retryAfterError) Unwrap() error { return e.apiError }
 
-func parseRetryAfter(v string) (time.Duration, bool) {
-	if v == "" {
-		return 0, false
-	}
-	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(time.Until(t), 0), true
-	}
-	return 0, false
-}
+func parseRetryAfter(v string) (time.Duration, bool) { return httpx.ParseRetryAfter(v, time.Now()) }
 
 // stripURL drops the *url.Error wrapper (method and URL) from a transport error:
 // the operation is named by the caller, and a URL might carry something private.
@@ -453,12 +446,7 @@ func maybeSent(err error) bool {
 // clients that failed together do not retry together. A Retry-After from the server
 // raises the delay, still capped.
 func (c *Client) backoff(n int, err error) time.Duration {
-	d := c.minBackoff
-	for i := 0; i < n && d < c.maxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, c.maxBackoff)
-	d = d/2 + rand.N(d/2+1)
+	d := httpx.Backoff{Min: c.minBackoff, Max: c.maxBackoff}.Delay(n+1, "")
 	var ra *retryAfterError
 	if errors.As(err, &ra) && ra.after > d {
 		d = min(ra.after, c.maxBackoff)
@@ -466,15 +454,19 @@ func (c *Client) backoff(n int, err error) time.Duration {
 	return d
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+func sleep(ctx context.Context, d time.Duration) error { return httpx.Sleep(ctx, d) }
+
+// urlPath is u without its query (which could carry something private), for messages.
+func urlPath(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		return p.Path
 	}
+	return ""
+}
+
+// noteRetry logs one line for a retry about to happen, so that none passes silently.
+func (c *Client) noteRetry(op string, attempt int, err error, wait time.Duration) {
+	slog.Warn("retrying", "op", op, "attempt", fmt.Sprintf("%d/%d", attempt, c.attempts), "reason", c.red.Redact(err.Error()), "wait", wait.Round(time.Millisecond))
 }
 
 // do sends a request that may be repeated safely (reads, start, stop, delete,
@@ -491,7 +483,9 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte) (resp *r
 		if n+1 >= c.attempts {
 			return nil, wasAmbiguous, &exhaustedError{attempts: n + 1, last: err}
 		}
-		if serr := sleep(ctx, c.backoff(n, err)); serr != nil {
+		d := c.backoff(n, err)
+		c.noteRetry(method+" "+urlPath(u), n+1, err, d)
+		if serr := sleep(ctx, d); serr != nil {
 			return nil, wasAmbiguous, serr
 		}
 	}

@@ -337,7 +337,9 @@ func (c *Client) postCreate(ctx context.Context, op string, body []byte, tag, na
 	var last error
 	for n := 0; n < c.attempts; n++ {
 		if n > 0 {
-			if err := sleep(ctx, c.backoff(n-1, last)); err != nil {
+			d := c.backoff(n-1, last)
+			c.noteRetry(op, n, last, d)
+			if err := sleep(ctx, d); err != nil {
 				return nil, c.createGaveUp(op, uncertain, err)
 			}
 		}

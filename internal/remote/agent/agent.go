@@ -25,7 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -37,6 +37,7 @@ import (
 	"time"
 
 	api "github.com/daydreamlive/scopectl/internal/agent"
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/units"
@@ -337,6 +338,9 @@ func (r *Remote) send(ctx context.Context, q *request) (*http.Response, context.
 		if stalled {
 			return nil, nil, &stallError{q.op, q.timeout}
 		}
+		if u := httpx.Unreachable(r.host(), err); u != nil {
+			return nil, nil, fmt.Errorf("%s: %w", q.op, u) // offline or no agent listening: not retried
+		}
 		return nil, nil, fmt.Errorf("%s: %w", q.op, stripURL(err))
 	}
 	ok := q.ok
@@ -397,7 +401,7 @@ func (r *Remote) do(ctx context.Context, q *request, out any) error {
 			}
 			return err
 		}
-		if err := r.sleep(ctx, attempt); err != nil {
+		if err := r.sleep(ctx, attempt, err); err != nil {
 			return err
 		}
 	}
@@ -413,21 +417,26 @@ func retryable(err error) bool {
 	if errors.As(err, &se) || errors.As(err, &te) {
 		return false // not the agent's API: asking again will not help
 	}
-	return !errors.Is(err, context.Canceled) // network errors, stalls, cut replies
+	// DNS not found, connection refused, TLS: the shared rules say asking again will not help.
+	return !httpx.Permanent(err) // network errors, stalls, cut replies
 }
 
-// sleep waits before retry attempt+1: exponential backoff with jitter, at most 5 s.
-func (r *Remote) sleep(ctx context.Context, attempt int) error {
-	d := min(r.backoff<<min(attempt, 10), 5*time.Second)
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+// host is the agent's host[:port], for messages.
+func (r *Remote) host() string {
+	if u, err := url.Parse(r.base); err == nil && u.Host != "" {
+		return u.Host
 	}
+	return r.base
+}
+
+// sleep waits before retry attempt+1 on the shared schedule (httpx.Backoff from the
+// first delay, doubling, jittered, at most 5 s), logging the failure being retried.
+func (r *Remote) sleep(ctx context.Context, attempt int, why error) error {
+	d := httpx.Backoff{Min: r.backoff, Max: 5 * time.Second}.Delay(attempt+1, "")
+	if why != nil {
+		slog.Warn("retrying", "remote", r.host(), "attempt", fmt.Sprintf("%d/%d", attempt+1, r.retries+1), "reason", why.Error(), "wait", d.Round(time.Millisecond))
+	}
+	return httpx.Sleep(ctx, d)
 }
 
 func filePath(name string) string { return "/v1/files/" + url.PathEscape(name) }
@@ -490,7 +499,7 @@ func (r *Remote) Get(ctx context.Context, name string, off int64) (io.ReadCloser
 		if err == nil || ctx.Err() != nil || !retryable(err) || attempt >= r.retries {
 			return rc, err
 		}
-		if err := r.sleep(ctx, attempt); err != nil {
+		if err := r.sleep(ctx, attempt, err); err != nil {
 			return nil, err
 		}
 	}
