@@ -122,7 +122,7 @@ func TestBadInputIsOneLineError(t *testing.T) {
 		{[]string{"lora", "inspect", junk}, "junk.safetensors", 1},
 		{[]string{"lora", "inspect", pickle}, "pickle can run code", 1},
 		{[]string{"lora", "add", pickle}, "model.ckpt", 1},
-		{[]string{"lora", "inspect", filepath.Join(e.root, "missing.safetensors")}, "missing.safetensors", 1},
+		{[]string{"lora", "inspect", filepath.Join(e.root, "missing.safetensors")}, "missing.safetensors", 4},
 		{[]string{"lora", "convert", junk, "--to", "nope", "-o", "x"}, "--to", 2},
 		{[]string{"lora", "ls", "--bogus"}, "bogus", 2},
 		{[]string{"lora", "show", "nothing-here"}, "nothing-here", 4},

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -35,14 +37,18 @@ func (a *app) loraInspect() *cobra.Command {
 		RunE: func(_ *cobra.Command, args []string) error {
 			var reps []*lora.Report
 			var firstErr error
+			code := ExitNotFound // 4 when every failure is a missing file, else 1
 			for _, p := range args {
 				r, err := lora.Inspect(p, lora.InspectOptions{Hash: !noHash})
 				if err != nil {
 					if firstErr == nil {
 						firstErr = err
 					}
+					if exitCode(err) != ExitNotFound {
+						code = ExitFailure
+					}
 					if !a.json {
-						fmt.Fprintln(a.stderr, "scopectl: "+err.Error())
+						fmt.Fprintln(a.stderr, errPrefix("lora inspect")+err.Error())
 					}
 					continue
 				}
@@ -61,14 +67,11 @@ func (a *app) loraInspect() *cobra.Command {
 			}); err != nil {
 				return err
 			}
-			if firstErr != nil && len(args) == 1 {
-				if !a.json {
-					return withCode(ExitFailure, errSilent)
-				}
-				return firstErr
+			if firstErr != nil && len(args) == 1 && a.json {
+				return withCode(code, firstErr)
 			}
 			if firstErr != nil {
-				return withCode(ExitFailure, errSilent)
+				return withCode(code, errSilent)
 			}
 			return nil
 		},
@@ -140,12 +143,13 @@ func (a *app) loraConvert() *cobra.Command {
 	var to, out string
 	var fold, force bool
 	cmd := &cobra.Command{
-		Use:   "convert IN --to diffusers|comfy|kohya -o OUT",
-		Short: "Convert a LoRA between key families, copying tensors bit for bit",
+		Use:   "convert FILE|NAME --to diffusers|comfy|kohya -o OUT",
+		Short: "Convert a LoRA (a file, or a library entry by name or sha256) between key families, copying tensors bit for bit",
 		Long: "Tensors are copied bit for bit and alpha is carried: as alpha keys (comfy, kohya) or in\n" +
-			"diffusers' lora_adapter_metadata. --fold-alpha multiplies B by alpha/rank instead.",
+			"diffusers' lora_adapter_metadata. --fold-alpha multiplies B by alpha/rank instead.\n" +
+			"The input is a .safetensors file, or else the library entry of that name or sha256.",
 		Args: cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			fam, ok := lora.ParseFamily(to)
 			if !ok {
 				return usageError("--to %q: expected diffusers, comfy or kohya", to)
@@ -153,6 +157,11 @@ func (a *app) loraConvert() *cobra.Command {
 			if out == "" {
 				return usageError("-o OUT is required")
 			}
+			in, err := a.loraInput(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			args[0] = in
 			if sameFile(args[0], out) {
 				return usageError("-o %s: output must differ from the input", out)
 			}
@@ -170,7 +179,7 @@ func (a *app) loraConvert() *cobra.Command {
 				return err
 			}
 			return a.out(res, func(w io.Writer) {
-				fmt.Fprintf(w, "converted %s (%s) → %s (%s): %d tensors, %d bytes, sha256 %s\n", args[0], res.From, out, res.To, res.Tensors, res.Bytes, res.SHA256)
+				fmt.Fprintf(w, "converted %s (%s) → %s (%s): %s, %s, sha256 %s\n", args[0], res.From, out, res.To, plural(res.Tensors, "tensor"), plural(int(res.Bytes), "byte"), res.SHA256)
 				for _, n := range res.Notes {
 					fmt.Fprintln(w, "note: "+n)
 				}
@@ -182,6 +191,29 @@ func (a *app) loraConvert() *cobra.Command {
 	cmd.Flags().BoolVar(&fold, "fold-alpha", false, "fold alpha/rank into lora_B (written as F32) instead of carrying alpha")
 	cmd.Flags().BoolVar(&force, "force", false, "replace OUT if it exists")
 	return cmd
+}
+
+// loraInput resolves a command's input: an existing file as given, or else the library
+// entry of that name or sha256 (its file). Neither is a not-found error naming both.
+func (a *app) loraInput(cmd *cobra.Command, ref string) (string, error) {
+	if _, err := os.Stat(ref); !errors.Is(err, fs.ErrNotExist) {
+		return ref, nil // a file (or an error lora reads will report)
+	}
+	if strings.ContainsRune(ref, os.PathSeparator) || strings.HasSuffix(ref, ".safetensors") {
+		return "", withCode(ExitNotFound, fmt.Errorf("%s: no such file", ref))
+	}
+	lib, err := a.library()
+	if err != nil {
+		return "", err
+	}
+	e, err := lib.Store.GetLoRA(cmd.Context(), ref)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", withCode(ExitNotFound, fmt.Errorf("%s: no such file, and no library entry of that name or sha256 (see scopectl lora ls)", ref))
+	}
+	if err != nil {
+		return "", err
+	}
+	return e.Path, nil
 }
 
 func sameFile(a, b string) bool {
@@ -205,6 +237,9 @@ func (a *app) loraAdd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if len(files) == 0 {
+				return withCode(ExitNotFound, fmt.Errorf("no .safetensors files found in %s", strings.Join(args, ", ")))
+			}
 			if name != "" && len(files) != 1 {
 				return usageError("--name needs exactly one file (got %d)", len(files))
 			}
@@ -223,7 +258,7 @@ func (a *app) loraAdd() *cobra.Command {
 			}
 			if err := a.out(map[string]any{"results": results, "errors": nonNil(failed)}, func(w io.Writer) {
 				for _, r := range results {
-					fmt.Fprintf(w, "%-7s %s  %s  %s  (%s)\n", r.Status, r.LoRA.Name, r.LoRA.Base, r.LoRA.SHA256[:12], r.Method)
+					fmt.Fprintf(w, "%-7s %s  %s  %s  (%s)\n", r.Status, r.LoRA.Name, r.LoRA.Base, r.LoRA.SHA256[:12], addHow(r))
 				}
 			}); err != nil {
 				return err
@@ -236,6 +271,17 @@ func (a *app) loraAdd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&name, "name", "", "entry name (default: file name without .safetensors)")
 	return cmd
+}
+
+// addHow says in words how lora add stored a file.
+func addHow(r *library.AddResult) string {
+	switch r.Method {
+	case "none":
+		return "already in the library; nothing copied"
+	case "indexed":
+		return "indexed in place"
+	}
+	return r.Method
 }
 
 func nonNil(s []string) []string {
@@ -314,12 +360,12 @@ func (a *app) loraScan() *cobra.Command {
 				if note != "" {
 					fmt.Fprintln(w, note)
 				} else {
-					fmt.Fprintf(w, "scanned %s: %d LoRAs indexed, %d files skipped\n", dir, len(results), len(skips))
+					fmt.Fprintf(w, "scanned %s: %s indexed, %s skipped\n", dir, plural(len(results), "LoRA"), plural(len(skips), "file"))
 				}
 				for _, s := range skips {
 					fmt.Fprintln(w, "skipped: "+s)
 				}
-				fmt.Fprintf(w, "library (%s): %d LoRAs\n", a.cfg.DataDir, len(all))
+				fmt.Fprintf(w, "library (%s): %s\n", a.cfg.DataDir, plural(len(all), "LoRA"))
 				printTable(w, all)
 			})
 		},
@@ -370,6 +416,16 @@ func (a *app) loraLs() *cobra.Command {
 		Short:   "List the library",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.Base != "" && !slices.Contains(knownBases, f.Base) {
+				return usageError("--base %q: expected one of %s", f.Base, strings.Join(knownBases, ", "))
+			}
+			if f.Family != "" {
+				fam, ok := lora.ParseFamily(f.Family)
+				if !ok {
+					return usageError("--family %q: expected diffusers, comfy or kohya", f.Family)
+				}
+				f.Family = string(fam)
+			}
 			lib, err := a.library()
 			if err != nil {
 				return err
@@ -391,6 +447,9 @@ func (a *app) loraLs() *cobra.Command {
 	cmd.Flags().StringVar(&f.Name, "name", "", "only names containing this (or matching this glob)")
 	return cmd
 }
+
+// knownBases are the base model ids the library records.
+var knownBases = []string{lora.BaseT2V14B, lora.BaseT2V1_3B, lora.BaseI2V14B, lora.BaseUnknown}
 
 func (a *app) loraShow() *cobra.Command {
 	return &cobra.Command{

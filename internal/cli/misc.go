@@ -5,6 +5,7 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -93,7 +94,11 @@ func (a *app) configCmd() *cobra.Command {
 					if k.Secret {
 						flag = "(secret: env/.env/config only)"
 					}
-					fmt.Fprintf(tw, "%s\t%v\t%s\t%s\n", k.Name, k.Env, flag, k.Description)
+					env := strings.Join(k.Env, ", ")
+					if env == "" {
+						env = "-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.Name, env, flag, k.Description)
 				}
 				tw.Flush()
 			})
@@ -120,12 +125,16 @@ func (a *app) secretsCmd() *cobra.Command {
 			}
 			if err := a.out(map[string]any{"findings": findings, "count": len(findings)}, func(w io.Writer) {
 				for _, f := range findings {
+					if f.Line == 0 { // a finding about the whole file (a .env tracked by git)
+						fmt.Fprintf(w, "%s: %s (the whole file)\n", f.Path, f.Kind)
+						continue
+					}
 					fmt.Fprintf(w, "%s:%d: %s %s\n", f.Path, f.Line, f.Kind, f.Preview)
 				}
 				if len(findings) == 0 {
 					fmt.Fprintln(w, "no secrets found")
 				} else {
-					fmt.Fprintf(w, "%d possible secrets found: rotate them, then remove them from the files (and git history)\n", len(findings))
+					fmt.Fprintf(w, "%s found: rotate them, then remove them from the files (and git history)\n", plural(len(findings), "possible secret"))
 				}
 			}); err != nil {
 				return err

@@ -278,9 +278,14 @@ func (a *app) podLs() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				views = hosts
+				if hosts != nil {
+					views = hosts
+				}
 			}
-			if prov != sshhost.Name && (a.cfg.RunPodKey.IsSet() || len(views) == 0) {
+			if prov == "" && !a.cfg.RunPodKey.IsSet() {
+				// The SSH hosts are listed all the same; RunPod is only skipped, and said so.
+				a.warn("RunPod pods not listed: RUNPOD_API_KEY is not set (environment, .env or config.yaml)")
+			} else if prov != sshhost.Name {
 				pods, err := a.reconciled(ctx)
 				if err != nil {
 					return err
@@ -289,6 +294,10 @@ func (a *app) podLs() *cobra.Command {
 			}
 			return a.out(views, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				if len(views) == 0 {
+					fmt.Fprintln(w, "no pods")
+					return
+				}
 				fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tGPU\t$/H\tSCOPECTL\tNOTE")
 				for _, v := range views {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%d × %s\t%.3f\t%v\t%s\n", v.ID, v.Name, v.Status, v.GPUCount, v.GPUType, v.CostPerHr, v.Recorded, v.Note)

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -41,6 +43,7 @@ type app struct {
 	flags          map[string]*string // config key -> flag value
 	cfg            *config.Config
 	lib            *library.Library
+	warned         map[string]bool // warnings already printed
 }
 
 // exitError carries an exit code through cobra.
@@ -80,35 +83,75 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	stdout, stderr = rout, rerr
 	a := &app{stdout: stdout, stderr: stderr, tty: tty, flags: map[string]*string{}}
 	root := a.rootCmd()
+	// --json is read before cobra parses anything, so that an unknown command or a bad
+	// flag (errors cobra reports before it sets the flag) is reported as JSON too.
+	a.json = a.json || wantsJSON(args)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if a.lib != nil {
 		a.lib.Close()
 	}
 	if err == nil {
 		return ExitOK
 	}
-	code := ExitFailure
-	var ee *exitError
-	switch {
-	case errors.As(err, &ee):
-		code = ee.code
-	case errors.Is(err, library.ErrRefused):
-		code = ExitRefused
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, hf.ErrNotFound):
-		code = ExitNotFound
-	case isFlagError(err):
-		code = ExitUsage
-	}
+	code := exitCode(err)
 	msg := secret.Default.Redact(err.Error())
+	name := commandName(cmd)
 	if a.json {
-		_ = json.NewEncoder(stderr).Encode(map[string]any{"error": msg, "exit_code": code})
+		_ = json.NewEncoder(stderr).Encode(map[string]any{"error": msg, "exit_code": code, "command": name})
 	} else if !errors.Is(err, errSilent) {
-		fmt.Fprintln(stderr, "scopectl: "+msg)
+		fmt.Fprintln(stderr, errPrefix(name)+msg)
 	}
 	return code
+}
+
+// exitCode maps an error to the exit status scripts rely on (README, "Scripting").
+func exitCode(err error) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case isFlagError(err):
+		return ExitUsage
+	case errors.Is(err, library.ErrRefused):
+		return ExitRefused
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, hf.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+		return ExitNotFound
+	}
+	return ExitFailure
+}
+
+// commandName is the command's path without "scopectl" ("lora inspect"), "" for the root.
+func commandName(cmd *cobra.Command) string {
+	if cmd == nil || !cmd.HasParent() {
+		return ""
+	}
+	return strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
+}
+
+// errPrefix is how every error line starts: "scopectl lora inspect: ".
+func errPrefix(name string) string {
+	if name == "" {
+		return "scopectl: "
+	}
+	return "scopectl " + name + ": "
+}
+
+// wantsJSON reports whether args ask for --json before any "--".
+func wantsJSON(args []string) bool {
+	for _, x := range args {
+		switch x {
+		case "--":
+			return false
+		case "--json", "--json=true", "--json=1", "--json=t", "--json=TRUE", "--json=True":
+			return true
+		}
+	}
+	return false
 }
 
 // errSilent is returned by commands that already printed their result and only need
@@ -146,16 +189,62 @@ func (a *app) rootCmd() *cobra.Command {
 		pf.StringVar(v, k.Flag[2:], "", k.Description)
 	}
 	root.AddCommand(a.versionCmd(), a.configCmd(), a.secretsCmd(), a.loraCmd(), a.syncCmd(), a.pullCmd(), a.agentCmd(), a.gpuCmd(), a.hubCmd(), a.podCmd(), a.statusCmd(), a.logsCmd(), a.costCmd(), a.deployCmd())
+	// One rule for every command, cobra's own included: an unknown command or a wrong
+	// number of arguments is bad usage (exit 2), named by the command it concerns.
+	// cobra's completion command writes to the output set when it is made.
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	group(root)
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			group(c)
+		}
+	}
+	usageArgs(root)
 	return root
+}
+
+// usageArgs makes every argument-count check in the tree a usage error that shows the
+// command's usage line.
+func usageArgs(cmd *cobra.Command) {
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			err := check(c, args)
+			if err == nil {
+				return nil
+			}
+			var ee *exitError
+			if errors.As(err, &ee) {
+				return err
+			}
+			msg := err.Error()
+			if strings.HasPrefix(msg, "unknown command ") && len(args) > 0 {
+				msg = fmt.Sprintf("unexpected argument %q", args[0])
+			}
+			return usageError("%s (usage: %s)", msg, strings.TrimSuffix(c.UseLine(), " [flags]"))
+		}
+	}
+	for _, c := range cmd.Commands() {
+		usageArgs(c)
+	}
 }
 
 // group makes a command that only holds subcommands reject unknown ones (cobra would
 // print help and exit 0, which a script would take for success).
 func group(cmd *cobra.Command) *cobra.Command {
 	cmd.Args = cobra.ArbitraryArgs
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
 	cmd.RunE = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {
-			return usageError("unknown command %q for %q (see '%s --help')", args[0], c.CommandPath(), c.CommandPath())
+			hint := ""
+			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+				hint = "did you mean " + strings.Join(s, " or ") + "? "
+			}
+			return usageError("unknown command %q (%ssee '%s --help')", args[0], hint, c.CommandPath())
 		}
 		return c.Help()
 	}
@@ -184,9 +273,27 @@ func (a *app) setup(cmd *cobra.Command) error {
 	}
 	slog.SetDefault(slog.New(secret.NewSlogHandler(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}), secret.Default)))
 	for _, w := range cfg.Warnings {
-		slog.Warn(w)
+		a.warn(w)
 	}
 	return nil
+}
+
+// warn prints a warning once, in scopectl's own format, on stderr: a line
+// "scopectl: warning: …", or with --json an NDJSON event {"event":"warning",…} (stdout
+// stays the command's JSON alone).
+func (a *app) warn(msg string) {
+	if a.warned == nil {
+		a.warned = map[string]bool{}
+	}
+	if a.warned[msg] {
+		return
+	}
+	a.warned[msg] = true
+	if a.json {
+		_ = json.NewEncoder(a.stderr).Encode(map[string]string{"event": "warning", "message": msg})
+		return
+	}
+	fmt.Fprintln(a.stderr, "scopectl: warning: "+msg)
 }
 
 // library opens the embedded library on first use.

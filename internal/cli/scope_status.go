@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -350,6 +352,20 @@ func shortID(id string) string {
 // logsPoll is how often `logs -f` polls.
 var logsPoll = 2 * time.Second
 
+// scopeUnreachable explains a failed connection to Scope: nothing answers at that URL,
+// and how to point scopectl elsewhere. Other errors pass unchanged.
+func scopeUnreachable(base string, err error) error {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "dial" {
+		return err
+	}
+	cause := op.Err.Error()
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		cause = "connection refused"
+	}
+	return fmt.Errorf("Scope is not running at %s (%s); start it there, or point scopectl elsewhere with --scope URL or SCOPE_URL, or name a pod or SSH host (scopectl logs POD-ID|ssh://user@host:port)", base, cause)
+}
+
 func (a *app) logsCmd() *cobra.Command {
 	var scopeURL, name string
 	var n int
@@ -404,7 +420,7 @@ func (a *app) logsCmd() *cobra.Command {
 			}
 			t, err := c.LogsSince(ctx, n, 0)
 			if err != nil {
-				return err
+				return scopeUnreachable(base, err)
 			}
 			if !follow {
 				if a.json {

@@ -161,6 +161,16 @@ func printSync(w io.Writer, res *lorasync.Result) {
 	for _, x := range res.Warnings {
 		fmt.Fprintln(w, "note: "+x)
 	}
+	if res.DryRun {
+		var size int64
+		for _, a := range res.Actions {
+			if a.Op == "put" {
+				size += a.Size
+			}
+		}
+		fmt.Fprintf(w, "%s (dry run): would send %d (%s), %d unchanged, would delete %d\n", res.Remote, puts, humanBytes(size), skips, dels)
+		return
+	}
 	fmt.Fprintf(w, "%s: %d sent (%s), %d unchanged, %d deleted\n", res.Remote, puts, humanBytes(res.Sent), skips, dels)
 }
 
@@ -274,6 +284,13 @@ func (a *app) pullOne(ctx context.Context, lib *library.Library, raw, name, forL
 		return nil, nil, err
 	}
 	defer f.Close()
+	defer func() {
+		// A failed pull keeps a partial file to resume from, but never an empty one (after
+		// the rename below, part is gone and this does nothing).
+		if fi, err := os.Stat(part); err == nil && fi.Size() == 0 {
+			os.Remove(part)
+		}
+	}()
 	have, _ := f.Seek(0, io.SeekEnd)
 	if size >= 0 && have > size {
 		f.Truncate(0)
@@ -282,6 +299,9 @@ func (a *app) pullOne(ctx context.Context, lib *library.Library, raw, name, forL
 	if size < 0 || have < size {
 		rc, err := r.Get(ctx, file, have)
 		if err != nil {
+			if errors.Is(err, remote.ErrNotFound) {
+				os.Remove(part) // nothing left to resume from
+			}
 			return nil, nil, fmt.Errorf("%s: %w", remote.Redact(raw), err)
 		}
 		t := a.progress().Start("pull", file, size)
@@ -312,7 +332,8 @@ func (a *app) pullOne(ctx context.Context, lib *library.Library, raw, name, forL
 		}
 		return nil, &sm, nil
 	}
-	res, err := lib.Add(ctx, final, library.AddOptions{Name: name, Origin: store.Origin{Kind: "remote", URL: remote.Redact(raw)}})
+	// The downloaded file is scopectl's own and removed below: a hardlink is as good as a copy.
+	res, err := lib.Add(ctx, final, library.AddOptions{Name: name, Origin: store.Origin{Kind: "remote", URL: remote.Redact(raw)}, Link: true})
 	if err != nil && errors.Is(err, library.ErrNotLoRA) {
 		return nil, nil, fmt.Errorf("%s: %w", remote.Redact(raw), err)
 	}

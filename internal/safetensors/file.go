@@ -40,12 +40,33 @@ func openHeader(f *os.File) (*Header, error) {
 	if err != nil {
 		return nil, err
 	}
+	if st.IsDir() {
+		return nil, formatErr("file", "is a directory, not a safetensors file (name the .safetensors files in it)")
+	}
 	var prefix [9]byte
 	n, _ := f.ReadAt(prefix[:], 0)
 	if kind := torchKind(prefix[:n]); kind != "" {
 		return nil, formatErr("file", "this is a PyTorch %s checkpoint (.pt/.ckpt/.bin), not safetensors: refused, because pickle can run code in any loader that does not restrict it, and Scope hands every non-.safetensors file to torch.load and never lists it; only safetensors are accepted (convert it with safetensors.torch.save_file on a trusted machine)", torchKindName(kind))
 	}
+	// Every safetensors file has its JSON header's '{' at byte 8. Without it the file is
+	// something else (text, an image, a truncated download), and the length prefix read
+	// from its first bytes would only produce a meaningless number.
+	if n == len(prefix) && prefix[8] != '{' {
+		return nil, formatErr("file", "not a safetensors file (no JSON header after the 8-byte length prefix; it starts with %q)", printablePrefix(prefix[:]))
+	}
 	return ReadHeader(f, st.Size())
+}
+
+// printablePrefix shows the first bytes of a file, non-printing bytes as '.'.
+func printablePrefix(p []byte) string {
+	b := make([]byte, len(p))
+	for i, c := range p {
+		if c < 0x20 || c > 0x7e {
+			c = '.'
+		}
+		b[i] = c
+	}
+	return string(b)
 }
 
 func torchKindName(kind string) string {
