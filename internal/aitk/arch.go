@@ -10,12 +10,12 @@ import (
 // extensions_built_in/diffusion_models/wan22). The sizes feed
 // EstimateMemory; they are the published model dimensions.
 type WanArch struct {
-	Arch      string   `json:"arch"`      // as ModelConfig reads it (no ":tag")
-	Models    []string `json:"models"`    // name_or_path values ai-toolkit's presets and examples use
-	I2V       bool     `json:"i2v"`       // needs a start image (ctrl_img) to sample
-	Experts   int      `json:"experts"`   // transformers: 2 for the Wan 2.2 A14B high/low-noise pair
-	BucketDiv int      `json:"bucket_div"` // get_bucket_divisibility(): bucket sides are multiples of this
-	DatasetFPS int     `json:"dataset_fps"` // frame rate the model was trained at (UI preset dataset fps)
+	Arch       string   `json:"arch"`        // as ModelConfig reads it (no ":tag")
+	Models     []string `json:"models"`      // name_or_path values ai-toolkit's presets and examples use
+	I2V        bool     `json:"i2v"`         // needs a start image (ctrl_img) to sample
+	Experts    int      `json:"experts"`     // transformers: 2 for the Wan 2.2 A14B high/low-noise pair
+	BucketDiv  int      `json:"bucket_div"`  // get_bucket_divisibility(): bucket sides are multiples of this
+	DatasetFPS int      `json:"dataset_fps"` // frame rate the model was trained at (UI preset dataset fps)
 }
 
 // wanArches are the Wan arches of ai-toolkit 0.12.26.

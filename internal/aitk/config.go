@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -72,6 +74,13 @@ type Config struct {
 	// appearance (after expansion when ParseOptions.Expand was set, so then it
 	// is empty).
 	Placeholders []string `yaml:"-" json:"-"`
+
+	// Env is the environment the run should have, for configs made by Init
+	// (ai-toolkit reads HF_HOME and the like from the environment, not the
+	// file). Marshal does not write it.
+	Env map[string]string `yaml:"-" json:"-"`
+	// Notes say what Init chose and why. Marshal does not write them.
+	Notes []string `yaml:"-" json:"-"`
 
 	doc     *yaml.Node // the parsed document (a mapping), nil for a new config
 	docHead string     // comment above the document (YAML)
@@ -441,7 +450,9 @@ func (c *Config) Clone() (*Config, error) {
 	}
 	d.doc = n
 	d.docHead = c.docHead
-	d.Placeholders = append([]string(nil), c.Placeholders...)
+	d.Placeholders = slices.Clone(c.Placeholders)
+	d.Env = maps.Clone(c.Env)
+	d.Notes = slices.Clone(c.Notes)
 	return d, nil
 }
 

@@ -37,13 +37,13 @@ import (
 //	            with low_vram)
 //	overhead    1.5 GiB (CUDA context, allocator fragmentation), VAE 0.5 GiB
 type MemoryEstimate struct {
-	GiB       float64        `json:"gib"` // the largest phase
-	TrainGiB  float64        `json:"train_gib"`
-	LoadGiB   float64        `json:"load_gib"`
-	SampleGiB float64        `json:"sample_gib"`
-	Parts     []MemoryPart   `json:"parts"` // the training phase, by part
-	Notes     []string       `json:"notes,omitempty"`
-	Size      string         `json:"size,omitempty"` // transformer size assumed ("14B")
+	GiB       float64      `json:"gib"` // the largest phase
+	TrainGiB  float64      `json:"train_gib"`
+	LoadGiB   float64      `json:"load_gib"`
+	SampleGiB float64      `json:"sample_gib"`
+	Parts     []MemoryPart `json:"parts"` // the training phase, by part
+	Notes     []string     `json:"notes,omitempty"`
+	Size      string       `json:"size,omitempty"` // transformer size assumed ("14B")
 }
 
 // MemoryPart is one term of the training estimate.
