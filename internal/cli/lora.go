@@ -224,10 +224,16 @@ func sameFile(a, b string) bool {
 
 func (a *app) loraAdd() *cobra.Command {
 	var name string
+	var link bool
 	cmd := &cobra.Command{
 		Use:   "add FILE|DIR...",
 		Short: "Import LoRAs into the content-addressed library (same content = one entry)",
-		Args:  cobra.MinimumNArgs(1),
+		Long: "The library keeps its own bytes: a reflink where the filesystem can share extents\n" +
+			"copy-on-write (btrfs, XFS), else a copy verified against the sha256, written atomically,\n" +
+			"so that editing or deleting FILE afterwards leaves the entry intact. --link stores a\n" +
+			"hardlink instead (no second copy on disk; editing FILE in place then damages the entry).\n" +
+			"Adding the content of a damaged entry again restores it.",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			lib, err := a.library()
 			if err != nil {
@@ -246,7 +252,7 @@ func (a *app) loraAdd() *cobra.Command {
 			results := []*library.AddResult{}
 			var failed []string
 			for _, f := range files {
-				r, err := lib.Add(cmd.Context(), f, library.AddOptions{Name: name})
+				r, err := lib.Add(cmd.Context(), f, library.AddOptions{Name: name, Link: link})
 				if err != nil {
 					failed = append(failed, err.Error())
 					if !a.json {
@@ -259,6 +265,9 @@ func (a *app) loraAdd() *cobra.Command {
 			if err := a.out(map[string]any{"results": results, "errors": nonNil(failed)}, func(w io.Writer) {
 				for _, r := range results {
 					fmt.Fprintf(w, "%-7s %s  %s  %s  (%s)\n", r.Status, r.LoRA.Name, r.LoRA.Base, r.LoRA.SHA256[:12], addHow(r))
+					if r.Note != "" {
+						fmt.Fprintln(w, "  note: "+r.Note)
+					}
 				}
 			}); err != nil {
 				return err
@@ -270,6 +279,7 @@ func (a *app) loraAdd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "entry name (default: file name without .safetensors)")
+	cmd.Flags().BoolVar(&link, "link", false, "store a hardlink to FILE instead of a copy the library owns (editing FILE then damages the entry)")
 	return cmd
 }
 
@@ -321,28 +331,39 @@ func expandFiles(args []string) ([]string, error) {
 }
 
 func (a *app) loraScan() *cobra.Command {
-	return &cobra.Command{
-		Use:   "scan [DIR]",
+	var name string
+	cmd := &cobra.Command{
+		Use:   "scan [DIR|FILE]",
 		Short: "Index the LoRAs in a folder where they lie (default: Scope's LoRA dir), then list the library",
-		Args:  cobra.MaximumNArgs(1),
+		Long: "Indexes each .safetensors file in place (no copy) and reports it as new, updated (the\n" +
+			"file of an entry now holds other content: the entry follows it), known (content the\n" +
+			"library has, or a file scopectl installed), unchanged, or skipped with the reason.\n" +
+			"A file whose size, mtime and inode are those it had when scopectl last read it is not\n" +
+			"read again. A new file whose name is taken by other content is named NAME-<8 hex digits\n" +
+			"of its sha256>; scanning that one FILE with --name chooses the name instead.",
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := a.cfg.LoRADir
 			if len(args) == 1 {
 				dir = args[0]
 			}
+			if name != "" {
+				if fi, err := os.Stat(dir); len(args) == 0 || (err == nil && fi.IsDir()) {
+					return usageError("--name needs one FILE to scan, not a folder")
+				}
+			}
 			lib, err := a.library()
 			if err != nil {
 				return err
 			}
-			var results []*library.AddResult
-			var skipped []error
+			res := &library.ScanResult{Files: []library.ScanFile{}, Indexed: []*library.AddResult{}, Counts: map[string]int{}}
 			note := ""
-			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			if _, err := os.Stat(dir); err != nil {
 				if len(args) == 1 {
-					return fmt.Errorf("%s: not a directory", dir)
+					return fmt.Errorf("%s: %w", dir, err)
 				}
 				note = fmt.Sprintf("Scope's LoRA dir %s does not exist yet (set SCOPE_LORA_DIR or --lora-dir)", dir)
-			} else if results, skipped, err = lib.Scan(cmd.Context(), dir); err != nil {
+			} else if res, err = lib.Scan(cmd.Context(), dir, library.ScanOptions{Name: name}); err != nil {
 				return err
 			}
 			all, err := lib.Store.ListLoRAs(cmd.Context(), store.Filter{})
@@ -350,26 +371,39 @@ func (a *app) loraScan() *cobra.Command {
 				return err
 			}
 			skips := []string{}
-			for _, s := range skipped {
-				skips = append(skips, s.Error())
+			for _, f := range res.Files {
+				if f.Status == "skipped" {
+					skips = append(skips, f.Reason)
+				}
 			}
-			if results == nil {
-				results = []*library.AddResult{}
-			}
-			return a.out(map[string]any{"dir": dir, "indexed": results, "skipped": skips, "library": nonNilL(all), "note": note}, func(w io.Writer) {
+			c := res.Counts
+			return a.out(map[string]any{"dir": dir, "files": res.Files, "counts": c, "indexed": res.Indexed, "skipped": skips, "library": nonNilL(all), "note": note}, func(w io.Writer) {
 				if note != "" {
 					fmt.Fprintln(w, note)
 				} else {
-					fmt.Fprintf(w, "scanned %s: %s indexed, %s skipped\n", dir, plural(len(results), "LoRA"), plural(len(skips), "file"))
+					fmt.Fprintf(w, "scanned %s: %d new, %d updated, %d known, %d unchanged, %d skipped (%s read in full)\n",
+						dir, c["new"], c["updated"], c["known"], c["unchanged"], c["skipped"], plural(c["hashed"], "file"))
 				}
-				for _, s := range skips {
-					fmt.Fprintln(w, "skipped: "+s)
+				for _, f := range res.Files {
+					if f.Status == "unchanged" {
+						continue
+					}
+					line := fmt.Sprintf("%-8s %s", f.Status, f.Path)
+					if f.Name != "" && f.Status != "skipped" {
+						line += " → " + f.Name
+					}
+					if f.Reason != "" {
+						line += "  (" + f.Reason + ")"
+					}
+					fmt.Fprintln(w, line)
 				}
 				fmt.Fprintf(w, "library (%s): %s\n", a.cfg.DataDir, plural(len(all), "LoRA"))
 				printTable(w, all)
 			})
 		},
 	}
+	cmd.Flags().StringVar(&name, "name", "", "entry name for the one FILE scanned (default: file name without .safetensors)")
+	return cmd
 }
 
 func nonNilL(l []store.LoRA) []store.LoRA {
@@ -558,6 +592,9 @@ func (a *app) loraVerify() *cobra.Command {
 						line += "  (" + r.Detail + ")"
 					}
 					fmt.Fprintln(w, line)
+					if r.Fix != "" {
+						fmt.Fprintln(w, "  fix: "+r.Fix)
+					}
 				}
 				fmt.Fprintf(w, "%d checked, %d damaged\n", len(res), bad)
 			}); err != nil {

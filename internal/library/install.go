@@ -62,6 +62,11 @@ func (l *Library) Prepare(ctx context.Context, ref string, opt InstallOptions) (
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
+	// A file edited, truncated or removed behind the library's back is reported with its
+	// fix here, before it is converted or sent anywhere.
+	if err := l.Check(ctx, e); err != nil {
+		return nil, err
+	}
 	f, err := safetensors.Open(e.Path)
 	if err != nil {
 		return nil, fmt.Errorf("library entry %s: %w", e.Name, err)
@@ -143,7 +148,7 @@ func (l *Library) Install(ctx context.Context, ref string, opt InstallOptions) (
 	if fi, err := os.Lstat(res.Path); err == nil {
 		onDisk := ""
 		if fi.Mode().IsRegular() {
-			onDisk, _ = lora.HashFile(res.Path)
+			onDisk, _, _ = l.fileSHA(ctx, res.Path, file, fi)
 		}
 		switch {
 		case onDisk == pr.SHA256 && (prev != nil || opt.Force):
@@ -166,7 +171,10 @@ func (l *Library) Install(ctx context.Context, ref string, opt InstallOptions) (
 		}
 		if res.SHA256 != pr.SHA256 {
 			os.Remove(res.Path)
-			return nil, fmt.Errorf("%s does not match its sha256 any more (run `scopectl lora verify`)", pr.Path)
+			if pr.Path == e.Path {
+				return nil, damaged(e, false, fmt.Sprintf("was changed (its sha256 is now %.12s)", res.SHA256))
+			}
+			return nil, fmt.Errorf("%s (the Scope form of %q) changed while it was being installed; install it again", pr.Path, e.Name)
 		}
 		res.Status = "installed"
 	}

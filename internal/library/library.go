@@ -52,19 +52,27 @@ type AddOptions struct {
 	Name    string       // entry name; default: file name without .safetensors
 	Origin  store.Origin // default: {kind: local, path: abs path}
 	InPlace bool         // index the file where it is (lora scan) instead of storing a copy
+	// Link stores the file by a hardlink when it can (else a copy): no second copy on disk,
+	// but the entry shares the file's bytes, so editing the file in place damages the
+	// entry. For files scopectl itself downloaded and removes afterwards, and `lora add --link`.
+	Link bool
+
+	uniqueName bool // a name in use by other content gets "-" and 8 hex digits of the sha256 (scan)
 }
 
 // AddResult says what Add did. Field names are part of --json.
 type AddResult struct {
-	Status string     `json:"status"` // added | exists
-	Method string     `json:"method"` // reflink | hardlink | copy | indexed | none
+	Status string     `json:"status"` // added | exists | restored
+	Method string     `json:"method"` // reflink | hardlink | copy | indexed | existing | moved | none
+	Note   string     `json:"note,omitempty"`
 	LoRA   store.LoRA `json:"lora"`
 }
 
 // ErrNotLoRA marks files that are valid safetensors but not Wan LoRAs.
 var ErrNotLoRA = errors.New("not a Wan LoRA")
 
-// Add imports one file. The same content twice is one entry (its origin is added).
+// Add imports one file. The same content twice is one entry (its origin is added). Adding
+// the content of an entry whose file was damaged restores it.
 func (l *Library) Add(ctx context.Context, path string, opt AddOptions) (*AddResult, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -75,6 +83,32 @@ func (l *Library) Add(ctx context.Context, path string, opt AddOptions) (*AddRes
 			return nil, err
 		}
 	}
+	rep, err := inspect(abs, path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	sha, err := l.hash(abs, filepath.Base(abs), fi.Size())
+	if err != nil {
+		return nil, err
+	}
+	l.remember(ctx, abs, fi, sha, start)
+	rep.SHA256 = sha
+	if existing, err := l.Store.GetBySHA(ctx, sha); err == nil {
+		return l.addExisting(ctx, abs, fi, existing, opt)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	return l.addNew(ctx, abs, fi, rep, opt)
+}
+
+// inspect reads the header of the file at abs (named path to the user) and refuses what
+// is not an intact Wan LoRA.
+func inspect(abs, path string) (*lora.Report, error) {
 	f, err := safetensors.Open(abs)
 	if err != nil {
 		return nil, err
@@ -91,35 +125,81 @@ func (l *Library) Add(ctx context.Context, path string, opt AddOptions) (*AddRes
 	if len(rep.Problems) > 0 {
 		return nil, fmt.Errorf("%s: damaged LoRA: %s", path, rep.Problems[0])
 	}
-	sha, err := l.hash(abs, filepath.Base(abs), rep.Bytes)
-	if err != nil {
+	return rep, nil
+}
+
+func origin(opt AddOptions, abs string) store.Origin {
+	if opt.Origin.Kind == "" {
+		return store.Origin{Kind: "local", Path: abs}
+	}
+	return opt.Origin
+}
+
+// addExisting records another origin of an entry's content (the file at abs, described
+// by fi), and repairs the entry with it: a damaged blob is restored, a blob that is a
+// hardlink of abs becomes the library's own copy, an in-place entry whose file is gone or
+// changed follows abs (scan).
+func (l *Library) addExisting(ctx context.Context, abs string, fi os.FileInfo, existing store.LoRA, opt AddOptions) (*AddResult, error) {
+	if err := l.Store.AddOrigin(ctx, existing.SHA256, origin(opt, abs)); err != nil {
 		return nil, err
 	}
-	rep.SHA256 = sha
-	origin := opt.Origin
-	if origin.Kind == "" {
-		origin = store.Origin{Kind: "local", Path: abs}
-	}
-	if existing, err := l.Store.GetBySHA(ctx, sha); err == nil {
-		if err := l.Store.AddOrigin(ctx, sha, origin); err != nil {
+	res := &AddResult{Status: "exists", Method: "none"}
+	var dmg *DamagedError
+	switch cerr := l.Check(ctx, existing); {
+	case cerr != nil && !errors.As(cerr, &dmg):
+		return nil, cerr
+	case existing.Managed && dmg != nil:
+		method, err := l.ingestTo(abs, existing.SHA256, l.BlobPath(existing.SHA256), ingestOpts{link: opt.Link, src: fi, replace: true})
+		if err != nil {
 			return nil, err
 		}
-		method := "none"
-		if !existing.Managed && !opt.InPlace {
-			// Indexed in place before; now the user wants the library to keep a copy.
-			if method, err = l.ingest(abs, sha); err != nil {
-				return nil, err
-			}
-			existing.Path, existing.Managed = l.BlobPath(sha), true
-			if err := l.Store.UpdateLoRA(ctx, existing); err != nil {
-				return nil, err
-			}
+		existing.Path = l.BlobPath(existing.SHA256)
+		if err := l.Store.UpdateLoRA(ctx, existing); err != nil {
+			return nil, err
 		}
-		existing, err = l.Store.GetBySHA(ctx, sha)
-		return &AddResult{Status: "exists", Method: method, LoRA: existing}, err
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return nil, err
+		l.rememberBlob(ctx, existing.Path, existing.SHA256)
+		res.Status, res.Method, res.Note = "restored", method, "its library file "+dmg.Detail+"; restored from "+abs
+	case existing.Managed && !opt.Link && !opt.InPlace && sharesInode(existing.Path, fi):
+		// Added by an older scopectl as a hardlink of this very file: give the library its
+		// own bytes, so that editing the file no longer damages the entry.
+		method, err := l.ingestTo(abs, existing.SHA256, existing.Path, ingestOpts{src: fi, replace: true})
+		if err != nil {
+			return nil, err
+		}
+		l.rememberBlob(ctx, existing.Path, existing.SHA256)
+		res.Method, res.Note = method, "the library now keeps its own copy (it was a hardlink of "+abs+")"
+	case !existing.Managed && !opt.InPlace:
+		// Indexed in place before; now the user wants the library to keep a copy.
+		method, err := l.ingest(abs, existing.SHA256, ingestOpts{link: opt.Link, src: fi})
+		if err != nil {
+			return nil, err
+		}
+		existing.Path, existing.Managed = l.BlobPath(existing.SHA256), true
+		if err := l.Store.UpdateLoRA(ctx, existing); err != nil {
+			return nil, err
+		}
+		l.rememberBlob(ctx, existing.Path, existing.SHA256)
+		res.Method = method
+	case !existing.Managed && dmg != nil && existing.Path != abs:
+		existing.Path = abs
+		if err := l.Store.UpdateLoRA(ctx, existing); err != nil {
+			return nil, err
+		}
+		res.Method, res.Note = "moved", "its file "+dmg.Path+" "+dmg.Detail+"; the entry now points here"
 	}
+	got, err := l.Store.GetBySHA(ctx, existing.SHA256)
+	res.LoRA = got
+	return res, err
+}
+
+func sharesInode(path string, fi os.FileInfo) bool {
+	bi, err := os.Stat(path)
+	return err == nil && os.SameFile(bi, fi)
+}
+
+// addNew makes a new entry of the file at abs (content sha256 rep.SHA256).
+func (l *Library) addNew(ctx context.Context, abs string, fi os.FileInfo, rep *lora.Report, opt AddOptions) (*AddResult, error) {
+	sha := rep.SHA256
 	name := opt.Name
 	if name == "" {
 		name = lora.DisplayName(abs)
@@ -127,17 +207,35 @@ func (l *Library) Add(ctx context.Context, path string, opt AddOptions) (*AddRes
 	if err := ValidName(name); err != nil {
 		return nil, err
 	}
+	note := ""
 	if other, err := l.Store.GetLoRA(ctx, name); err == nil && other.Name == name {
-		return nil, fmt.Errorf("name %q is already used by %s (sha256 %s); choose another with --name", name, other.Path, other.SHA256[:12])
+		if !opt.uniqueName {
+			var dmg *DamagedError
+			if errors.As(l.Check(ctx, other), &dmg) {
+				return nil, fmt.Errorf("name %q is used by a damaged entry (sha256 %.12s: its file %s %s); forget it first with `scopectl lora rm %s`, or choose another name with --name",
+					name, other.SHA256, dmg.Path, dmg.Detail, quoteArg(name))
+			}
+			return nil, fmt.Errorf("name %q is already used by %s (sha256 %s); choose another with --name", name, other.Path, other.SHA256[:12])
+		}
+		alt := name + "-" + sha[:8]
+		if len(alt) > 200 {
+			alt = name[:200-9] + "-" + sha[:8]
+		}
+		if o2, err := l.Store.GetLoRA(ctx, alt); err == nil && o2.Name == alt {
+			return nil, fmt.Errorf("%s: names %q and %q are already used by other entries; `scopectl lora scan %s --name NAME` chooses one", abs, name, alt, quoteArg(abs))
+		}
+		note = fmt.Sprintf("named %s: %q is used by another entry (sha256 %.12s)", alt, name, other.SHA256)
+		name = alt
 	}
 	info, _ := json.Marshal(rep)
 	entry := store.LoRA{
 		SHA256: sha, Name: name, Size: rep.Bytes, Path: abs, Family: string(rep.Family),
-		Base: rep.Base, Rank: rep.Rank, Info: info, Origins: []store.Origin{origin},
+		Base: rep.Base, Rank: rep.Rank, Info: info, Origins: []store.Origin{origin(opt, abs)},
 	}
 	method := "indexed"
 	if !opt.InPlace {
-		if method, err = l.ingest(abs, sha); err != nil {
+		var err error
+		if method, err = l.ingest(abs, sha, ingestOpts{link: opt.Link, src: fi}); err != nil {
 			return nil, err
 		}
 		entry.Path, entry.Managed = l.BlobPath(sha), true
@@ -145,8 +243,22 @@ func (l *Library) Add(ctx context.Context, path string, opt AddOptions) (*AddRes
 	if err := l.Store.AddLoRA(ctx, entry); err != nil {
 		return nil, err
 	}
+	if entry.Managed {
+		l.rememberBlob(ctx, entry.Path, sha)
+	}
 	got, err := l.Store.GetBySHA(ctx, sha)
-	return &AddResult{Status: "added", Method: method, LoRA: got}, err
+	return &AddResult{Status: "added", Method: method, Note: note, LoRA: got}, err
+}
+
+// rememberBlob records the sha256 of a blob scopectl has just written and verified (or
+// linked to a file it has just read in full).
+func (l *Library) rememberBlob(ctx context.Context, path, sha string) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	ino, _ := inode(fi)
+	_ = l.Store.PutFileHash(ctx, store.FileHash{Path: path, Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano(), Inode: ino, SHA256: sha, CheckedAt: time.Now()})
 }
 
 // ValidName checks an entry name: it becomes a file name in Scope's LoRA dir.
@@ -182,20 +294,55 @@ func (l *Library) hash(path, label string, size int64) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// ingest stores src as the blob for sha: reflink, else hardlink, else a verified copy.
-func (l *Library) ingest(src, sha string) (string, error) {
-	return l.ingestTo(src, sha, l.BlobPath(sha))
+// ingestOpts controls ingestTo.
+type ingestOpts struct {
+	link    bool        // a hardlink is acceptable (tried first)
+	replace bool        // replace dst even when it holds the right content (it is a hardlink to give up)
+	src     os.FileInfo // src as it was when it was hashed: a reflink or hardlink of a changed src is refused
 }
 
-// ingestTo stores src (whose sha256 is sha) at dst, as ingest does.
-func (l *Library) ingestTo(src, sha, dst string) (string, error) {
+// ingest stores src as the blob for sha.
+func (l *Library) ingest(src, sha string, opt ingestOpts) (string, error) {
+	return l.ingestTo(src, sha, l.BlobPath(sha), opt)
+}
+
+// ingestTo stores src (whose sha256 is sha) at dst so that the library owns the bytes: a
+// reflink where the filesystem shares extents copy-on-write, else a copy verified against
+// sha; a hardlink only with opt.link. dst only ever names complete content.
+func (l *Library) ingestTo(src, sha, dst string, opt ingestOpts) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return "", err
 	}
-	if fi, err := os.Stat(dst); err == nil && fi.Mode().IsRegular() {
+	if fi, err := os.Stat(dst); err == nil && fi.Mode().IsRegular() && !opt.replace {
 		// A blob left by an interrupted add: keep it only if it is intact.
 		if got, err := lora.HashFile(dst); err == nil && got == sha {
 			return "existing", nil
+		}
+	}
+	changed := func() error {
+		if opt.src == nil {
+			return nil
+		}
+		if now, err := os.Stat(src); err != nil || !sameStat(opt.src, now) {
+			return fmt.Errorf("%s changed while it was being added; add it again", src)
+		}
+		return nil
+	}
+	if opt.link {
+		// Link next to the final name, then rename, so the blob path never names anything
+		// but complete content.
+		tmp := dst + ".link-tmp"
+		_ = os.Remove(tmp)
+		if err := os.Link(src, tmp); err == nil {
+			if err := changed(); err != nil {
+				os.Remove(tmp)
+				return "", err
+			}
+			if err := os.Rename(tmp, dst); err == nil {
+				_ = atomicfile.SyncDir(filepath.Dir(dst))
+				return "hardlink", nil
+			}
+			_ = os.Remove(tmp)
 		}
 	}
 	af, err := atomicfile.Create(filepath.Dir(dst), filepath.Base(dst), 0o444)
@@ -208,38 +355,41 @@ func (l *Library) ingestTo(src, sha, dst string) (string, error) {
 		return "", err
 	}
 	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return "", err
+	}
+	method := "reflink"
 	if reflink(af.File, in) == nil {
-		if err := af.Commit(); err != nil {
+		if err := changed(); err != nil {
 			return "", err
 		}
-		return "reflink", nil
-	}
-	// Hardlink: the blob shares the user's inode. Link next to the final name, then
-	// rename, so the blob path never names anything but complete content.
-	tmp := dst + ".link-tmp"
-	_ = os.Remove(tmp)
-	if err := os.Link(src, tmp); err == nil {
-		if err := os.Rename(tmp, dst); err == nil {
-			_ = atomicfile.SyncDir(filepath.Dir(dst))
-			return "hardlink", nil
+	} else {
+		method = "copy"
+		if _, err := af.Seek(0, io.SeekStart); err != nil {
+			return "", err
 		}
-		_ = os.Remove(tmp)
-	}
-	h := sha256.New()
-	fi, _ := in.Stat()
-	t := l.Progress.Start("copy", filepath.Base(src), fi.Size())
-	_, err = io.Copy(io.MultiWriter(af, h, t), in)
-	t.Finish()
-	if err != nil {
-		return "", fmt.Errorf("copying %s into the library: %w", src, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sha {
-		return "", fmt.Errorf("%s changed while it was being added (sha256 %s, then %s)", src, sha[:12], got[:12])
+		if err := af.Truncate(0); err != nil {
+			return "", err
+		}
+		h := sha256.New()
+		t := l.Progress.Start("copy", filepath.Base(src), fi.Size())
+		_, err = io.Copy(io.MultiWriter(af, h, t), in)
+		t.Finish()
+		if err != nil {
+			return "", fmt.Errorf("copying %s into the library: %w", src, err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != sha {
+			return "", fmt.Errorf("%s changed while it was being added (sha256 %s, then %s); add it again", src, sha[:12], got[:12])
+		}
 	}
 	if err := af.Commit(); err != nil {
 		return "", err
 	}
-	return "copy", nil
+	// The blob carries the source's mtime (as cp -p), so that its recorded sha256 is
+	// trusted at once rather than read again as a file modified just now.
+	_ = os.Chtimes(dst, time.Time{}, fi.ModTime())
+	return method, nil
 }
 
 // Remove deletes an entry, and its blob when the library owns it.
@@ -255,6 +405,7 @@ func (l *Library) Remove(ctx context.Context, ref string) (store.LoRA, error) {
 		if err := os.Remove(e.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return e, err
 		}
+		_ = l.Store.DeleteFileHash(ctx, e.Path)
 	}
 	return e, nil
 }
@@ -266,6 +417,7 @@ type VerifyResult struct {
 	Path   string `json:"path"`
 	Status string `json:"status"` // ok | missing | corrupt
 	Detail string `json:"detail,omitempty"`
+	Fix    string `json:"fix,omitempty"` // what to run: for damage, and for a blob still shared with another file
 }
 
 // Verify re-hashes every entry (or those named) and records when each was last good.
@@ -294,17 +446,25 @@ func (l *Library) Verify(ctx context.Context, refs []string) ([]VerifyResult, er
 		fi, err := os.Stat(e.Path)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
-			v.Status, v.Detail = "missing", "file does not exist"
+			v.Status, v.Detail, v.Fix = "missing", "file does not exist", Fix(e, true)
 		case err != nil:
-			v.Status, v.Detail = "missing", err.Error()
+			v.Status, v.Detail, v.Fix = "missing", err.Error(), Fix(e, true)
 		case fi.Size() != e.Size:
-			v.Status, v.Detail = "corrupt", fmt.Sprintf("size %d, expected %d", fi.Size(), e.Size)
+			v.Status, v.Detail, v.Fix = "corrupt", fmt.Sprintf("size %d, expected %d", fi.Size(), e.Size), Fix(e, false)
 		default:
+			start := time.Now()
 			got, err := l.hash(e.Path, e.Name, fi.Size())
-			if err != nil {
-				v.Status, v.Detail = "missing", err.Error()
-			} else if got != e.SHA256 {
-				v.Status, v.Detail = "corrupt", "sha256 "+got
+			switch {
+			case err != nil:
+				v.Status, v.Detail, v.Fix = "missing", err.Error(), Fix(e, true)
+			case got != e.SHA256:
+				v.Status, v.Detail, v.Fix = "corrupt", "sha256 "+got, Fix(e, false)
+			default:
+				l.remember(ctx, e.Path, fi, got, start)
+				if _, nlink := inode(fi); e.Managed && nlink > 1 {
+					v.Detail = "shares its bytes with another file (a hardlink): editing that file damages this entry"
+					v.Fix = "`scopectl lora add` that file again: the library then keeps its own copy"
+				}
 			}
 		}
 		if v.Status == "ok" {
@@ -317,30 +477,4 @@ func (l *Library) Verify(ctx context.Context, refs []string) ([]VerifyResult, er
 		out = append(out, v)
 	}
 	return out, nil
-}
-
-// Scan indexes every .safetensors file under dir in place. Files that are not Wan LoRAs
-// are reported, not indexed.
-func (l *Library) Scan(ctx context.Context, dir string) ([]*AddResult, []error, error) {
-	var res []*AddResult
-	var skipped []error
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if cerr := ctx.Err(); cerr != nil {
-			return cerr
-		}
-		if d.IsDir() || !strings.HasSuffix(d.Name(), ".safetensors") || atomicfile.IsTemp(d.Name()) || !d.Type().IsRegular() {
-			return nil
-		}
-		r, err := l.Add(ctx, p, AddOptions{InPlace: true})
-		if err != nil {
-			skipped = append(skipped, err)
-			return nil
-		}
-		res = append(res, r)
-		return nil
-	})
-	return res, skipped, err
 }

@@ -143,11 +143,18 @@ func TestScanIndexesInPlace(t *testing.T) {
 	gen(t, filepath.Join(dir, "sub"), "two.safetensors", loratest.Spec{Family: lora.Kohya, Alpha: 1, Seed: 5})
 	os.WriteFile(filepath.Join(dir, "junk.safetensors"), []byte("nope"), 0o644)
 	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("hi"), 0o644)
-	res, skipped, err := l.Scan(ctx, dir)
+	sr, err := l.Scan(ctx, dir, library.ScanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 2 || len(skipped) != 1 || !strings.Contains(skipped[0].Error(), "junk.safetensors") {
+	res := sr.Indexed
+	var skipped []string
+	for _, f := range sr.Files {
+		if f.Status == "skipped" {
+			skipped = append(skipped, f.Reason)
+		}
+	}
+	if len(res) != 2 || len(skipped) != 1 || !strings.Contains(skipped[0], "junk.safetensors") || sr.Counts["new"] != 2 {
 		t.Fatalf("res %d skipped %v", len(res), skipped)
 	}
 	for _, r := range res {

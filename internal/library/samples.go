@@ -63,7 +63,7 @@ func (l *Library) AddSample(ctx context.Context, path, name, loraRef, origin str
 		return store.Sample{}, err
 	}
 	dst := l.SamplePath(sha, filepath.Ext(name))
-	if _, err := l.ingestTo(path, sha, dst); err != nil {
+	if _, err := l.ingestTo(path, sha, dst, ingestOpts{src: fi}); err != nil {
 		return store.Sample{}, err
 	}
 	sm := store.Sample{SHA256: sha, Name: name, Size: fi.Size(), Path: dst, LoRA: loraSHA, Origin: origin}
