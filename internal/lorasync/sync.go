@@ -73,10 +73,14 @@ type Action struct {
 
 // Result is a sync's outcome. Field names are part of --json.
 type Result struct {
-	Remote   string   `json:"remote"`
-	DryRun   bool     `json:"dry_run"`
-	Actions  []Action `json:"actions"`
-	Sent     int64    `json:"sent_bytes"` // payload bytes of LoRA files sent
+	Remote  string   `json:"remote"`
+	DryRun  bool     `json:"dry_run"`
+	Actions []Action `json:"actions"`
+	Sent    int64    `json:"sent_bytes"` // payload bytes of LoRA files sent
+	// Files whose leftovers of interrupted uploads were removed (S3: open multipart
+	// uploads and their markers), because the file is complete anyway or, with --delete,
+	// no longer wanted.
+	Cleaned  []string `json:"cleaned,omitempty"`
 	Warnings []string `json:"warnings"`
 }
 
@@ -230,6 +234,17 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		if e, ok := st.manifest.Get(pr.File); !ok || e.SHA256 != pr.SHA256 || e.SizeBytes != pr.Size {
 			st.manifest.Set(manifestEntry(pr))
 			changed = true
+		}
+	}
+	if tc, ok := r.(remote.TempCleaner); ok {
+		var unwanted func(string) bool
+		if opt.Delete {
+			unwanted = func(name string) bool { return !wanted[name] }
+		}
+		cleaned, err := tc.CleanTemps(ctx, unwanted)
+		res.Cleaned = cleaned
+		if err != nil { // leftovers take space but harm nothing: the sync itself succeeded
+			res.Warnings = append(res.Warnings, "cleaning up interrupted uploads: "+err.Error())
 		}
 	}
 	if st.pushOnly {

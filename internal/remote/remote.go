@@ -79,6 +79,17 @@ type Hasher interface {
 	Hash(ctx context.Context, name string) (string, error)
 }
 
+// TempCleaner is implemented by remotes whose interrupted uploads leave state on the far
+// side that outlives them (S3: an open multipart upload, whose parts take space until
+// aborted, and its marker object). CleanTemps removes what is of no further use: the
+// leftovers of uploads whose file is complete anyway (a kill after the upload completed,
+// before its marker went), and, when unwanted is not nil, those of every interrupted
+// upload of a name for which unwanted returns true (sync --delete). It returns the
+// names whose leftovers it removed.
+type TempCleaner interface {
+	CleanTemps(ctx context.Context, unwanted func(name string) bool) ([]string, error)
+}
+
 // Runner is implemented by remotes that can run a POSIX sh script on the far side (SSH
 // exec, the PTY gateway); `scopectl agent install` uses it to start the agent.
 type Runner interface {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -459,3 +460,81 @@ func (p *partReader) Read(b []byte) (int, error) {
 }
 
 func (p *partReader) Seek(off int64, whence int) (int64, error) { return p.r.Seek(off, whence) }
+
+// CleanTemps implements remote.TempCleaner. It reads every upload marker in the folder:
+// a marker whose object is complete with the marker's content (a Put killed between
+// CompleteMultipartUpload and removing the marker) is removed, with the upload if it is
+// somehow still open; when unwanted(name) is true, the name's open multipart uploads
+// are aborted (their parts stay on the volume until then) and its markers removed.
+// Markers of interrupted uploads still wanted stay, for the next Put to resume.
+func (s *S3) CleanTemps(ctx context.Context, unwanted func(name string) bool) ([]string, error) {
+	base := s.prefix + remote.TempPrefix
+	byName := map[string][]string{} // name -> marker keys
+	for obj := range s.core.ListObjectsIter(ctx, s.bucket, minio.ListObjectsOptions{Prefix: base, MaxKeys: s.listPageSize, FetchOwner: new(bool)}) {
+		if obj.Err != nil {
+			return nil, s.errf("clean up: list upload markers: %w", obj.Err)
+		}
+		// TempPrefix + 16 hex digits + "-" + name + ".tmp"
+		rest := strings.TrimPrefix(obj.Key, base)
+		if len(rest) <= 17 || rest[16] != '-' || !strings.HasSuffix(rest, ".tmp") {
+			continue
+		}
+		name := strings.TrimSuffix(rest[17:], ".tmp")
+		if remote.CheckName(name) != nil {
+			continue
+		}
+		byName[name] = append(byName[name], obj.Key)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, s.errf("clean up: %w", err)
+	}
+	names := make([]string, 0, len(byName))
+	for name := range byName {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var cleaned []string
+	for _, name := range names {
+		key := s.key(name)
+		uploads, err := s.listUploads(ctx, key)
+		if err != nil {
+			return cleaned, s.errf("clean up %s: list multipart uploads: %w", name, err)
+		}
+		var drop []string
+		abort := map[string]bool{}
+		if unwanted != nil && unwanted(name) {
+			drop = byName[name]
+			abort = uploads
+		} else {
+			for _, mkKey := range byName[name] {
+				mk, err := s.readMarker(ctx, mkKey)
+				if err != nil {
+					continue // unreadable: a Put of this name replaces it
+				}
+				info, err := s.core.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+				if err != nil || info.Size != mk.Size || metaSHA(info) != mk.SHA256 {
+					continue // not complete: the next Put resumes it
+				}
+				drop = append(drop, mkKey)
+				if uploads[mk.UploadID] {
+					abort[mk.UploadID] = true
+				}
+			}
+		}
+		if len(drop) == 0 {
+			continue
+		}
+		for id := range abort {
+			if err := s.core.AbortMultipartUpload(ctx, s.bucket, key, id); err != nil && s3Code(err) != "NoSuchUpload" {
+				return cleaned, s.errf("clean up %s: abort multipart upload: %w", name, err)
+			}
+		}
+		for _, mkKey := range drop {
+			if err := s.core.RemoveObject(ctx, s.bucket, mkKey, minio.RemoveObjectOptions{}); err != nil {
+				return cleaned, s.errf("clean up %s: remove upload marker: %w", name, err)
+			}
+		}
+		cleaned = append(cleaned, name)
+	}
+	return cleaned, nil
+}

@@ -38,6 +38,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 
 	"github.com/daydreamlive/scopectl/internal/atomicfile"
+	"github.com/daydreamlive/scopectl/internal/config"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/units"
@@ -84,11 +85,27 @@ type S3 struct {
 	listPageSize int // max-keys per ListObjectsV2 request; 0 = server default (tests lower it)
 }
 
+// envOf names the environment variables a setting is read from, for messages:
+// "SCOPECTL_S3_ACCESS_KEY_ID (or AWS_ACCESS_KEY_ID)". Secrets come only from the
+// environment (or .env), so a message naming the config key would send the user
+// looking for a flag that does not exist.
+func envOf(key string) string {
+	for _, k := range config.Keys() {
+		if k.Name == key && len(k.Env) > 0 {
+			if len(k.Env) == 1 {
+				return k.Env[0]
+			}
+			return k.Env[0] + " (or " + strings.Join(k.Env[1:], ", ") + ")"
+		}
+	}
+	return key
+}
+
 // Open is the constructor registered for s3:// URLs.
 func Open(_ context.Context, u *url.URL, env remote.Env) (remote.Remote, error) {
 	if u.User != nil {
 		// Never echo u.User: it may hold a key.
-		return nil, fmt.Errorf("s3://%s%s: credentials do not belong in the URL; set %s and %s", u.Host, u.Path, KeyAccessKeyID, KeySecretAccessKey)
+		return nil, fmt.Errorf("s3://%s%s: credentials do not belong in the URL; set %s and %s", u.Host, u.Path, envOf(KeyAccessKeyID), envOf(KeySecretAccessKey))
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("s3://%s%s: unexpected query or fragment (S3 options are set with %s, %s, %s, %s)", u.Host, u.Path, OptEndpoint, OptRegion, OptParallel, OptPartSize)
@@ -110,7 +127,7 @@ func Open(_ context.Context, u *url.URL, env remote.Env) (remote.Remote, error) 
 		ak, sk = env.Lookup(KeyAccessKeyID), env.Lookup(KeySecretAccessKey)
 	}
 	if !ak.IsSet() || !sk.IsSet() {
-		return nil, fmt.Errorf("s3://%s/%s: S3 credentials missing: set %s and %s (a RunPod S3 API key)", bucket, prefix, KeyAccessKeyID, KeySecretAccessKey)
+		return nil, fmt.Errorf("s3://%s/%s: S3 credentials missing: set %s and %s (a RunPod S3 API key)", bucket, prefix, envOf(KeyAccessKeyID), envOf(KeySecretAccessKey))
 	}
 	red := &secret.Redactor{}
 	red.Add(ak)

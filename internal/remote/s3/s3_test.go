@@ -732,7 +732,7 @@ func TestOpenConfig(t *testing.T) {
 	if s := s.(*S3); s.partSize != 32<<20 || s.parallel != 8 || s.prefix != "x/" || s.bucket != "vol1" {
 		t.Errorf("config %+v", s)
 	}
-	if _, err := remote.Open(ctx, "s3://vol1/x", remote.Env{Options: map[string]string{OptRegion: "EU-RO-1"}}); err == nil || !strings.Contains(err.Error(), "credentials missing") {
+	if _, err := remote.Open(ctx, "s3://vol1/x", remote.Env{Options: map[string]string{OptRegion: "EU-RO-1"}}); err == nil || !strings.Contains(err.Error(), "credentials missing: set SCOPECTL_S3_ACCESS_KEY_ID (or AWS_ACCESS_KEY_ID) and SCOPECTL_S3_SECRET_ACCESS_KEY (or AWS_SECRET_ACCESS_KEY)") || strings.Contains(err.Error(), "s3_access_key_id") {
 		t.Errorf("no credentials: %v", err)
 	}
 	if u, region, err := endpointAndRegion("https://s3api-eur-is-1.runpod.io", ""); err != nil || region != "EUR-IS-1" || u.Host != "s3api-eur-is-1.runpod.io" {
