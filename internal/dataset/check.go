@@ -324,8 +324,11 @@ func (c *checker) buckets(it *Item, frames int) {
 			b = bb
 		}
 	}
-	if it.Width*it.Height < b.Resolution*b.Resolution {
-		it.Findings = append(it.Findings, finding(CodeBelowResolution, Info, "%dx%d is below resolution %d²: trains at %dx%d, never upscaled", it.Width, it.Height, b.Resolution, b.Width, b.Height))
+	// ai-toolkit never scales media up to the resolution: a small source trains
+	// small. Rounding alone (832x480 at 632) is not worth a line.
+	if it.Width*it.Height < b.Resolution*b.Resolution && float64(b.Width*b.Height) < 0.9*float64(b.Resolution*b.Resolution) {
+		it.Findings = append(it.Findings, finding(CodeBelowResolution, Info, "%dx%d is below resolution %d: trains at %dx%d (%.0f%% of %d² pixels), never upscaled",
+			it.Width, it.Height, b.Resolution, b.Width, b.Height, 100*float64(b.Width*b.Height)/float64(b.Resolution*b.Resolution), b.Resolution))
 	}
 	for _, bb := range it.Buckets {
 		if bb.Scale > 1.0001 {
