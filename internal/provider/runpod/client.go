@@ -358,6 +358,7 @@ func ambiguous(err error) bool {
 type response struct {
 	Status int
 	Body   []byte
+	Date   time.Time // the server's Date header; zero when absent
 }
 
 // once sends one request and reads the answer, within timeout.
@@ -405,7 +406,11 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, timeou
 		}
 		return nil, ae
 	}
-	return &response{Status: resp.StatusCode, Body: data}, nil
+	r := &response{Status: resp.StatusCode, Body: data}
+	if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		r.Date = d
+	}
+	return r, nil
 }
 
 type retryAfterError struct {

@@ -159,6 +159,7 @@ type pod struct {
 	HoldsGPU                      bool
 	DataCenter                    string
 	SupportPublicIP               bool
+	PodKey                        string     // the pod-scoped RUNPOD_API_KEY RunPod puts into the pod
 	container                     *Container // what Runtime started; nil if nothing runs
 	bootFailed                    bool       // Runtime failed: the pod never leaves CREATED
 }
@@ -183,6 +184,8 @@ type Server struct {
 	creates   int // pods created
 	nextPort  int
 	priceMult map[string]float64
+
+	podKeyN, podKeyRefused int
 }
 
 // New starts a Server; it is closed when the test ends.
@@ -263,6 +266,22 @@ type PodView struct {
 	Env                              map[string]string
 	Ports                            []string
 	CostPerHr                        float64
+	// PodKey is the pod-scoped API key RunPod gives the pod (RUNPOD_API_KEY inside it):
+	// it may read and stop this pod and nothing else.
+	PodKey string
+}
+
+// ContainerEnv is the environment the pod's container gets: the pod's env plus what
+// RunPod adds to every pod (RUNPOD_POD_ID, the pod-scoped RUNPOD_API_KEY,
+// RUNPOD_GPU_COUNT, RUNPOD_DC_ID), as KEY=VALUE lines.
+func (v PodView) ContainerEnv() []string {
+	var out []string
+	for k, val := range v.Env {
+		out = append(out, k+"="+val)
+	}
+	sort.Strings(out)
+	return append(out, "RUNPOD_POD_ID="+v.ID, "RUNPOD_API_KEY="+v.PodKey,
+		"RUNPOD_GPU_COUNT="+strconv.Itoa(v.GPUCount), "RUNPOD_DC_ID=EU-RO-1")
 }
 
 // Pods returns the pods that exist (not terminated), oldest first.
@@ -316,7 +335,8 @@ func clone(m map[string]string) map[string]string {
 
 func (p *pod) view(now time.Time) PodView {
 	return PodView{ID: p.ID, Name: p.Name, GPUType: p.GPUID, Cloud: p.Cloud, Image: p.Image,
-		Status: p.status(now), GPUCount: p.GPUCount, Env: clone(p.Env), Ports: slices.Clone(p.Ports), CostPerHr: p.Cost}
+		Status: p.status(now), GPUCount: p.GPUCount, Env: clone(p.Env), Ports: slices.Clone(p.Ports), CostPerHr: p.Cost,
+		PodKey: p.PodKey}
 }
 
 func (p *pod) status(now time.Time) string {
@@ -381,13 +401,41 @@ func (s *Server) takeFault(rt string) *Fault {
 }
 
 func (s *Server) authed(r *http.Request, allowQuery bool) bool {
-	got := ""
-	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
-		got = strings.TrimPrefix(h, "Bearer ")
-	} else if allowQuery {
-		got = r.URL.Query().Get("api_key")
-	}
+	got := s.presented(r, allowQuery)
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.key)) == 1
+}
+
+func (s *Server) presented(r *http.Request, allowQuery bool) string {
+	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+		return strings.TrimPrefix(h, "Bearer ")
+	} else if allowQuery {
+		return r.URL.Query().Get("api_key")
+	}
+	return ""
+}
+
+// podKeyOwner is the pod whose pod-scoped key r presents ("" if none).
+func (s *Server) podKeyOwner(r *http.Request) string {
+	got := s.presented(r, false)
+	if got == "" {
+		return ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.pods {
+		if p.PodKey != "" && subtle.ConstantTimeCompare([]byte(got), []byte(p.PodKey)) == 1 {
+			return p.ID
+		}
+	}
+	return ""
+}
+
+// PodKeyRequests is how many requests a pod-scoped key made, and how many of them
+// were refused for touching another pod or another route.
+func (s *Server) PodKeyRequests() (n, refused int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.podKeyN, s.podKeyRefused
 }
 
 func drop(w http.ResponseWriter) {
@@ -458,8 +506,24 @@ func (s *Server) serve(w0 http.ResponseWriter, r *http.Request) {
 	}
 
 	if !authed {
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "Unauthorized"})
-		return
+		// A pod-scoped key (RUNPOD_API_KEY inside a pod) may read and stop its own pod.
+		if owner := s.podKeyOwner(r); owner != "" {
+			ok := id == owner && (rt == "GET /pods/{id}" || rt == "POST /pods/{id}/stop")
+			s.mu.Lock()
+			s.podKeyN++
+			if !ok {
+				s.podKeyRefused++
+			}
+			s.log[idx].Authed = ok
+			s.mu.Unlock()
+			if !ok {
+				writeJSON(w, http.StatusForbidden, map[string]string{"error": "this API key is scoped to pod " + owner})
+				return
+			}
+		} else {
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "Unauthorized"})
+			return
+		}
 	}
 
 	// Apply into a buffer so a fault can replace the answer after the state changed.
@@ -671,7 +735,7 @@ func (s *Server) create(w http.ResponseWriter, body []byte) {
 		NetworkVolumeID: b.NetworkVolumeID, Ports: slices.Clone(b.Ports), Env: clone(b.Env),
 		Desired: "RUNNING", CreatedAt: now, LastStartedAt: now, BootAt: now.Add(s.bootDelay),
 		MachineID: newID()[:12], HostSuffix: hexID(4), HoldsGPU: true, DataCenter: "EU-RO-1",
-		SupportPublicIP: b.SupportPublicIP == nil || *b.SupportPublicIP}
+		SupportPublicIP: b.SupportPublicIP == nil || *b.SupportPublicIP, PodKey: "rpa_pod_" + hexID(16)}
 	mult := s.priceMult[chosen.ID]
 	if mult == 0 {
 		mult = 1
