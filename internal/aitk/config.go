@@ -324,7 +324,10 @@ func Parse(data []byte, f Format, opts ParseOptions) (*Config, error) {
 	default:
 		return nil, fmt.Errorf("unknown config format %q", f)
 	}
-	root = resolveAliases(root)
+	root, err := resolveAliases(root)
+	if err != nil {
+		return nil, err
+	}
 	if root.Kind != yaml.MappingNode {
 		return nil, errors.New("config must be a mapping (job:, config:, …)")
 	}

@@ -39,7 +39,7 @@ func (c CheckpointName) String() string {
 	return fmt.Sprintf("%s_%09d%s.safetensors", c.Job, c.Step, c.Suffix)
 }
 
-var reCheckpoint = regexp.MustCompile(`^(.+)_([0-9]{9,18})(_high_noise|_low_noise)?\.safetensors$`)
+var reCheckpoint = regexp.MustCompile(`^(.+)_([0-9]{9}|[1-9][0-9]{9,17})(_high_noise|_low_noise)?\.safetensors$`)
 
 // ParseCheckpointName reads a step save's name when the job name is not
 // known. A final save ({name}.safetensors) cannot be told from another
@@ -77,7 +77,7 @@ func ParseCheckpointNameFor(job, file string) (CheckpointName, bool) {
 		return CheckpointName{Job: job, Step: -1, Suffix: suffix}, true
 	}
 	digits, ok := strings.CutPrefix(rest, "_")
-	if !ok || len(digits) < 9 || len(digits) > 18 || strings.Trim(digits, "0123456789") != "" {
+	if !ok || len(digits) < 9 || len(digits) > 18 || strings.Trim(digits, "0123456789") != "" || (len(digits) > 9 && digits[0] == '0') {
 		return CheckpointName{}, false
 	}
 	step, err := strconv.Atoi(digits)
@@ -107,7 +107,7 @@ func (s SampleName) String() string {
 	return fmt.Sprintf("%d__%09d_%s.%s", s.TimeMS, s.Step, idx, s.Ext)
 }
 
-var reSample = regexp.MustCompile(`^([0-9]{1,18})__(?:([0-9]{9,18})_)?([0-9]{1,9})\.([A-Za-z0-9]{1,8})$`)
+var reSample = regexp.MustCompile(`^(0|[1-9][0-9]{0,17})__(?:([0-9]{9}|[1-9][0-9]{9,17})_)?([0-9]{1,9})\.([A-Za-z0-9]{1,8})$`)
 
 // ParseSampleName reads a sample's file name.
 func ParseSampleName(file string) (SampleName, bool) {

@@ -15,8 +15,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// maxNodes bounds alias expansion (a "billion laughs" document).
-const maxNodes = 1 << 20
+// maxNodes bounds alias expansion (a "billion laughs" document); real job
+// configs have a few hundred nodes.
+const maxNodes = 100_000
 
 // jsonToNode parses JSON as json.loads with object_pairs_hook=OrderedDict
 // does (key order kept, a later duplicate key wins) into a YAML node tree.
@@ -110,14 +111,21 @@ func strNode(s string) *yaml.Node {
 
 // resolveAliases returns n with aliases replaced by copies of their anchors
 // and "<<" merge keys applied, as PyYAML's SafeLoader builds its dicts.
-func resolveAliases(n *yaml.Node) *yaml.Node {
+func resolveAliases(n *yaml.Node) (*yaml.Node, error) {
 	budget := maxNodes
-	return expand(n, &budget, 0)
+	out := expand(n, &budget, 0)
+	if budget < 0 {
+		return nil, fmt.Errorf("config expands to more than %d nodes through aliases", maxNodes)
+	}
+	return out, nil
 }
 
 func expand(n *yaml.Node, budget *int, depth int) *yaml.Node {
 	*budget--
-	if n == nil || *budget < 0 || depth > 200 {
+	if depth > 200 {
+		*budget = -1
+	}
+	if n == nil || *budget < 0 {
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}
 	}
 	if n.Kind == yaml.AliasNode {
