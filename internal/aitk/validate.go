@@ -331,15 +331,16 @@ func (v *validator) datasets(at string, p *Process, w WanArch, isWan bool) {
 			}
 		} else if isWan {
 			msg := "1: ai-toolkit loads only images from this folder and ignores videos (a folder of only videos fails with 'no images found'); set num_frames, e.g. 81, to train on clips"
+			vids, imgs, known := 0, 0, false
 			if v.opts.Media != nil && folder != "" {
-				if vids, imgs, ok := v.opts.Media(folder); ok && vids > 0 {
-					if imgs == 0 {
-						v.errf(dat+".num_frames", "%s", msg)
-					} else {
-						v.warnf(dat+".num_frames", "%s", msg)
-					}
-				}
-			} else {
+				vids, imgs, known = v.opts.Media(folder)
+			}
+			switch {
+			case known && vids > 0 && imgs == 0:
+				v.errf(dat+".num_frames", "%s", msg)
+			case known && vids == 0:
+				// an image dataset: num_frames 1 is right
+			default:
 				v.warnf(dat+".num_frames", "%s", msg)
 			}
 		}
