@@ -173,6 +173,12 @@ func (a *app) podCreate() *cobra.Command {
 // ~/.ssh/id_ed25519.pub) and HF_TOKEN go into the pod; a create that certainly made no
 // pod is marked in the record.
 func (a *app) createPod(ctx context.Context, c *runpod.Client, spec provider.CreateSpec, idle time.Duration, maxHours float64, sshKey string) (*provider.Pod, *store.Pod, error) {
+	return a.createPodLimits(ctx, c, spec, idle, maxHours, false, sshKey)
+}
+
+// createPodLimits is createPod for a pod that may also stop when its training job ends
+// (train run's pods).
+func (a *app) createPodLimits(ctx context.Context, c *runpod.Client, spec provider.CreateSpec, idle time.Duration, maxHours float64, stopOnJobEnd bool, sshKey string) (*provider.Pod, *store.Pod, error) {
 	if spec.GPUType == "" {
 		return nil, nil, usageError("--gpu is required (see `scopectl pod gpus`)")
 	}
@@ -198,6 +204,16 @@ func (a *app) createPod(ctx context.Context, c *runpod.Client, spec provider.Cre
 		}
 		spec.SecretEnv = sec
 	}
+	// The limits travel with the pod: any scopectl that lists it, and the guard on it,
+	// read them from its environment.
+	env := map[string]string{}
+	for k, v := range spec.Env {
+		env[k] = v
+	}
+	for k, v := range (provider.Limits{IdleStop: idle, MaxHours: maxHours, StopOnJobEnd: stopOnJobEnd}).Env() {
+		env[k] = v
+	}
+	spec.Env = env
 	spec.RequestID = provider.NewRequestID()
 	if spec.Name == "" {
 		spec.Name = "scopectl"
@@ -251,13 +267,43 @@ func printPod(w io.Writer, c provider.Provider, p *provider.Pod, rec *store.Pod)
 	if rec != nil && rec.IdleStop > 0 {
 		fmt.Fprintf(w, "idle auto-stop after %s\n", rec.IdleStop)
 	}
+	if l := limitsOf(*p, rec); l != nil {
+		fmt.Fprintf(w, "limits: %s\n", limitsText(l))
+	}
 }
 
 // podView is a pod as the API and the store see it together.
 type podView struct {
 	provider.Pod
-	Recorded bool   `json:"recorded"` // scopectl created it
-	Note     string `json:"note,omitempty"`
+	Recorded bool             `json:"recorded"` // scopectl created it
+	Limits   *provider.Limits `json:"limits,omitempty"`
+	Note     string           `json:"note,omitempty"`
+}
+
+// limitsOf is a pod's limits: those it carries (any scopectl's pod), else the record's
+// (a pod created before limits travelled with pods), else nil.
+func limitsOf(p provider.Pod, rec *store.Pod) *provider.Limits {
+	if l, ok := provider.LimitsFromEnv(p.Env); ok {
+		return &l
+	}
+	if rec != nil {
+		return &provider.Limits{IdleStop: rec.IdleStop, MaxHours: rec.MaxHours}
+	}
+	return nil
+}
+
+func limitsText(l *provider.Limits) string {
+	if l == nil {
+		return "-"
+	}
+	s := l.String()
+	if !l.FromPod {
+		s += " (local)"
+	}
+	if l.Problem != "" {
+		s += " (" + l.Problem + ")"
+	}
+	return s
 }
 
 func (a *app) podLs() *cobra.Command {
@@ -298,9 +344,9 @@ func (a *app) podLs() *cobra.Command {
 					fmt.Fprintln(w, "no pods")
 					return
 				}
-				fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tGPU\t$/H\tSCOPECTL\tNOTE")
+				fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tGPU\t$/H\tSCOPECTL\tLIMITS\tNOTE")
 				for _, v := range views {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d × %s\t%.3f\t%v\t%s\n", v.ID, v.Name, v.Status, v.GPUCount, v.GPUType, v.CostPerHr, v.Recorded, v.Note)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d × %s\t%.3f\t%v\t%s\t%s\n", v.ID, v.Name, v.Status, v.GPUCount, v.GPUType, v.CostPerHr, v.Recorded, limitsText(v.Limits), v.Note)
 				}
 				tw.Flush()
 			})
@@ -357,6 +403,7 @@ func reconcile(ctx context.Context, c *runpod.Client, ps store.PodStore) ([]podV
 		} else {
 			v.Note = "not created by scopectl"
 		}
+		v.Limits = limitsOf(p, rec)
 		views = append(views, v)
 	}
 	for i := range recs {

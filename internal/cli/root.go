@@ -188,7 +188,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.flags[k.Name] = v
 		pf.StringVar(v, k.Flag[2:], "", k.Description)
 	}
-	root.AddCommand(a.versionCmd(), a.configCmd(), a.secretsCmd(), a.loraCmd(), a.syncCmd(), a.pullCmd(), a.agentCmd(), a.gpuCmd(), a.hubCmd(), a.podCmd(), a.statusCmd(), a.logsCmd(), a.costCmd(), a.deployCmd())
+	root.AddCommand(a.versionCmd(), a.configCmd(), a.secretsCmd(), a.loraCmd(), a.syncCmd(), a.pullCmd(), a.agentCmd(), a.gpuCmd(), a.hubCmd(), a.podCmd(), a.statusCmd(), a.logsCmd(), a.costCmd(), a.deployCmd(), a.guardCmd())
 	root.AddCommand(a.datasetCmd())
 	root.AddCommand(a.trainCmd())
 	// One rule for every command, cobra's own included: an unknown command or a wrong

@@ -292,6 +292,7 @@ func main() {
 	delay := flag.Duration("load-delay", 2*time.Second, "how long a pipeline load takes")
 	fail := flag.Bool("fail-load", false, "make every pipeline load fail")
 	root := flag.String("root", "", "folder standing in for the container's / (absolute paths Scope sees are looked up under it)")
+	sessions := flag.Int("sessions", 0, "active streaming sessions GET /api/v1/session/metrics reports")
 	flag.Parse()
 	s := &server{start: time.Now(), status: "not_loaded", delay: *delay, failLoad: *fail, loraDir: loraDir(), root: *root}
 	mux := http.NewServeMux()
@@ -300,6 +301,14 @@ func main() {
 	mux.HandleFunc("POST /api/v1/pipeline/load", s.load)
 	mux.HandleFunc("GET /api/v1/logs/tail", s.logsTail)
 	mux.HandleFunc("GET /api/v1/loras", s.loras)
+	// Scope's session metrics (src/scope/server/mcp_router.py): {"sessions": {id: {…}}, "gpu": {…}}.
+	mux.HandleFunc("GET /api/v1/session/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		m := map[string]any{}
+		for i := 0; i < *sessions; i++ {
+			m[fmt.Sprintf("session-%d", i+1)] = map[string]any{"frames_out": 100 * (i + 1), "fps": 16.0}
+		}
+		writeJSON(w, 200, map[string]any{"sessions": m, "gpu": map[string]any{}})
+	})
 	addr := fmt.Sprintf("%s:%d", *host, *port)
 	s.mu.Lock()
 	s.logf("INFO", "scopestub %s listening on %s (LoRA dir %s)", version, addr, s.loraDir)
