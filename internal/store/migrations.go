@@ -110,4 +110,41 @@ CREATE TABLE file_hashes (
 	checked_at TEXT NOT NULL
 );
 `,
+	// training jobs scopectl started (train run) and the checkpoints it collected from
+	// them, with the lineage a LoRA's origin does not hold (config and dataset hashes, loss).
+	`
+CREATE TABLE train_jobs (
+	id          TEXT PRIMARY KEY NOT NULL,
+	name        TEXT NOT NULL,
+	target      TEXT NOT NULL,
+	pod_id      TEXT NOT NULL DEFAULT '',
+	workspace   TEXT NOT NULL,
+	job_dir     TEXT NOT NULL,
+	binary      TEXT NOT NULL,
+	save_dir    TEXT NOT NULL DEFAULT '',
+	config_path TEXT NOT NULL DEFAULT '',
+	config_sha  TEXT NOT NULL DEFAULT '',
+	dataset_sha TEXT NOT NULL DEFAULT '',
+	base_model  TEXT NOT NULL DEFAULT '',
+	steps       INTEGER NOT NULL DEFAULT 0,
+	cost_per_hr REAL NOT NULL DEFAULT 0,
+	started_at  TEXT NOT NULL,
+	phase       TEXT NOT NULL DEFAULT '',
+	step        INTEGER NOT NULL DEFAULT 0,
+	updated_at  TEXT,
+	ended_at    TEXT,
+	preview     TEXT NOT NULL DEFAULT '',
+	keep        INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE train_checkpoints (
+	job_id       TEXT NOT NULL,
+	file         TEXT NOT NULL,
+	step         INTEGER NOT NULL,
+	sha256       TEXT NOT NULL,
+	size         INTEGER NOT NULL,
+	loss         REAL,
+	collected_at TEXT NOT NULL,
+	PRIMARY KEY (job_id, file)
+);
+`,
 }
