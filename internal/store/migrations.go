@@ -147,4 +147,28 @@ CREATE TABLE train_checkpoints (
 	PRIMARY KEY (job_id, file)
 );
 `,
+	// The cost ledger: every run of every pod scopectl sees (a run: one start to its
+	// stop, split where the price per hour changed), with where its end came from.
+	// IF NOT EXISTS: steps appended by parallel work may land in either order.
+	`
+CREATE TABLE IF NOT EXISTS pod_runs (
+	provider     TEXT NOT NULL,
+	pod_id       TEXT NOT NULL,
+	started_at   TEXT NOT NULL,
+	request_id   TEXT NOT NULL DEFAULT '',
+	name         TEXT NOT NULL DEFAULT '',
+	job          TEXT NOT NULL DEFAULT '',
+	gpu_type     TEXT NOT NULL DEFAULT '',
+	cost_per_hr  REAL NOT NULL,
+	volume_gb    INTEGER NOT NULL DEFAULT 0,
+	network_volume_id TEXT NOT NULL DEFAULT '',
+	seen_at      TEXT NOT NULL,
+	ended_at     TEXT,
+	end_source   TEXT NOT NULL DEFAULT '',
+	end_reason   TEXT NOT NULL DEFAULT '',
+	idle_seconds REAL NOT NULL DEFAULT 0,
+	PRIMARY KEY (provider, pod_id, started_at)
+);
+CREATE INDEX IF NOT EXISTS pod_runs_open ON pod_runs(provider, ended_at);
+`,
 }

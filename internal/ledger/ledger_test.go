@@ -1,0 +1,117 @@
+package ledger
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/daydreamlive/scopectl/internal/provider"
+	"github.com/daydreamlive/scopectl/internal/store"
+)
+
+func open(t *testing.T) *store.SQLite {
+	s, err := store.OpenSQLite(filepath.Join(t.TempDir(), "db.sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-6 }
+
+func TestLedgerLifecycle(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	t0 := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
+	pod := provider.Pod{ID: "p1", Name: "scope-x", Status: provider.StatusRunning, CostPerHr: 1, StartedAt: t0, VolumeGB: 0}
+	recs := map[string]store.Pod{"p1": {RequestID: "sc1", Name: "scope"}}
+	if _, err := Observe(ctx, s, "runpod", []provider.Pod{pod}, recs, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// Price change mid-run: split, one note.
+	pod.CostPerHr = 2
+	notes, err := Observe(ctx, s, "runpod", []provider.Pod{pod}, recs, t0.Add(2*time.Hour))
+	if err != nil || len(notes) != 1 || !strings.Contains(notes[0], "price changed") {
+		t.Fatalf("notes %q, err %v", notes, err)
+	}
+	// scopectl stops it at 3h: exact end.
+	if err := Stopped(ctx, s, "runpod", "p1", t0.Add(3*time.Hour), EndWatch, "idle 30m", 30*time.Minute, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Seen stopped later: the exact end is kept.
+	pod.Status = provider.StatusExited
+	if _, err := Observe(ctx, s, "runpod", []provider.Pod{pod}, recs, t0.Add(5*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	runs, _ := s.Runs(ctx, time.Time{})
+	if len(runs) != 2 || runs[1].EndSource != EndWatch || !runs[1].EndedAt.Equal(t0.Add(3*time.Hour)) {
+		t.Fatalf("runs %+v", runs)
+	}
+	rep := Build(runs, time.Time{}, t0.Add(6*time.Hour), nil)
+	// 2h × $1 + 1h × $2 = $4; idle 30 min of the second row at $2 = $1.
+	if !near(rep.Total.GPUDollars, 4) || !near(rep.Total.IdleDollars, 1) {
+		t.Errorf("total %+v", rep.Total)
+	}
+	// Split across days: 2h on March 1, 1h on March 2.
+	if len(rep.Days) != 2 || !near(rep.Days[0].Hours, 2) || !near(rep.Days[1].Hours, 1) {
+		t.Errorf("days %+v", rep.Days)
+	}
+	if len(rep.Deploys) != 1 || rep.Deploys[0].Key != "scope" {
+		t.Errorf("deploys %+v", rep.Deploys)
+	}
+	// --since cuts.
+	if r := Build(runs, t0.Add(150*time.Minute), t0.Add(6*time.Hour), nil); !near(r.Total.GPUDollars, 1) {
+		t.Errorf("since: %+v", r.Total)
+	}
+}
+
+func TestLedgerFaults(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	// Clock skew: RunPod says it started in the future.
+	skewed := provider.Pod{ID: "p2", Status: provider.StatusRunning, CostPerHr: 1, StartedAt: now.Add(10 * time.Minute)}
+	notes, err := Observe(ctx, s, "runpod", []provider.Pod{skewed}, nil, now)
+	if err != nil || len(notes) != 1 || !strings.Contains(notes[0], "ahead of this machine's clock") {
+		t.Fatalf("notes %q err %v", notes, err)
+	}
+	// Terminated behind scopectl's back: gone from the list: closed at last seen, noted.
+	notes, err = Observe(ctx, s, "runpod", nil, nil, now.Add(time.Hour))
+	if err != nil || len(notes) != 1 || !strings.Contains(notes[0], "is gone") {
+		t.Fatalf("notes %q err %v", notes, err)
+	}
+	runs, _ := s.Runs(ctx, time.Time{})
+	if len(runs) != 1 || runs[0].EndSource != EndObserved {
+		t.Fatalf("runs %+v", runs)
+	}
+	// A guard's stop read later, for a run never observed: added, not lost.
+	p := &provider.Pod{ID: "p3", StartedAt: now, CostPerHr: 0.5}
+	if err := Stopped(ctx, s, "runpod", "p3", now.Add(2*time.Hour), EndGuard, "idle", time.Minute, p); err != nil {
+		t.Fatal(err)
+	}
+	runs, _ = s.Runs(ctx, time.Time{})
+	if len(runs) != 2 {
+		t.Fatalf("runs %+v", runs)
+	}
+}
+
+func TestBudgetCheck(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	if msg, over := BudgetCheck(8, 10, 1, 3, now); !over || !strings.Contains(msg, "$11.00") {
+		t.Errorf("%q %v", msg, over)
+	}
+	if _, over := BudgetCheck(8, 10, 1, 1, now); over {
+		t.Error("within budget refused")
+	}
+	// No max hours: the rest of the day (12 h).
+	if msg, over := BudgetCheck(0, 10, 1, 0, now); !over || !strings.Contains(msg, "rest of the UTC day") {
+		t.Errorf("%q %v", msg, over)
+	}
+	if msg, over := BudgetCheck(100, 0, 1, 1, now); msg != "" || over {
+		t.Error("no budget")
+	}
+}
