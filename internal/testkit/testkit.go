@@ -237,3 +237,10 @@ func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }
+
+// SSHDHome is an sshd_config line that sets HOME for the sessions of a test sshd to dir.
+// sshd runs every command through the user's login shell, and Debian's bash sources
+// ~/.bashrc for commands run by sshd: a developer's rc file (pyenv or conda init) then
+// costs about a second per SSH session, which turned minutes of the SSH tests into
+// waiting. Tests serve absolute paths, so the home they see does not matter.
+func SSHDHome(dir string) string { return "SetEnv HOME=" + dir + "\n" }
