@@ -17,7 +17,10 @@
 //
 // Knobs (environment): STANDIN_STEP_MS (20) time per training step;
 // STANDIN_SAVE_MS (40) time to write one checkpoint (written in 8 chunks);
-// STANDIN_CKPT_BYTES (1 MiB) approximate tensor bytes per checkpoint;
+// STANDIN_CKPT_BYTES (1 MiB) approximate tensor bytes per checkpoint, whole
+// modules of Wan blocks in order, capped at the full transformer for the
+// config's rank and model (1.3B when name_or_path says 1.3B, else 14B; 14B
+// at linear 16 reaches ~153 MB, enough for a 147 MB benchmark);
 // STANDIN_LOAD_MS (2) time per model-loading phase; STANDIN_SAMPLE_MS (5)
 // time per sample image; STANDIN_OOM_AT=STEP CUDA OOM from that step on
 // (STANDIN_OOM_TIMES=N consecutive OOMs only; the 4th in a row aborts, as in
