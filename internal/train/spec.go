@@ -24,13 +24,14 @@ import (
 
 // Files of a job folder (JobDir) on the training machine.
 const (
-	SpecFile       = "spec.json"      // written by the laptop: what to run
-	StateFile      = "state.json"     // written by the supervisor: how it goes
-	ConfigFile     = "config.yaml"    // the job config as the laptop sent it
-	RunConfigFile  = "run.yaml"       // the config the trainer reads (sqlite_db_path set)
-	JobDBFile      = "job.db"         // the private ai-toolkit job database
-	LogFile        = "train.log"      // the trainer's stdout and stderr, as written
-	SupervisorLog  = "supervisor.log" // the supervisor's own output
+	SpecFile       = "spec.json"       // written by the laptop: what to run
+	StateFile      = "state.json"      // written by the supervisor: how it goes
+	prevStateFile  = "state.prev.json" // the state of the run before a resume
+	ConfigFile     = "config.yaml"     // the job config as the laptop sent it
+	RunConfigFile  = "run.yaml"        // the config the trainer reads (sqlite_db_path set)
+	JobDBFile      = "job.db"          // the private ai-toolkit job database
+	LogFile        = "train.log"       // the trainer's stdout and stderr, as written
+	SupervisorLog  = "supervisor.log"  // the supervisor's own output
 	LockFile       = "supervisor.lock"
 	CollectDir     = "collect" // verified copies of checkpoints
 	ControlDir     = "control" // requests to the supervisor (stop)
@@ -178,13 +179,17 @@ func ReadSpec(dir string) (*Spec, error) {
 
 // ReadState reads state.json (os.ErrNotExist before the supervisor wrote one).
 func ReadState(dir string) (*State, error) {
-	b, err := os.ReadFile(filepath.Join(dir, StateFile))
+	return readStateFile(filepath.Join(dir, StateFile))
+}
+
+func readStateFile(p string) (*State, error) {
+	b, err := os.ReadFile(p)
 	if err != nil {
 		return nil, err
 	}
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%s: %w", StateFile, err)
+		return nil, fmt.Errorf("%s: %w", filepath.Base(p), err)
 	}
 	return &s, nil
 }

@@ -77,7 +77,11 @@ func Supervise(ctx context.Context, dir string, log io.Writer) error {
 	}
 	s := &supervisor{dir: JobPaths{dir}, spec: spec, log: log, staged: map[string]bool{}, pending: map[string]bool{},
 		seenSize: map[string]int64{}, samples: map[int][]string{}}
-	if prev, err := ReadState(dir); err == nil {
+	prev, err := ReadState(dir)
+	if err != nil {
+		prev, err = readStateFile(filepath.Join(dir, prevStateFile))
+	}
+	if err == nil {
 		s.st.Run = prev.Run
 		s.st.Checkpoints = prev.Checkpoints
 		s.st.Failures = prev.Failures
@@ -209,7 +213,7 @@ func (s *supervisor) start(ctx context.Context) error {
 	if fi, err := lf.Stat(); err == nil {
 		s.logOff = fi.Size()
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd := exec.Command(lookPath(argv[0], env, s.spec.Workdir), argv[1:]...)
 	cmd.Dir = s.spec.Workdir
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = lf, lf
@@ -349,6 +353,15 @@ func (s *supervisor) readLog() {
 }
 
 func (s *supervisor) line(l string) {
+	// stdout and stderr share train.log: a print can land right after a tqdm redraw
+	// on the same line ("tlora: 10%|…]Error running job: …").
+	for _, m := range []string{"Error running job:", "Saving at step", "Saved checkpoint to", "Removing old save:"} {
+		if i := strings.Index(l, m); i > 0 {
+			s.line(l[:i])
+			l = l[i:]
+			break
+		}
+	}
 	if strings.TrimSpace(l) != "" {
 		s.lastLine = strings.TrimSpace(l)
 	}
@@ -754,6 +767,8 @@ func (s *supervisor) failReason(code int, sig string, ramOOM bool) string {
 		return "killed by SIGKILL: most likely the host ran out of RAM (the kernel's OOM killer); pick a machine with more memory or set model.low_vram"
 	case s.oomText != "":
 		return "CUDA out of memory: " + oneLine(s.oomText)
+	case strings.Contains(s.errText, "OOM") || strings.Contains(strings.ToLower(s.errText), "out of memory"):
+		return "CUDA out of memory: " + oneLine(s.errText)
 	case s.diskFull:
 		return "disk full: No space left on device"
 	case s.errText != "":
@@ -848,4 +863,30 @@ func MarshalState(st *State) []byte {
 	enc := json.NewEncoder(&b)
 	enc.Encode(st)
 	return b.Bytes()
+}
+
+// lookPath finds prog on the PATH the trainer gets (exec.Command would use ours).
+func lookPath(prog string, env []string, dir string) string {
+	if strings.ContainsRune(prog, '/') {
+		return prog
+	}
+	p := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			p = v
+		}
+	}
+	for _, d := range filepath.SplitList(p) {
+		if d == "" {
+			d = "."
+		}
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(dir, d)
+		}
+		c := filepath.Join(d, prog)
+		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return c
+		}
+	}
+	return prog
 }

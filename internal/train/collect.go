@@ -1,0 +1,269 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/remote"
+	"github.com/daydreamlive/scopectl/internal/store"
+)
+
+// Collected is one checkpoint brought into the library.
+type Collected struct {
+	Checkpoint
+	Name    string   `json:"name"` // library entry
+	Samples []string `json:"samples_added,omitempty"`
+	New     bool     `json:"new"` // collected by this call
+}
+
+// CollectResult is what Collect did.
+type CollectResult struct {
+	JobID       string      `json:"job_id"`
+	Phase       string      `json:"phase"`
+	Checkpoints []Collected `json:"checkpoints"`
+	Failures    []string    `json:"failures,omitempty"` // checkpoints lost on the machine
+	State       *State      `json:"-"`
+}
+
+// Collect pulls every checkpoint the supervisor staged and the library lacks
+// (resumable, sha256-verified), adds it with its lineage (job, step, base model;
+// config and dataset hashes and loss in the job's records) and its samples.
+func (t *Trainer) Collect(ctx context.Context, id string) (*CollectResult, error) {
+	job, err := t.Jobs.GetTrainJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	st, err := t.ctl(ctx, job, CtlStatus)
+	if err != nil {
+		return nil, err
+	}
+	t.record(ctx, &job, st)
+	return t.collect(ctx, job, st)
+}
+
+func (t *Trainer) collect(ctx context.Context, job store.TrainJob, st *State) (*CollectResult, error) {
+	res := &CollectResult{JobID: job.ID, Phase: st.Phase, Failures: st.Failures, State: st, Checkpoints: []Collected{}}
+	have, err := t.Jobs.ListTrainCheckpoints(ctx, job.ID)
+	if err != nil {
+		return res, err
+	}
+	done := map[string]store.TrainCheckpoint{}
+	for _, c := range have {
+		done[c.File] = c
+	}
+	var cr, sr remote.Remote
+	defer func() {
+		for _, r := range []remote.Remote{cr, sr} {
+			if r != nil {
+				r.Close()
+			}
+		}
+	}()
+	stage := filepath.Join(filepath.Dir(t.Lib.BlobDir), "train", job.ID)
+	for _, c := range st.Checkpoints {
+		col := Collected{Checkpoint: c}
+		if prev, ok := done[c.File]; ok && prev.SHA256 == c.SHA256 {
+			if e, err := t.Lib.Store.GetBySHA(ctx, c.SHA256); err == nil {
+				col.Name = e.Name
+				res.Checkpoints = append(res.Checkpoints, col)
+				continue
+			}
+		}
+		if cr == nil {
+			if cr, err = t.open(ctx, job.Target, path.Join(job.JobDir, CollectDir)); err != nil {
+				return res, err
+			}
+		}
+		local := filepath.Join(stage, c.File)
+		if err := fetchVerified(ctx, cr, c.File, c.Size, c.SHA256, local); err != nil {
+			return res, fmt.Errorf("collect %s: %w", c.File, err)
+		}
+		name, err := t.addCheckpoint(ctx, job, c, local)
+		if err != nil {
+			return res, err
+		}
+		os.Remove(local)
+		if err := t.Jobs.PutTrainCheckpoint(ctx, store.TrainCheckpoint{JobID: job.ID, File: c.File, Step: c.Step, SHA256: c.SHA256, Size: c.Size, Loss: c.Loss}); err != nil {
+			return res, err
+		}
+		col.Name, col.New = name, true
+		t.note("collected %s (step %d) as %s", c.File, c.Step, name)
+		res.Checkpoints = append(res.Checkpoints, col)
+	}
+	// Samples of each step, once, tied to that step's LoRA.
+	for i, col := range res.Checkpoints {
+		if len(col.Samples) == 0 {
+			continue
+		}
+		known := map[string]bool{}
+		if sms, err := t.Lib.Store.ListSamples(ctx, col.SHA256); err == nil {
+			for _, sm := range sms {
+				known[sm.Name] = true
+			}
+		}
+		for _, name := range col.Samples {
+			if known[name] {
+				continue
+			}
+			if sr == nil {
+				if sr, err = t.open(ctx, job.Target, path.Join(job.SaveDir, "samples")); err != nil {
+					return res, err
+				}
+			}
+			local := filepath.Join(stage, "samples", name)
+			if err := fetchVerified(ctx, sr, name, -1, "", local); err != nil {
+				t.note("sample %s: %v", name, err)
+				continue
+			}
+			if _, err := t.Lib.AddSample(ctx, local, name, col.SHA256, "training:"+job.ID); err != nil {
+				t.note("sample %s: %v", name, err)
+			} else {
+				res.Checkpoints[i].Samples = append(res.Checkpoints[i].Samples, name)
+			}
+			os.Remove(local)
+		}
+	}
+	return res, nil
+}
+
+// addCheckpoint adds a fetched checkpoint to the library under its file name (made
+// unique with the sha256 when another LoRA holds it).
+func (t *Trainer) addCheckpoint(ctx context.Context, job store.TrainJob, c Checkpoint, local string) (string, error) {
+	name := strings.TrimSuffix(c.File, ".safetensors")
+	origin := store.Origin{Kind: "training", Job: job.ID, Step: int64(c.Step), Path: job.Target + path.Join(job.SaveDir, c.File), BaseModel: job.BaseModel}
+	if other, err := t.Lib.Store.GetLoRA(ctx, name); err == nil && other.Name == name && other.SHA256 != c.SHA256 {
+		name += "-" + c.SHA256[:8]
+	}
+	r, err := t.Lib.Add(ctx, local, library.AddOptions{Name: name, Origin: origin, Link: true})
+	if err != nil {
+		return "", err
+	}
+	return r.LoRA.Name, nil
+}
+
+// fetchVerified downloads name into local, continuing a partial download, and checks
+// the size and sha256 when given (size < 0, sha "": unchecked).
+func fetchVerified(ctx context.Context, r remote.Remote, name string, size int64, sha, local string) error {
+	if err := os.MkdirAll(filepath.Dir(local), 0o700); err != nil {
+		return err
+	}
+	part := local + ".part"
+	for attempt := 0; attempt < 2; attempt++ {
+		var off int64
+		if fi, err := os.Stat(part); err == nil {
+			off = fi.Size()
+		}
+		if size >= 0 && off > size {
+			os.Remove(part)
+			off = 0
+		}
+		if size < 0 || off < size {
+			if size < 0 {
+				os.Remove(part)
+				off = 0
+			}
+			f, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+			if err != nil {
+				return err
+			}
+			rc, err := r.Get(ctx, name, off)
+			if err != nil {
+				f.Close()
+				return err
+			}
+			_, err = io.Copy(f, rc)
+			rc.Close()
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err // the partial file stays for the next attempt
+			}
+		}
+		if sha == "" {
+			return os.Rename(part, local)
+		}
+		got, n, err := FileSHA256(part)
+		if err != nil {
+			return err
+		}
+		if got == sha && (size < 0 || n == size) {
+			return os.Rename(part, local)
+		}
+		os.Remove(part) // bad bytes: start over once
+	}
+	return fmt.Errorf("%s: %w after a fresh download", name, remote.ErrHashMismatch)
+}
+
+// WatchOptions tune Watch.
+type WatchOptions struct {
+	Interval time.Duration // default 10s
+	// OnState is called with every state seen (progress display).
+	OnState func(*State)
+	// OnCollect is called after each collection that added something.
+	OnCollect func(*CollectResult)
+	// StopMachine is called at the end unless the job keeps its machine (pods).
+	StopMachine func(ctx context.Context, job store.TrainJob) error
+}
+
+// Watch follows a job to its end, collecting checkpoints as they are staged, and
+// returns the final collection. Connection failures are retried until ctx ends: the
+// job runs on without us.
+func (t *Trainer) Watch(ctx context.Context, id string, opt WatchOptions) (*CollectResult, error) {
+	if opt.Interval <= 0 {
+		opt.Interval = 10 * time.Second
+	}
+	job, err := t.Jobs.GetTrainJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var last *CollectResult
+	for {
+		st, err := t.ctl(ctx, job, CtlStatus)
+		if err == nil {
+			t.record(ctx, &job, st)
+			if opt.OnState != nil {
+				opt.OnState(st)
+			}
+			var res *CollectResult
+			res, err = t.collect(ctx, job, st)
+			if err == nil {
+				last = res
+				if opt.OnCollect != nil {
+					for _, c := range res.Checkpoints {
+						if c.New {
+							opt.OnCollect(res)
+							break
+						}
+					}
+				}
+				if Terminal(st.Phase) || (st.SupervisorAlive != nil && !*st.SupervisorAlive) {
+					if opt.StopMachine != nil && job.PodID != "" && !job.Keep {
+						if err := opt.StopMachine(ctx, job); err != nil {
+							return res, fmt.Errorf("job ended (%s) but the pod was not stopped: %w", st.Phase, err)
+						}
+					}
+					return res, nil
+				}
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return last, ctx.Err()
+			}
+			t.note("watch: %v (retrying)", err)
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(opt.Interval):
+		}
+	}
+}

@@ -1,0 +1,598 @@
+package train
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/daydreamlive/scopectl/internal/aitk"
+	"github.com/daydreamlive/scopectl/internal/dataset"
+	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/remote"
+	"github.com/daydreamlive/scopectl/internal/secret"
+	"github.com/daydreamlive/scopectl/internal/store"
+)
+
+// ErrRefused is returned when the config or dataset checks found errors (see
+// RunResult.Problems and Datasets) and Force was not set.
+var ErrRefused = errors.New("refused")
+
+// DefaultWorkspace is where jobs live on the machine: a RunPod pod's volume.
+const DefaultWorkspace = "/workspace"
+
+// Trainer is the laptop side: it starts jobs on machines reached over SSH and
+// reattaches to them by job id.
+type Trainer struct {
+	Lib  *library.Library
+	Jobs store.TrainStore
+	// Env opens remotes (credentials, known_hosts policy).
+	Env remote.Env
+	// Notify receives one-line progress messages (nil: none).
+	Notify func(msg string)
+}
+
+func (t *Trainer) note(format string, a ...any) {
+	if t.Notify != nil {
+		t.Notify(fmt.Sprintf(format, a...))
+	}
+}
+
+// RunInput describes a job to start.
+type RunInput struct {
+	Config string // the ai-toolkit job config on this machine
+	// Target is the machine: ssh://user@host:port.
+	Target string
+	PodID  string // the RunPod pod Target reaches, if any
+	// How ai-toolkit runs there: AITKDir (a checkout: python run.py), Image (docker
+	// run of an ai-toolkit image), or neither with InImage (the machine's own image is
+	// ai-toolkit's: /app/ai-toolkit).
+	AITKDir string
+	Image   string
+	// DockerGPUs is docker run --gpus (default "all"; "-" for none, in tests).
+	DockerGPUs string
+	Workspace  string // default /workspace
+	// Binary is the scopectl to copy there (default: this one, if linux/amd64).
+	Binary string
+	Force  bool
+	// Env is added to the trainer's environment (not for secrets).
+	Env []string
+	// HFToken reaches the trainer as HF_TOKEN through a 0600 file.
+	HFToken   secret.Secret
+	CostPerHr float64
+	Preview   string
+	Keep      bool
+	// Tuning of the supervisor (zero: defaults).
+	StopGrace, KillGrace, Poll time.Duration
+}
+
+// RunResult is what Run did.
+type RunResult struct {
+	Job      store.TrainJob    `json:"job"`
+	Problems []aitk.Problem    `json:"problems,omitempty"`
+	Datasets []*dataset.Report `json:"datasets,omitempty"`
+	Sync     SyncStats         `json:"dataset_sync"`
+	Refused  bool              `json:"refused,omitempty"`
+}
+
+var jobNameRe = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+func newJobID(name string) string {
+	var b [4]byte
+	rand.Read(b[:])
+	n := jobNameRe.ReplaceAllString(name, "-")
+	if len(n) > 40 {
+		n = n[:40]
+	}
+	return n + "-" + time.Now().UTC().Format("0102") + hex.EncodeToString(b[:])
+}
+
+// machine is an open connection to a job's machine.
+type machine struct {
+	t      *Trainer
+	base   string // ssh://user@host:port
+	remote remote.Remote
+	run    remote.Runner
+}
+
+func baseURL(target string) (string, error) {
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme != "ssh" || u.Host == "" {
+		return "", fmt.Errorf("%s: want ssh://user@host:port", remote.Redact(target))
+	}
+	u.Path, u.RawPath = "", ""
+	return u.String(), nil
+}
+
+// open opens dir on the machine.
+func (t *Trainer) open(ctx context.Context, base, dir string) (remote.Remote, error) {
+	return remote.Open(ctx, base+dir, t.Env)
+}
+
+func (t *Trainer) connect(ctx context.Context, target, dir string) (*machine, error) {
+	base, err := baseURL(target)
+	if err != nil {
+		return nil, err
+	}
+	r, err := t.open(ctx, base, dir)
+	if err != nil {
+		return nil, err
+	}
+	run, ok := r.(remote.Runner)
+	if !ok {
+		r.Close()
+		return nil, fmt.Errorf("%s cannot run commands", r)
+	}
+	return &machine{t: t, base: base, remote: r, run: run}, nil
+}
+
+func (m *machine) Close() error { return m.remote.Close() }
+
+// sh runs a script and fails on a non-zero exit.
+func (m *machine) sh(ctx context.Context, script string) (string, error) {
+	out, code, err := m.run.Run(ctx, script)
+	if err != nil {
+		return out, err
+	}
+	if code != 0 {
+		return out, fmt.Errorf("%s: %s: exit status %d: %s", m.remote, firstLine(script), code, strings.TrimSpace(out))
+	}
+	return out, nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func (m *machine) put(ctx context.Context, r remote.Remote, name string, b []byte) error {
+	sum := sha256.Sum256(b)
+	_, err := r.Put(ctx, name, remote.Source{R: bytes.NewReader(b), Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])}, remote.PutOptions{})
+	return err
+}
+
+// Run checks the config and its datasets, sends the datasets and scopectl to the
+// machine, starts the supervisor there and records the job. It returns once the
+// supervisor runs; Watch follows it.
+func (t *Trainer) Run(ctx context.Context, in RunInput) (*RunResult, error) {
+	raw, err := os.ReadFile(in.Config)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := aitk.ReadFile(in.Config, aitk.ParseOptions{})
+	if err != nil {
+		return nil, err
+	}
+	res := &RunResult{Problems: aitk.Validate(cfg, aitk.ValidateOptions{})}
+	failed := aitk.HasErrors(res.Problems)
+	if len(cfg.Config.Process) == 0 || cfg.Config.Name == "" {
+		return res, fmt.Errorf("%s: no config.name or config.process", in.Config)
+	}
+	// Datasets: check each, as ai-toolkit will read it.
+	type dsRef struct{ p, d int }
+	local := map[string][]dsRef{}
+	var order []string
+	for pi := range cfg.Config.Process {
+		p := &cfg.Config.Process[pi]
+		for di, d := range p.Datasets {
+			dir := d.FolderPath
+			if dir == "" {
+				return res, fmt.Errorf("config.process[%d].datasets[%d]: only folder_path datasets can be sent", pi, di)
+			}
+			if !filepath.IsAbs(dir) {
+				if _, err := os.Stat(dir); err != nil {
+					dir = filepath.Join(filepath.Dir(in.Config), dir)
+				}
+			}
+			dir, _ = filepath.Abs(dir)
+			rep, err := dataset.Check(ctx, dir, datasetOptions(p, d))
+			if err != nil {
+				return res, fmt.Errorf("dataset %s: %w", dir, err)
+			}
+			res.Datasets = append(res.Datasets, rep)
+			if rep.Fails() {
+				failed = true
+			}
+			if _, ok := local[dir]; !ok {
+				order = append(order, dir)
+			}
+			local[dir] = append(local[dir], dsRef{pi, di})
+		}
+	}
+	if failed && !in.Force {
+		res.Refused = true
+		return res, fmt.Errorf("%w: the config or a dataset has errors (--force runs it anyway)", ErrRefused)
+	}
+	bin, err := t.binary(in.Binary)
+	if err != nil {
+		return res, err
+	}
+	ws := in.Workspace
+	if ws == "" {
+		ws = DefaultWorkspace
+	}
+	id := newJobID(cfg.Config.Name)
+	jobDir := path.Join(ws, ".scopectl", "jobs", id)
+	m, err := t.connect(ctx, in.Target, jobDir)
+	if err != nil {
+		return res, err
+	}
+	defer m.Close()
+	if _, err := m.sh(ctx, "chmod 700 "+shq(jobDir)+" && mkdir -p -m 700 "+shq(path.Join(jobDir, SecretsDir))); err != nil {
+		return res, err
+	}
+	// scopectl, content-addressed: a running supervisor's binary is never replaced.
+	binPath, err := t.sendBinary(ctx, m, ws, bin)
+	if err != nil {
+		return res, err
+	}
+	// Datasets, into content-named folders.
+	dsh := sha256.New()
+	for _, dir := range order {
+		files, sum, err := scanDataset(dir)
+		if err != nil {
+			return res, err
+		}
+		fmt.Fprintln(dsh, sum)
+		rdir := path.Join(ws, "datasets", sum[:16])
+		t.note("dataset %s: %d files → %s", dir, len(files), rdir)
+		st, err := syncDataset(ctx, func(ctx context.Context, d string) (remote.Remote, error) { return t.open(ctx, m.base, d) }, rdir, files)
+		res.Sync.Files += st.Files
+		res.Sync.Sent += st.Sent
+		res.Sync.Bytes += st.Bytes
+		res.Sync.Resumed += st.Resumed
+		if err != nil {
+			return res, err
+		}
+		for _, r := range local[dir] {
+			cfg.Config.Process[r.p].Datasets[r.d].FolderPath = rdir
+		}
+	}
+	// The config copy: outputs under the job's own training folder.
+	training := path.Join(ws, "output", id)
+	for i := range cfg.Config.Process {
+		cfg.Config.Process[i].TrainingFolder = training
+	}
+	out, err := cfg.Marshal(aitk.YAML)
+	if err != nil {
+		return res, err
+	}
+	if err := m.put(ctx, m.remote, ConfigFile, out); err != nil {
+		return res, err
+	}
+	p0 := cfg.Config.Process[0]
+	spec := Spec{Version: specVersion, JobID: id, Name: cfg.Config.Name, Config: path.Join(jobDir, ConfigFile),
+		SaveDir: path.Join(training, cfg.Config.Name), StopGrace: in.StopGrace, KillGrace: in.KillGrace, Poll: in.Poll}
+	if p0.Train != nil && p0.Train.Steps != nil {
+		spec.TotalSteps = *p0.Train.Steps
+	}
+	if p0.Save != nil && p0.Save.MaxStepSavesToKeep != nil {
+		spec.Keep = *p0.Save.MaxStepSavesToKeep
+	}
+	spec.Env = append([]string{"HF_HOME=" + path.Join(ws, "hf")}, in.Env...)
+	if in.HFToken.IsSet() {
+		sr, err := t.open(ctx, m.base, path.Join(jobDir, SecretsDir))
+		if err != nil {
+			return res, err
+		}
+		err = m.put(ctx, sr, "HF_TOKEN", []byte(in.HFToken.Reveal()+"\n"))
+		sr.Close()
+		if err != nil {
+			return res, err
+		}
+		if _, err := m.sh(ctx, "chmod 600 "+shq(path.Join(jobDir, SecretsDir, "HF_TOKEN"))); err != nil {
+			return res, err
+		}
+		spec.SecretEnv = append(spec.SecretEnv, "HF_TOKEN")
+	}
+	t.command(&spec, in, ws)
+	sj, _ := json.MarshalIndent(spec, "", "  ")
+	if err := m.put(ctx, m.remote, SpecFile, sj); err != nil {
+		return res, err
+	}
+	base := ""
+	if p0.Model != nil {
+		base = p0.Model.NameOrPath
+	}
+	csum := sha256.Sum256(raw)
+	abs, _ := filepath.Abs(in.Config)
+	job := store.TrainJob{ID: id, Name: cfg.Config.Name, Target: m.base, PodID: in.PodID, Workspace: ws, JobDir: jobDir, Binary: binPath,
+		SaveDir: spec.SaveDir, ConfigPath: abs, ConfigSHA: hex.EncodeToString(csum[:]), DatasetSHA: hex.EncodeToString(dsh.Sum(nil)),
+		BaseModel: base, Steps: spec.TotalSteps, CostPerHr: in.CostPerHr, StartedAt: time.Now().UTC(), Phase: PhaseStarting,
+		Preview: in.Preview, Keep: in.Keep}
+	if err := t.Jobs.PutTrainJob(ctx, job); err != nil {
+		return res, err
+	}
+	res.Job = job
+	if err := startSupervisor(ctx, m, job); err != nil {
+		return res, err
+	}
+	t.note("job %s started on %s", id, remote.Redact(m.base))
+	return res, nil
+}
+
+// command fills in how the trainer is started.
+func (t *Trainer) command(s *Spec, in RunInput, ws string) {
+	switch {
+	case in.Image != "":
+		s.Container = "scopectl-" + s.JobID
+		args := []string{"docker", "run", "--rm", "--name", s.Container, "--ipc", "host", "--init=false",
+			"-v", ws + ":" + ws, "-w", "/app/ai-toolkit"}
+		if g := in.DockerGPUs; g != "-" {
+			if g == "" {
+				g = "all"
+			}
+			args = append(args, "--gpus", g)
+		}
+		// Values reach docker run from its own environment (the supervisor's), never
+		// from its command line.
+		names := []string{aitk.JobEnv, "PYTHONUNBUFFERED", "IS_AI_TOOLKIT_UI"}
+		for _, kv := range s.Env {
+			if k, _, ok := strings.Cut(kv, "="); ok {
+				names = append(names, k)
+			}
+		}
+		names = append(names, s.SecretEnv...)
+		for _, n := range names {
+			args = append(args, "-e", n)
+		}
+		s.Command = append(args, in.Image, "python", "run.py", "{config}")
+	default:
+		dir := in.AITKDir
+		if dir == "" {
+			dir = "/app/ai-toolkit"
+		}
+		s.Workdir = dir
+		// The venv ai-toolkit's UI would use, else python on PATH.
+		s.Command = []string{"sh", "-c", `for p in .venv/bin/python venv/bin/python; do [ -x "$p" ] && exec "$p" run.py "$0"; done; ` +
+			`command -v python >/dev/null 2>&1 && exec python run.py "$0"; exec python3 run.py "$0"`, "{config}"}
+	}
+}
+
+func (t *Trainer) binary(p string) ([]byte, error) {
+	if p == "" {
+		if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+			return nil, fmt.Errorf("this scopectl is %s/%s; pass a linux/amd64 build for the machine", runtime.GOOS, runtime.GOARCH)
+		}
+		var err error
+		if p, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	return os.ReadFile(p)
+}
+
+func (t *Trainer) sendBinary(ctx context.Context, m *machine, ws string, bin []byte) (string, error) {
+	sum := sha256.Sum256(bin)
+	name := "scopectl-" + hex.EncodeToString(sum[:6])
+	dir := path.Join(ws, ".scopectl", "bin")
+	r, err := t.open(ctx, m.base, dir)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	ents, err := r.List(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range ents {
+		if e.Name == name && e.Size == int64(len(bin)) {
+			return path.Join(dir, name), nil
+		}
+	}
+	t.note("sending scopectl (%d MiB)", len(bin)>>20)
+	if err := m.put(ctx, r, name, bin); err != nil {
+		return "", err
+	}
+	p := path.Join(dir, name)
+	_, err = m.sh(ctx, "chmod 755 "+shq(p))
+	return p, err
+}
+
+// startSupervisor starts `scopectl train supervise` detached (its own session, no
+// terminal, output to supervisor.log) and waits until it has written state.json.
+func startSupervisor(ctx context.Context, m *machine, job store.TrainJob) error {
+	d := job.JobDir
+	script := strings.Join([]string{
+		"cd " + shq(d) + " || exit 1",
+		"S=; command -v setsid >/dev/null 2>&1 && S=setsid",
+		"nohup $S " + shq(job.Binary) + " train supervise --job-dir " + shq(d) + " >> " + SupervisorLog + " 2>&1 < /dev/null &",
+		"i=0; while [ $i -lt 100 ]; do [ -f " + StateFile + " ] && exit 0; i=$((i+1)); sleep 0.1; done",
+		"echo 'the supervisor did not start:'; tail -n 5 " + SupervisorLog + "; exit 1",
+	}, "\n")
+	_, err := m.sh(ctx, script)
+	return err
+}
+
+// Job returns a recorded job.
+func (t *Trainer) Job(ctx context.Context, id string) (store.TrainJob, error) {
+	return t.Jobs.GetTrainJob(ctx, id)
+}
+
+// ctl runs supervise-ctl on the machine and returns the state it prints.
+func (t *Trainer) ctl(ctx context.Context, job store.TrainJob, action ControlAction) (*State, error) {
+	m, err := t.connect(ctx, job.Target, job.JobDir)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	out, err := m.sh(ctx, shq(job.Binary)+" train supervise-ctl --job-dir "+shq(job.JobDir)+" "+string(action))
+	if err != nil {
+		return nil, err
+	}
+	var st State
+	if err := json.Unmarshal([]byte(lastJSONLine(out)), &st); err != nil {
+		return nil, fmt.Errorf("supervise-ctl %s: %v: %s", action, err, strings.TrimSpace(out))
+	}
+	return &st, nil
+}
+
+func lastJSONLine(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(strings.TrimSpace(lines[i]), "{") {
+			return lines[i]
+		}
+	}
+	return out
+}
+
+// StatusResult is a job's record and its state on the machine.
+type StatusResult struct {
+	Job   store.TrainJob `json:"job"`
+	State *State         `json:"state"`
+	// Cost is the machine's $/h × the time since the job started (to its end).
+	Cost float64 `json:"cost,omitempty"`
+}
+
+// Status asks the machine how the job goes and records what it says.
+func (t *Trainer) Status(ctx context.Context, id string) (*StatusResult, error) {
+	job, err := t.Jobs.GetTrainJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	st, err := t.ctl(ctx, job, CtlStatus)
+	if err != nil {
+		return nil, err
+	}
+	t.record(ctx, &job, st)
+	return &StatusResult{Job: job, State: st, Cost: cost(job)}, nil
+}
+
+func cost(j store.TrainJob) float64 {
+	end := time.Now()
+	if j.EndedAt != nil {
+		end = *j.EndedAt
+	}
+	return j.CostPerHr * end.Sub(j.StartedAt).Hours()
+}
+
+func (t *Trainer) record(ctx context.Context, job *store.TrainJob, st *State) {
+	now := time.Now().UTC()
+	job.Phase, job.Step, job.UpdatedAt = st.Phase, st.Step, &now
+	if Terminal(st.Phase) && st.Ended != nil {
+		job.EndedAt = st.Ended
+	}
+	_ = t.Jobs.PutTrainJob(ctx, *job)
+}
+
+// Stop asks the supervisor to stop the job (flag, then SIGINT, then SIGKILL).
+func (t *Trainer) Stop(ctx context.Context, id string) (*State, error) {
+	return t.control(ctx, id, CtlStop)
+}
+
+// SaveNow asks the trainer to save a checkpoint at the next step.
+func (t *Trainer) SaveNow(ctx context.Context, id string) (*State, error) {
+	return t.control(ctx, id, CtlSaveNow)
+}
+
+// SampleNow asks the trainer to make samples at the next step.
+func (t *Trainer) SampleNow(ctx context.Context, id string) (*State, error) {
+	return t.control(ctx, id, CtlSampleNow)
+}
+
+func (t *Trainer) control(ctx context.Context, id string, a ControlAction) (*State, error) {
+	job, err := t.Jobs.GetTrainJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return t.ctl(ctx, job, a)
+}
+
+// Resume starts the job's supervisor again on its machine: ai-toolkit continues
+// from the newest complete checkpoint (the supervisor moves a save cut short aside
+// and restores the newest staged copy when the save folder lacks it).
+func (t *Trainer) Resume(ctx context.Context, id string) (*StatusResult, error) {
+	job, err := t.Jobs.GetTrainJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	st, err := t.ctl(ctx, job, CtlStatus)
+	if err != nil {
+		return nil, err
+	}
+	if st.SupervisorAlive != nil && *st.SupervisorAlive {
+		return nil, fmt.Errorf("job %s is still running (%s); stop it first", id, st.Phase)
+	}
+	m, err := t.connect(ctx, job.Target, job.JobDir)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	// The new supervisor reads the earlier state (run number, staged checkpoints) from
+	// state.prev.json; startSupervisor waits for a new state.json.
+	if _, err := m.sh(ctx, "cd "+shq(job.JobDir)+" && mv -f "+StateFile+" "+prevStateFile); err != nil {
+		return nil, err
+	}
+	job.EndedAt = nil
+	job.Phase = PhaseStarting
+	if err := t.Jobs.PutTrainJob(ctx, job); err != nil {
+		return nil, err
+	}
+	if err := startSupervisor(ctx, m, job); err != nil {
+		return nil, err
+	}
+	return t.Status(ctx, id)
+}
+
+// Logs copies train.log from byte offset off to w and returns the new offset; with
+// follow it keeps copying until the job has ended.
+func (t *Trainer) Logs(ctx context.Context, id string, off int64, follow bool, w io.Writer) (int64, error) {
+	job, err := t.Jobs.GetTrainJob(ctx, id)
+	if err != nil {
+		return off, err
+	}
+	r, err := t.open(ctx, job.Target, job.JobDir)
+	if err != nil {
+		return off, err
+	}
+	defer r.Close()
+	for i := 0; ; i++ {
+		n, err := copyFrom(ctx, r, LogFile, off, w)
+		off += n
+		if err != nil && !errors.Is(err, remote.ErrNotFound) {
+			return off, err
+		}
+		if !follow {
+			return off, nil
+		}
+		if n == 0 && i%3 == 0 {
+			st, err := t.ctl(ctx, job, CtlStatus)
+			if err == nil && (Terminal(st.Phase) || (st.SupervisorAlive != nil && !*st.SupervisorAlive)) {
+				n, _ := copyFrom(ctx, r, LogFile, off, w)
+				return off + n, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return off, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func copyFrom(ctx context.Context, r remote.Remote, name string, off int64, w io.Writer) (int64, error) {
+	rc, err := r.Get(ctx, name, off)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	return io.Copy(w, rc)
+}
