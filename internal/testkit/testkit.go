@@ -243,4 +243,16 @@ func fileExists(p string) bool {
 // ~/.bashrc for commands run by sshd: a developer's rc file (pyenv or conda init) then
 // costs about a second per SSH session, which turned minutes of the SSH tests into
 // waiting. Tests serve absolute paths, so the home they see does not matter.
-func SSHDHome(dir string) string { return "SetEnv HOME=" + dir + "\n" }
+//
+// sshd takes the first SetEnv line only, so extra (more sshd_config lines) has HOME
+// added to its SetEnv line when it has one; the result replaces extra.
+func SSHDHome(dir, extra string) string {
+	lines := strings.Split(extra, "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "SetEnv ") {
+			lines[i] = l + " HOME=" + dir
+			return strings.Join(lines, "\n")
+		}
+	}
+	return "SetEnv HOME=" + dir + "\n" + extra
+}

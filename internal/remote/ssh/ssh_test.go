@@ -143,7 +143,7 @@ func startSSHD(t *testing.T, o sshdOpts) *server {
 		cfg := fmt.Sprintf("Port %d\nListenAddress 127.0.0.1\n%sAuthorizedKeysFile %s\nPidFile %s\n"+
 			"StrictModes no\nUsePAM no\nPubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"+
 			"PermitRootLogin prohibit-password\nMaxSessions 50\nMaxStartups 50\nLogLevel ERROR\n",
-			s.port, hostKeyLines, filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "sshd.pid")) + testkit.SSHDHome(dir)
+			s.port, hostKeyLines, filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "sshd.pid")) + testkit.SSHDHome(dir, "")
 		if o.sftp {
 			cfg += "Subsystem sftp internal-sftp\n"
 		}
