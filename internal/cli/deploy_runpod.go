@@ -31,10 +31,11 @@ type runpodDeployFlags struct {
 	idle     time.Duration
 	maxHours float64
 	sshKey   string
+	budget   budgetFlags
 }
 
 // newOnlyFlags only mean something when deploy creates the pod.
-var newOnlyFlags = []string{"gpu", "gpu-count", "cloud", "volume-gb", "container-disk-gb", "network-volume", "max-price", "idle-stop", "max-hours", "ssh-key", "keep"}
+var newOnlyFlags = []string{"gpu", "gpu-count", "cloud", "volume-gb", "container-disk-gb", "network-volume", "max-price", "idle-stop", "max-hours", "ssh-key", "keep", "budget", "strict"}
 
 func (f *runpodDeployFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
@@ -51,6 +52,7 @@ func (f *runpodDeployFlags) add(cmd *cobra.Command) {
 	fl.DurationVar(&f.idle, "idle-stop", DefaultIdleStop, "with --new: stop the pod after this long idle (0 disables; see `pod watch`)")
 	fl.Float64Var(&f.maxHours, "max-hours", 0, "with --new: stop the pod after this many hours (0: no limit)")
 	fl.StringVar(&f.sshKey, "ssh-key", "", "with --new: public key to inject (default ~/.ssh/id_ed25519.pub)")
+	f.budget.add(cmd)
 }
 
 func (f *runpodDeployFlags) refuseWithoutRunPod(cmd *cobra.Command) error {
@@ -144,6 +146,9 @@ func (a *app) deployRunPod(cmd *cobra.Command, o *deployFlags) error {
 			res["steps"] = steps
 			return a.out(res, func(w io.Writer) { printSteps(w, steps, true) })
 		}
+		if err := a.budgetGate(ctx, c, rp.budget, cs, rp.maxHours); err != nil {
+			return err
+		}
 		var rec *store.Pod
 		pod, rec, err = a.createPod(ctx, c, cs, rp.idle, rp.maxHours, rp.sshKey)
 		if err != nil {
@@ -215,6 +220,12 @@ func (a *app) deployRunPod(cmd *cobra.Command, o *deployFlags) error {
 		return fail(err)
 	}
 	res["pod"], res["created"] = pod, created
+	// The guard on the pod enforces its limits with the laptop closed.
+	if info, gerr := a.installGuard(ctx, c, pod, o.rf, ""); gerr != nil {
+		a.warn(oneLineErr(gerr))
+	} else {
+		res["guard"] = info
+	}
 	return a.out(res, func(w io.Writer) {
 		printSteps(w, steps, false)
 		printScopeUp(w, res, o.pipeline, len(wanted))

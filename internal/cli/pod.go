@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/daydreamlive/scopectl/internal/ledger"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
 	"github.com/daydreamlive/scopectl/internal/provider/sshhost"
@@ -49,7 +50,12 @@ func (a *app) reconciled(ctx context.Context) ([]podView, error) {
 	if err != nil {
 		return nil, err
 	}
-	return reconcile(ctx, c, ps)
+	views, err := reconcile(ctx, c, ps)
+	if err != nil {
+		return nil, err
+	}
+	a.observeLedger(ctx, c.Name(), ps, views)
+	return views, nil
 }
 
 func (a *app) podStore() (store.PodStore, error) {
@@ -66,7 +72,7 @@ func (a *app) podStore() (store.PodStore, error) {
 
 func (a *app) podCmd() *cobra.Command {
 	cmd := group(&cobra.Command{Use: "pod", Short: "RunPod pods and SSH hosts: create/add, list, stop, start, terminate/forget, GPUs"})
-	cmd.AddCommand(a.podGPUs(), a.podCreate(), a.podLs(), a.podGet(), a.podAction("stop"), a.podAction("start"), a.podRm(), a.podWatch(), a.podSSH())
+	cmd.AddCommand(a.podGPUs(), a.podCreate(), a.podLs(), a.podGet(), a.podAction("stop"), a.podAction("start"), a.podRm(), a.podWatch(), a.podSSH(), a.podGuardCmd())
 	return cmd
 }
 
@@ -117,6 +123,7 @@ func (a *app) podCreate() *cobra.Command {
 	var maxHours float64
 	var sshKey, prov, host string
 	var rf remoteFlags
+	var bf budgetFlags
 	cmd := &cobra.Command{
 		Use:   "create --gpu TYPE [--cloud secure|community] [--volume-gb N | --network-volume ID] | --provider ssh --host ssh://user@host:port",
 		Short: "Create a pod (idempotent; recorded in the store; idle auto-stop limit by default), or add an SSH host",
@@ -140,10 +147,15 @@ func (a *app) podCreate() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := a.budgetGate(cmd.Context(), c, bf, spec, maxHours); err != nil {
+				return err
+			}
 			pod, rec, err := a.createPod(cmd.Context(), c, spec, idle, maxHours, sshKey)
 			if err != nil {
 				return err
 			}
+			a.warn(fmt.Sprintf("pod %s: its limits (%s) are on the pod; the guard that enforces them there starts with `scopectl pod guard %s` once the pod runs (deploy starts it); until then `scopectl pod watch` enforces them",
+				pod.ID, (provider.Limits{IdleStop: idle, MaxHours: maxHours}).String(), pod.ID))
 			return a.out(pod, func(w io.Writer) { printPod(w, c, pod, rec) })
 		},
 	}
@@ -163,6 +175,7 @@ func (a *app) podCreate() *cobra.Command {
 	f.StringVar(&sshKey, "ssh-key", "", "public key to inject (default ~/.ssh/id_ed25519.pub)")
 	f.StringVar(&prov, "provider", runpod.Name, "runpod, or ssh: add a host you can SSH to (--host)")
 	f.StringVar(&host, "host", "", "with --provider ssh: ssh://user@host:port")
+	bf.add(cmd)
 	rf.addSSH(cmd)
 	return cmd
 }
@@ -482,6 +495,11 @@ func (a *app) podAction(verb string) *cobra.Command {
 			if err != nil {
 				return notFound(err)
 			}
+			if verb == "stop" {
+				if n, ok := c.(interface{ Name() string }); ok {
+					a.recordStop(cmd.Context(), n.Name(), id, ledger.EndScopectl, "scopectl pod stop")
+				}
+			}
 			return a.out(map[string]string{"id": id, "action": verb}, func(w io.Writer) { fmt.Fprintf(w, "%s: %s requested\n", id, verb) })
 		},
 	}
@@ -517,6 +535,9 @@ func (a *app) podRm() *cobra.Command {
 				return notFound(err)
 			}
 			a.markTerminated(ctx, id)
+			if n, ok := c.(interface{ Name() string }); ok {
+				a.recordStop(ctx, n.Name(), id, ledger.EndScopectl, "scopectl pod rm (terminated)")
+			}
 			return a.out(map[string]string{"id": id, "action": "terminate"}, func(w io.Writer) { fmt.Fprintf(w, "%s terminated\n", id) })
 		},
 	}

@@ -14,8 +14,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -205,57 +203,6 @@ func (a *app) execSSH(ctx context.Context, rf remoteFlags, argv []string, intera
 		return withCode(ee.ExitCode(), errSilent)
 	}
 	return err
-}
-
-// podCost is one pod's GPU spend in its current run.
-type podCost struct {
-	ID        string     `json:"id"`
-	Name      string     `json:"name"`
-	Status    string     `json:"status"`
-	Recorded  bool       `json:"recorded"` // scopectl created it
-	CostPerHr float64    `json:"cost_per_hr"`
-	StartedAt *time.Time `json:"started_at,omitempty"` // the last start, while it runs
-	Hours     float64    `json:"hours"`                // since the last start; 0 when stopped
-	Dollars   float64    `json:"dollars"`
-}
-
-func (a *app) costCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "cost",
-		Short: "$ per pod so far: hours since its last start × the API's cost per hour",
-		Long: "Every pod of the account, scopectl's or not. A running pod's GPU has cost its rate since\n" +
-			"its last start (lastStartedAt); a stopped pod's GPU costs nothing (its volume is billed\n" +
-			"apart, and earlier runs are not counted). RunPod's own billing is the reference.",
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			views, err := a.reconciled(cmd.Context())
-			if err != nil {
-				return err
-			}
-			now := time.Now()
-			out := []podCost{}
-			var total float64
-			for _, v := range views {
-				pc := podCost{ID: v.ID, Name: v.Name, Status: v.Status, Recorded: v.Recorded, CostPerHr: v.CostPerHr,
-					Hours: v.Uptime(now).Hours(), Dollars: v.CostSoFar(now)}
-				if pc.Hours > 0 {
-					start := now.Add(-v.Uptime(now)).UTC()
-					pc.StartedAt = &start
-				}
-				total += pc.Dollars
-				out = append(out, pc)
-			}
-			return a.out(map[string]any{"pods": out, "total_dollars": total}, func(w io.Writer) {
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tNAME\tSTATUS\t$/H\tHOURS\t$")
-				for _, p := range out {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.2f\t%.2f\n", p.ID, p.Name, p.Status, p.CostPerHr, p.Hours, p.Dollars)
-				}
-				fmt.Fprintf(tw, "\t\t\t\ttotal\t%.2f\n", total)
-				tw.Flush()
-			})
-		},
-	}
 }
 
 // sshOptions are OpenSSH options that make it check what scopectl's own SSH checks. An

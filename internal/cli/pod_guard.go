@@ -4,6 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,8 +17,10 @@ import (
 	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/gpu"
 	"github.com/daydreamlive/scopectl/internal/guard"
+	"github.com/daydreamlive/scopectl/internal/ledger"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
+	"github.com/daydreamlive/scopectl/internal/provider/sshhost"
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/watch"
 )
@@ -119,4 +126,163 @@ func cmpDir(d string) string {
 		return guard.DefaultDir
 	}
 	return d
+}
+
+// podGuardCmd is `scopectl pod guard ID`: copy this scopectl onto the pod (or SSH host)
+// and start the guard there.
+func (a *app) podGuardCmd() *cobra.Command {
+	var rf remoteFlags
+	var binary string
+	cmd := &cobra.Command{
+		Use:   "guard ID",
+		Short: "Start the guard on a pod (or SSH host): it stops the pod itself past its limits, laptop closed or not",
+		Long: "Copies this scopectl (static linux/amd64) to " + DefaultAgentBinDir + " on the pod over SSH and starts\n" +
+			"`scopectl guard` there (one per pod: a second start replaces nothing). On RunPod it stops the pod\n" +
+			"with the pod-scoped RUNPOD_API_KEY RunPod puts into every pod; your own key never goes there.\n" +
+			"It reads the stops an earlier guard made into the cost ledger.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, p, err := a.podWithClient(ctx, args[0], rf)
+			if err != nil {
+				return err
+			}
+			info, err := a.installGuard(ctx, c, p, rf, binary)
+			if err != nil {
+				return err
+			}
+			return a.out(info, func(w io.Writer) {
+				fmt.Fprintf(w, "guard running on %s (pid %v): %s\n", p.ID, info["pid"], info["limits"])
+			})
+		},
+	}
+	cmd.Flags().StringVar(&binary, "binary", "", "scopectl binary to copy (default: this one, if linux/amd64)")
+	rf.add(cmd)
+	return cmd
+}
+
+// installGuard copies scopectl onto pod p and starts its guard. On an SSH host the
+// guard runs on the host itself and docker-stops the Scope container.
+func (a *app) installGuard(ctx context.Context, c provider.Provider, p *provider.Pod, rf remoteFlags, binary string) (map[string]any, error) {
+	if binary == "" {
+		if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+			return nil, fmt.Errorf("guard not installed: this scopectl is %s/%s, the pod needs linux/amd64 (--binary)", runtime.GOOS, runtime.GOARCH)
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		binary = exe
+	}
+	bin, err := os.ReadFile(binary)
+	if err != nil {
+		return nil, err
+	}
+	_, isHost := c.(*sshhost.Provider)
+	lim := limitsOf(*p, nil)
+	dir, extra, container := DefaultAgentBinDir, "", ""
+	if isHost {
+		rec, _, err := a.sshHost(ctx, p.ID)
+		if err != nil {
+			return nil, err
+		}
+		if lim == nil {
+			lim = &provider.Limits{IdleStop: rec.IdleStop, MaxHours: rec.MaxHours}
+		}
+		container = rec.Container
+		if container == "" {
+			container = "daydream-scope"
+		}
+		dir = ".scopectl"
+		extra = fmt.Sprintf(" --container %s --dir %s --idle-stop %s --max-hours %g", shq(container), shq(".scopectl/guard-"+container), lim.IdleStop, lim.MaxHours)
+		if port, ok := p.Ports["8000/http"]; ok {
+			extra += fmt.Sprintf(" --scope-url http://127.0.0.1:%d", port)
+		}
+	} else if lim == nil {
+		return nil, fmt.Errorf("guard not installed: pod %s carries no limits (%s): not created by this scopectl; `scopectl pod watch` can still stop it if it is recorded", p.ID, provider.EnvIdleStop)
+	}
+	u, ok := p.SSHURL()
+	if !ok {
+		return nil, fmt.Errorf("guard not installed: pod %s has no public SSH port; `scopectl pod watch` enforces its limits", p.ID)
+	}
+	if !isHost && rf.knownHosts == "" {
+		rf.knownHosts = filepath.Join(a.cfg.DataDir, "known_hosts.d", p.ID)
+		rf.acceptNewHostKey = true
+	}
+	r, run, err := a.openRunner(ctx, strings.TrimSuffix(u, "/")+"/"+strings.TrimPrefix(dir, "/"), rf)
+	if err != nil {
+		return nil, fmt.Errorf("guard not installed: %w; `scopectl pod watch` enforces the limits", err)
+	}
+	defer r.Close()
+	sh := func(script string) (string, int, error) { return run.Run(ctx, script) }
+	if !isHost {
+		// The pod-scoped key RunPod gives every pod: without it the guard cannot stop the pod.
+		if _, code, err := sh(`test -n "$RUNPOD_API_KEY" || tr '\0' '\n' < /proc/1/environ 2>/dev/null | grep -q '^RUNPOD_API_KEY=.'`); err != nil || code != 0 {
+			return nil, fmt.Errorf("guard not installed: pod %s has no RUNPOD_API_KEY (RunPod's pod-scoped key) to stop itself with; `scopectl pod watch` enforces its limits", p.ID)
+		}
+	}
+	absDir := dir
+	if !strings.HasPrefix(dir, "/") {
+		absDir = "$HOME/" + dir
+	}
+	gdir := absDir + "/guard"
+	if isHost {
+		gdir = absDir + "/guard-" + container
+	}
+	// The stops an earlier guard made, into the ledger.
+	if out, code, err := sh("cat " + gdir + "/stops.jsonl 2>/dev/null"); err == nil && code == 0 {
+		a.ingestGuardStops(ctx, c, p, out)
+	}
+	if err := putBytes(ctx, r, "scopectl", bin, nil); err != nil {
+		return nil, fmt.Errorf("guard not installed: copying scopectl: %w", err)
+	}
+	exe := absDir + "/scopectl"
+	start := "chmod 700 " + exe + " && mkdir -p " + gdir + " && " +
+		"if [ -f " + gdir + "/guard.lock ] && kill -0 $(cat " + gdir + "/guard.lock) 2>/dev/null; then cat " + gdir + "/guard.lock; exit 0; fi; " +
+		"nohup " + exe + " guard" + extra + " >> " + absDir + "/guard.log 2>&1 < /dev/null & sleep 1; " +
+		"kill -0 $! && echo $!"
+	out, code, err := sh(start)
+	if err != nil || code != 0 {
+		tail, _, _ := sh("tail -n 3 " + absDir + "/guard.log")
+		return nil, fmt.Errorf("guard not installed: it did not start (exit %d, %v): %s", code, err, strings.Join(strings.Fields(tail), " "))
+	}
+	info := map[string]any{"pod": p.ID, "limits": limitsText(lim), "log": absDir + "/guard.log"}
+	if pid, err := strconv.Atoi(strings.TrimSpace(lastLine(out))); err == nil {
+		info["pid"] = pid
+	}
+	return info, nil
+}
+
+func lastLine(s string) string {
+	ls := strings.Split(strings.TrimSpace(s), "\n")
+	return ls[len(ls)-1]
+}
+
+// ingestGuardStops records the stops a guard wrote (stops.jsonl) in the ledger.
+func (a *app) ingestGuardStops(ctx context.Context, c provider.Provider, p *provider.Pod, jsonl string) {
+	ls, err := a.ledgerStore()
+	if err != nil {
+		return
+	}
+	prov := ""
+	if n, ok := c.(interface{ Name() string }); ok {
+		prov = n.Name()
+	}
+	for _, ln := range strings.Split(jsonl, "\n") {
+		s, err := guard.ReadStop([]byte(ln))
+		if err != nil || s == nil || !s.Accepted {
+			continue
+		}
+		run := &provider.Pod{ID: p.ID, Name: p.Name, GPUType: p.GPUType, CostPerHr: cmpFloat(s.CostPerHr, p.CostPerHr), StartedAt: s.Started, VolumeGB: p.VolumeGB}
+		if err := ledger.Stopped(ctx, ls, prov, p.ID, s.At, ledger.EndGuard, s.Reason, time.Duration(s.IdleFor*float64(time.Second)), run); err != nil {
+			a.warn("cost ledger: a guard stop of " + p.ID + " was not recorded: " + oneLineErr(err))
+		}
+	}
+}
+
+func cmpFloat(a, b float64) float64 {
+	if a != 0 {
+		return a
+	}
+	return b
 }

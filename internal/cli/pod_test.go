@@ -34,28 +34,40 @@ func TestPodLifecycleCLI(t *testing.T) {
 	srv.Inject(runpodtest.Fault{Route: "POST /pods", Kind: runpodtest.DropAfterApply})
 	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--json"))
 	id := pod["id"].(string)
+	srv.SetTimes(id, time.Now().Add(-10*time.Hour), time.Now().Add(-2*time.Hour))
 	ls := decode[[]map[string]any](t, e.mustRun("pod", "ls", "--json"))
 	if len(ls) != 1 || ls[0]["recorded"] != true {
 		t.Fatalf("ls after an interrupted create: %v", ls)
 	}
-	// Cost so far: the rate times the hours since the last start (not since creation).
-	srv.SetTimes(id, time.Now().Add(-10*time.Hour), time.Now().Add(-2*time.Hour))
+	// The ledger: a run from the last start (not the creation) at the pod's rate.
 	cost := decode[costJSON](t, e.mustRun("cost", "--json"))
-	if len(cost.Pods) != 1 || cost.Pods[0].ID != id || !cost.Pods[0].Recorded || cost.Pods[0].CostPerHr != 0.69 ||
-		cost.Pods[0].Hours < 2 || cost.Pods[0].Hours > 2.02 || cost.Pods[0].Dollars < 1.38 || cost.Pods[0].Dollars > 1.40 ||
-		cost.Total != cost.Pods[0].Dollars || cost.Pods[0].StartedAt == nil || time.Since(*cost.Pods[0].StartedAt) < 2*time.Hour-time.Minute {
+	if len(cost.Pods) != 1 || cost.Pods[0].Key != id || !cost.Pods[0].Running ||
+		cost.Pods[0].Hours < 2 || cost.Pods[0].Hours > 2.02 || cost.Pods[0].GPU < 1.38 || cost.Pods[0].GPU > 1.40 ||
+		cost.Total.GPU != cost.Pods[0].GPU || len(cost.Deploys) != 1 || len(cost.Days) == 0 || len(cost.Months) == 0 {
 		t.Fatalf("cost: %+v", cost)
 	}
+	// Stopped: the spend stays in the ledger, nothing more accrues.
 	e.mustRun("pod", "stop", id)
-	if cost := decode[costJSON](t, e.mustRun("cost", "--json")); len(cost.Pods) != 1 || cost.Pods[0].Status != "EXITED" || cost.Pods[0].Dollars != 0 || cost.Pods[0].StartedAt != nil {
+	if cost := decode[costJSON](t, e.mustRun("cost", "--json")); len(cost.Pods) != 1 || cost.Pods[0].Running || cost.Pods[0].GPU < 1.38 || cost.Pods[0].GPU > 1.40 {
 		t.Fatalf("cost of a stopped pod: %+v", cost)
 	}
+	time.Sleep(20 * time.Millisecond)
 	e.mustRun("pod", "start", id)
-	if cost := decode[costJSON](t, e.mustRun("cost", "--json")); len(cost.Pods) != 1 || cost.Pods[0].Hours > 0.01 {
-		t.Fatalf("cost after a restart counts from the restart: %+v", cost)
+	if cost := decode[costJSON](t, e.mustRun("cost", "--json")); len(cost.Pods) != 1 || !cost.Pods[0].Running || cost.Pods[0].Hours > 2.02 {
+		t.Fatalf("cost after a restart: %+v", cost)
 	}
-	if text := e.mustRun("cost"); !strings.Contains(text, id) || !strings.Contains(text, "total") {
+	if cost := decode[costJSON](t, e.mustRun("cost", "--json", "--since", "1h")); cost.Total.Hours < 0.99 || cost.Total.Hours > 1.01 {
+		t.Fatalf("cost --since 1h: %+v", cost)
+	}
+	if text := e.mustRun("cost"); !strings.Contains(text, id) || !strings.Contains(text, "TOTAL") {
 		t.Fatalf("cost text: %s", text)
+	}
+	// A budget: this pod's rate for 24 h passes $1/day: a warning, and refused with --strict.
+	if _, errs, code := e.run("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--budget", "$1/day", "--strict", "--max-hours", "24"); code != 3 || !strings.Contains(errs, "budget $1.00/day") {
+		t.Fatalf("--strict over budget: %d %s", code, errs)
+	}
+	if n := srv.Creates(); n != 1 {
+		t.Fatalf("a refused create made a pod: %d", n)
 	}
 	if _, _, code := e.run("pod", "rm", id); code != 2 {
 		t.Fatal("rm without --yes")
@@ -97,17 +109,19 @@ func TestPodWatchStopsPastMaxHours(t *testing.T) {
 	}
 }
 
+type costLine struct {
+	Key     string  `json:"key"`
+	Hours   float64 `json:"hours"`
+	GPU     float64 `json:"gpu_dollars"`
+	Running bool    `json:"running"`
+}
+
 type costJSON struct {
-	Pods []struct {
-		ID        string     `json:"id"`
-		Status    string     `json:"status"`
-		Recorded  bool       `json:"recorded"`
-		CostPerHr float64    `json:"cost_per_hr"`
-		StartedAt *time.Time `json:"started_at"`
-		Hours     float64    `json:"hours"`
-		Dollars   float64    `json:"dollars"`
-	} `json:"pods"`
-	Total float64 `json:"total_dollars"`
+	Pods    []costLine `json:"pods"`
+	Deploys []costLine `json:"deploys"`
+	Days    []costLine `json:"days"`
+	Months  []costLine `json:"months"`
+	Total   costLine   `json:"total"`
 }
 
 // pod watch reads Scope through the RunPod proxy the client is configured with

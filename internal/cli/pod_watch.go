@@ -11,8 +11,10 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/gpu"
+	"github.com/daydreamlive/scopectl/internal/ledger"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/remote"
+	"github.com/daydreamlive/scopectl/internal/store"
 	"github.com/daydreamlive/scopectl/internal/watch"
 )
 
@@ -35,6 +37,13 @@ func (a *app) podWatch() *cobra.Command {
 			}
 			scope := watch.ScopeProbe{URL: func(p provider.Pod) string { return c.ProxyURL(p.ID, deploy.ContainerPort) }}
 			w := &watch.Watcher{Provider: c, ProviderName: c.Name(), Store: ps, Probes: []watch.Probe{scope}}
+			if ls, ok := ps.(store.LedgerStore); ok {
+				w.OnStop = func(rec store.Pod, p provider.Pod, at time.Time, reason string, idle time.Duration) {
+					if err := ledger.Stopped(cmd.Context(), ls, c.Name(), p.ID, at, ledger.EndWatch, reason, idle, &p); err != nil {
+						a.warn("cost ledger: the stop of " + p.ID + " was not recorded: " + oneLineErr(err))
+					}
+				}
+			}
 			if !noSSH {
 				w.Probes = append(w.Probes, watch.GPUProbe{Source: func(ctx context.Context, p provider.Pod) (gpu.Source, error) {
 					u, ok := p.SSHURL()

@@ -69,6 +69,7 @@ type Config struct {
 	S3SecretKey secret.Secret // SCOPECTL_S3_SECRET_ACCESS_KEY, AWS_SECRET_ACCESS_KEY
 	S3Endpoint  string        // SCOPECTL_S3_ENDPOINT, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL
 	S3Region    string        // SCOPECTL_S3_REGION, AWS_REGION, AWS_DEFAULT_REGION
+	Budget      string        // SCOPECTL_BUDGET_PER_DAY: "$20/day" or "20"; "" no budget
 
 	Values   []Value  // every setting (set or not) with its source, in Keys() order
 	Warnings []string // e.g. secrets in a file readable by group/others
@@ -576,6 +577,8 @@ func (c *Config) setString(key, v string) {
 		c.S3Endpoint = v
 	case KeyS3Region:
 		c.S3Region = v
+	case KeyBudget:
+		c.Budget = v
 	}
 }
 

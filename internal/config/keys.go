@@ -20,6 +20,7 @@ const (
 	KeyS3AccessKey = "s3_access_key_id"
 	KeyS3SecretKey = "s3_secret_access_key"
 	KeyAgentToken  = "agent_token"
+	KeyBudget      = "budget_per_day" // "$20/day" or "20": pod create / deploy --new / train run warn past it
 )
 
 type kind int
@@ -71,6 +72,8 @@ var specs = []keySpec{
 		desc: "croc code phrase for pod transfers"},
 	{name: KeyS3Endpoint, kind: kindURL, env: []envName{{Name: "SCOPECTL_S3_ENDPOINT"}, {Name: "AWS_ENDPOINT_URL_S3"}, {Name: "AWS_ENDPOINT_URL"}},
 		desc: "S3-compatible endpoint URL"},
+	{name: KeyBudget, env: []envName{{Name: "SCOPECTL_BUDGET_PER_DAY"}},
+		desc: "daily spend ($/day) past which new pods are warned about (refused with --strict)"},
 	{name: KeyS3Region, env: []envName{{Name: "SCOPECTL_S3_REGION"}, {Name: "AWS_REGION"}, {Name: "AWS_DEFAULT_REGION"}},
 		desc: "S3 region"},
 	{name: KeyS3AccessKey, secret: true, env: []envName{{Name: "SCOPECTL_S3_ACCESS_KEY_ID"}, {Name: "AWS_ACCESS_KEY_ID"}},

@@ -62,7 +62,8 @@ func Observe(ctx context.Context, ls store.LedgerStore, prov string, pods []prov
 	for _, p := range pods {
 		seen[p.ID] = true
 		cur := openBy[p.ID]
-		if p.Status != provider.StatusRunning {
+		// CREATED: asked to run, booting: RunPod bills from the start.
+		if p.Status != provider.StatusRunning && p.Status != provider.StatusCreated {
 			if cur != nil {
 				errs = append(errs, close(ctx, ls, cur, cur.SeenAt, EndObserved, "seen "+p.Status+" at "+now.UTC().Format(time.RFC3339)))
 			}

@@ -112,6 +112,8 @@ type Watcher struct {
 	Sleep  func(ctx context.Context, d time.Duration) error // Run's wait; default a timer (tests pass a fake clock's)
 	// OnTick, if set, receives each of Run's tick results.
 	OnTick func(ds []Decision, err error)
+	// OnStop, if set, is told of every stop the provider accepted (the cost ledger).
+	OnStop func(rec store.Pod, pod provider.Pod, at time.Time, reason string, idleFor time.Duration)
 
 	ErrorLimit   int           // consecutive unknown ticks before a pod counts as idle (default 3)
 	ProbeTimeout time.Duration // bound on one probe call (default 30s)
@@ -532,6 +534,13 @@ func (w *Watcher) stop(ctx context.Context, d Decision, rec store.Pod, pod *prov
 		return d, fmt.Errorf("watch: stop pod %s (%s): %w", pod.ID, rec.RequestID, err)
 	}
 	w.logf("watch: stopped pod %s (%s): %s", pod.ID, rec.RequestID, reason)
+	if w.OnStop != nil {
+		idle := time.Duration(0)
+		if strings.HasPrefix(reason, "idle ") {
+			idle = d.IdleFor
+		}
+		w.OnStop(rec, *pod, now, reason, idle)
+	}
 	st.down, st.errs, st.lastErr = true, 0, ""
 	if err := w.record(ctx, rec.RequestID, pod.ID, provider.StatusExited, now); err != nil {
 		d.Error = "stopped, but the store was not updated: " + oneLine(err.Error())
