@@ -21,6 +21,7 @@ import (
 func (a *app) trainCmd() *cobra.Command {
 	cmd := group(&cobra.Command{Use: "train", Short: "Make and check ai-toolkit configs that train Wan video LoRAs"})
 	cmd.AddCommand(a.trainInit(), a.trainValidate())
+	cmd.AddCommand(a.trainRunCmds()...)
 	return cmd
 }
 

@@ -77,7 +77,7 @@ func (t *Trainer) collect(ctx context.Context, job store.TrainJob, st *State) (*
 			}
 		}
 		if cr == nil {
-			if cr, err = t.open(ctx, job.Target, path.Join(job.JobDir, CollectDir)); err != nil {
+			if cr, err = t.openJob(ctx, job, path.Join(job.JobDir, CollectDir)); err != nil {
 				return res, err
 			}
 		}
@@ -113,7 +113,7 @@ func (t *Trainer) collect(ctx context.Context, job store.TrainJob, st *State) (*
 				continue
 			}
 			if sr == nil {
-				if sr, err = t.open(ctx, job.Target, path.Join(job.SaveDir, "samples")); err != nil {
+				if sr, err = t.openJob(ctx, job, path.Join(job.SaveDir, "samples")); err != nil {
 					return res, err
 				}
 			}

@@ -43,6 +43,39 @@ type Trainer struct {
 	Env remote.Env
 	// Notify receives one-line progress messages (nil: none).
 	Notify func(msg string)
+	// Resolve gives a pod's current ssh:// address (a pod's IP and port change when
+	// it restarts); nil, or a job without a pod, uses the recorded Target.
+	Resolve func(ctx context.Context, job store.TrainJob) (string, error)
+}
+
+// target is where the job's machine is now.
+func (t *Trainer) target(ctx context.Context, job store.TrainJob) (string, error) {
+	if t.Resolve == nil || job.PodID == "" {
+		return job.Target, nil
+	}
+	u, err := t.Resolve(ctx, job)
+	if err != nil {
+		return "", err
+	}
+	return baseURL(u)
+}
+
+// openJob opens dir on the job's machine.
+func (t *Trainer) openJob(ctx context.Context, job store.TrainJob, dir string) (remote.Remote, error) {
+	base, err := t.target(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	return t.open(ctx, base, dir)
+}
+
+// connectJob connects to the job's machine with the job folder as the remote.
+func (t *Trainer) connectJob(ctx context.Context, job store.TrainJob) (*machine, error) {
+	base, err := t.target(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	return t.connect(ctx, base, job.JobDir)
 }
 
 func (t *Trainer) note(format string, a ...any) {
@@ -428,7 +461,7 @@ func (t *Trainer) Job(ctx context.Context, id string) (store.TrainJob, error) {
 
 // ctl runs supervise-ctl on the machine and returns the state it prints.
 func (t *Trainer) ctl(ctx context.Context, job store.TrainJob, action ControlAction) (*State, error) {
-	m, err := t.connect(ctx, job.Target, job.JobDir)
+	m, err := t.connectJob(ctx, job)
 	if err != nil {
 		return nil, err
 	}
@@ -531,7 +564,7 @@ func (t *Trainer) Resume(ctx context.Context, id string) (*StatusResult, error) 
 	if st.SupervisorAlive != nil && *st.SupervisorAlive {
 		return nil, fmt.Errorf("job %s is still running (%s); stop it first", id, st.Phase)
 	}
-	m, err := t.connect(ctx, job.Target, job.JobDir)
+	m, err := t.connectJob(ctx, job)
 	if err != nil {
 		return nil, err
 	}
@@ -559,7 +592,7 @@ func (t *Trainer) Logs(ctx context.Context, id string, off int64, follow bool, w
 	if err != nil {
 		return off, err
 	}
-	r, err := t.open(ctx, job.Target, job.JobDir)
+	r, err := t.openJob(ctx, job, job.JobDir)
 	if err != nil {
 		return off, err
 	}

@@ -1,0 +1,503 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/daydreamlive/scopectl/internal/aitk"
+	"github.com/daydreamlive/scopectl/internal/remote"
+	"github.com/daydreamlive/scopectl/internal/secret"
+	"github.com/daydreamlive/scopectl/internal/store"
+	"github.com/daydreamlive/scopectl/internal/train"
+)
+
+// trainRunCmds are the commands that run and follow training jobs.
+func (a *app) trainRunCmds() []*cobra.Command {
+	return []*cobra.Command{a.trainRun(), a.trainStatus(), a.trainLogs(), a.trainLs(), a.trainCtl("stop", "Stop a job: the stop flag, then SIGINT, then SIGKILL (never during a save)"),
+		a.trainCtl("save-now", "Save a checkpoint at the next step"), a.trainCtl("sample-now", "Make samples at the next step"),
+		a.trainResume(), a.trainCollect(), a.trainWatch(), a.trainSupervise(), a.trainSuperviseCtl()}
+}
+
+// trainer is the laptop side with this invocation's library and remote settings.
+func (a *app) trainer(rf remoteFlags) (*train.Trainer, error) {
+	lib, err := a.library()
+	if err != nil {
+		return nil, err
+	}
+	ts, ok := lib.Store.(store.TrainStore)
+	if !ok {
+		return nil, errors.New("this store does not record training jobs")
+	}
+	t := &train.Trainer{Lib: lib, Jobs: ts, Env: remote.Env{Secrets: secret.Default, Lookup: a.cfg.Secret,
+		KnownHosts: rf.knownHosts, AcceptNewHostKey: rf.acceptNewHostKey, Options: map[string]string{}}}
+	if !a.json {
+		t.Notify = func(msg string) { fmt.Fprintln(a.stderr, msg) }
+	}
+	t.Resolve = func(ctx context.Context, job store.TrainJob) (string, error) {
+		_, p, err := a.podWithClient(ctx, job.PodID, rf)
+		if err != nil {
+			return "", err
+		}
+		u, direct := p.SSHURL()
+		if !direct {
+			return "", fmt.Errorf("pod %s has no public SSH port (status %s)", p.ID, p.Status)
+		}
+		return u, nil
+	}
+	return t, nil
+}
+
+func (a *app) trainRun() *cobra.Command {
+	var rf remoteFlags
+	var in train.RunInput
+	var host, pod string
+	var detach bool
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "run CONFIG (--host ssh://user@host:port [--aitk-dir DIR | --image REF] | --pod ID)",
+		Short: "Train a LoRA on a machine over SSH: check, send the dataset, start a supervisor there, follow it and collect checkpoints",
+		Long: "Checks the config and its datasets (refusing errors unless --force), sends the datasets (only\n" +
+			"changed files, verified) and this scopectl to the machine, and starts `scopectl train supervise`\n" +
+			"there, detached: the run goes on if this command is killed or the laptop sleeps. Without --detach\n" +
+			"it then follows the job (as `train watch`), adding each checkpoint to the library as it is saved.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			in.Config = args[0]
+			switch {
+			case host != "" && pod != "":
+				return usageError("give --host or --pod, not both")
+			case host != "":
+				in.Target = host
+			case pod != "":
+				_, p, err := a.podWithClient(ctx, pod, rf)
+				if err != nil {
+					return err
+				}
+				u, direct := p.SSHURL()
+				if !direct {
+					return fmt.Errorf("pod %s has no public SSH port: training needs direct SSH (expose 22/tcp)", p.ID)
+				}
+				in.Target, in.PodID, in.CostPerHr = u, p.ID, p.CostPerHr
+				if in.AITKDir == "" && in.Image == "" && !strings.Contains(p.Image, "aitoolkit") && !strings.Contains(p.Image, "ai-toolkit") {
+					return usageError("pod %s runs %s, not ai-toolkit's image: give --aitk-dir or --image", p.ID, p.Image)
+				}
+			default:
+				return usageError("give --host ssh://user@host:port or --pod ID")
+			}
+			if in.AITKDir != "" && in.Image != "" {
+				return usageError("give --aitk-dir or --image, not both")
+			}
+			if host != "" && in.AITKDir == "" && in.Image == "" {
+				return usageError("on an SSH host give --aitk-dir (an ai-toolkit checkout there) or --image (an ai-toolkit image for docker run)")
+			}
+			in.HFToken = a.cfg.HFToken
+			t, err := a.trainer(rf)
+			if err != nil {
+				return err
+			}
+			res, err := t.Run(ctx, in)
+			if res != nil && res.Refused {
+				a.printProblems(res)
+				return withCode(ExitRefused, err)
+			}
+			if err != nil {
+				return err
+			}
+			if detach {
+				return a.out(res, func(w io.Writer) {
+					fmt.Fprintf(w, "job %s started on %s\nfollow it with: scopectl train watch %s\n", res.Job.ID, remote.Redact(res.Job.Target), res.Job.ID)
+				})
+			}
+			if !a.json {
+				fmt.Fprintf(a.stderr, "job %s started on %s (Ctrl+C leaves it running; `scopectl train watch %s` reattaches)\n", res.Job.ID, remote.Redact(res.Job.Target), res.Job.ID)
+			}
+			return a.watchJob(ctx, t, res.Job.ID, interval, rf)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&host, "host", "", "the machine: ssh://user@host:port")
+	f.StringVar(&pod, "pod", "", "a RunPod pod (direct SSH); its image must be ai-toolkit's unless --aitk-dir or --image")
+	f.StringVar(&in.AITKDir, "aitk-dir", "", "an ai-toolkit checkout on the machine (python run.py there)")
+	f.StringVar(&in.Image, "image", "", "an ai-toolkit image to docker run on the machine (e.g. ostris/aitoolkit:"+aitk.Version+")")
+	f.StringVar(&in.Workspace, "workspace", train.DefaultWorkspace, "folder on the machine for datasets, outputs and jobs")
+	f.StringVar(&in.Binary, "binary", "", "scopectl binary to copy (default: this one, if linux/amd64)")
+	f.StringArrayVar(&in.Env, "env", nil, "KEY=VALUE for the trainer's environment (not for secrets: HF_TOKEN is sent from the config)")
+	f.BoolVar(&in.Force, "force", false, "run even if the config or a dataset has errors")
+	f.BoolVar(&in.Keep, "keep", false, "leave the pod running when the job ends")
+	f.StringVar(&in.Preview, "preview", "", "(recorded; installing each checkpoint on a Scope deploy is not done yet)")
+	f.BoolVar(&detach, "detach", false, "start the job and return")
+	f.DurationVar(&interval, "interval", 10*time.Second, "how often to look at the job")
+	f.StringVar(&in.DockerGPUs, "docker-gpus", "", "docker run --gpus (default all; - for none)")
+	f.DurationVar(&in.StopGrace, "stop-grace", 0, "stop: time for the trainer to stop at a step boundary before SIGINT (default 5m)")
+	f.DurationVar(&in.KillGrace, "kill-grace", 0, "stop: time after SIGINT before SIGKILL (default 2m)")
+	f.DurationVar(&in.Poll, "poll", 0, "how often the supervisor looks at the trainer (default 1s)")
+	for _, n := range []string{"docker-gpus", "poll"} {
+		f.MarkHidden(n)
+	}
+	rf.add(cmd)
+	return cmd
+}
+
+func (a *app) printProblems(res *train.RunResult) {
+	if a.json {
+		_ = a.out(res, func(io.Writer) {})
+		return
+	}
+	for _, p := range res.Problems {
+		fmt.Fprintln(a.stderr, p.String())
+	}
+	for _, r := range res.Datasets {
+		for _, f := range r.Findings {
+			if f.Severity == "error" {
+				fmt.Fprintf(a.stderr, "%s: %s: %s\n", r.Dir, f.Code, f.Message)
+			}
+		}
+		for _, it := range r.Items {
+			for _, f := range it.Findings {
+				if f.Severity == "error" {
+					fmt.Fprintf(a.stderr, "%s: %s: %s\n", it.Path, f.Code, f.Message)
+				}
+			}
+		}
+	}
+}
+
+// watchJob follows a job to its end with a progress line (TTY) or JSON lines.
+func (a *app) watchJob(ctx context.Context, t *train.Trainer, id string, interval time.Duration, rf remoteFlags) error {
+	prog := a.progress()
+	var bar interface {
+		Write([]byte) (int, error)
+		Finish()
+	}
+	var done int
+	opt := train.WatchOptions{Interval: interval,
+		OnState: func(st *train.State) {
+			if a.json {
+				return
+			}
+			if a.tty && st.Total > 0 {
+				if bar == nil {
+					bar = prog.Start("train", st.Name, int64(st.Total))
+				}
+				if st.Step > done {
+					bar.Write(make([]byte, st.Step-done))
+					done = st.Step
+				}
+				return
+			}
+			fmt.Fprintln(a.stderr, stateLine(st))
+		},
+		OnCollect: func(r *train.CollectResult) {
+			if a.json {
+				return
+			}
+			for _, c := range r.Checkpoints {
+				if c.New {
+					fmt.Fprintf(a.stderr, "collected step %d: %s (%s)\n", c.Step, c.Name, c.SHA256[:12])
+				}
+			}
+		},
+		StopMachine: func(ctx context.Context, job store.TrainJob) error {
+			c, _, err := a.podWithClient(ctx, job.PodID, rf)
+			if err != nil {
+				return err
+			}
+			return c.Stop(ctx, job.PodID)
+		},
+	}
+	res, err := t.Watch(ctx, id, opt)
+	if bar != nil {
+		bar.Finish()
+	}
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintf(a.stderr, "stopped following; job %s runs on (scopectl train watch %s)\n", id, id)
+		}
+		return err
+	}
+	return a.out(res, func(w io.Writer) {
+		st := res.State
+		fmt.Fprintf(w, "job %s: %s (%s)\n", id, st.Phase, st.Reason)
+		for _, c := range res.Checkpoints {
+			fmt.Fprintf(w, "  step %-6d %s  %s\n", c.Step, c.Name, c.SHA256[:12])
+		}
+		for _, f := range res.Failures {
+			fmt.Fprintf(w, "  lost: %s\n", f)
+		}
+	})
+}
+
+func stateLine(st *train.State) string {
+	s := fmt.Sprintf("%s: %s", st.JobID, st.Phase)
+	if st.Total > 0 {
+		s += fmt.Sprintf(" step %d/%d", st.Step, st.Total)
+	}
+	if st.SecPerIt > 0 {
+		s += fmt.Sprintf(" %.2fs/step", st.SecPerIt)
+	}
+	if st.Loss != nil {
+		s += fmt.Sprintf(" loss %.4g", *st.Loss)
+	}
+	if st.Reason != "" && train.Terminal(st.Phase) {
+		s += " (" + st.Reason + ")"
+	}
+	return s
+}
+
+func (a *app) trainStatus() *cobra.Command {
+	var rf remoteFlags
+	cmd := &cobra.Command{
+		Use:   "status JOB",
+		Short: "Show a job's phase, step, speed, loss, checkpoints and cost",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := a.trainer(rf)
+			if err != nil {
+				return err
+			}
+			res, err := t.Status(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.out(res, func(w io.Writer) {
+				st := res.State
+				fmt.Fprintln(w, stateLine(st))
+				if st.Info != "" {
+					fmt.Fprintf(w, "  info: %s\n", st.Info)
+				}
+				if st.SupervisorAlive != nil && !*st.SupervisorAlive && !train.Terminal(st.Phase) {
+					fmt.Fprintf(w, "  the supervisor is not running: scopectl train resume %s\n", st.JobID)
+				}
+				for _, c := range st.Checkpoints {
+					fmt.Fprintf(w, "  checkpoint step %-6d %s %s\n", c.Step, c.File, c.SHA256[:12])
+				}
+				for _, f := range st.Failures {
+					fmt.Fprintf(w, "  lost: %s\n", f)
+				}
+				if res.Cost > 0 {
+					fmt.Fprintf(w, "  cost so far: $%.2f\n", res.Cost)
+				}
+			})
+		},
+	}
+	rf.add(cmd)
+	return cmd
+}
+
+func (a *app) trainLogs() *cobra.Command {
+	var rf remoteFlags
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "logs JOB [-f]",
+		Short: "Print the trainer's output (train.log on the machine); -f follows it to the end of the job",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := a.trainer(rf)
+			if err != nil {
+				return err
+			}
+			_, err = t.Logs(cmd.Context(), args[0], 0, follow, a.stdout)
+			return err
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the job ends")
+	rf.add(cmd)
+	return cmd
+}
+
+func (a *app) trainLs() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List training jobs (as last seen; `train status JOB` asks the machine)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := a.trainer(remoteFlags{})
+			if err != nil {
+				return err
+			}
+			jobs, err := t.Jobs.ListTrainJobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return a.out(jobs, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "JOB\tNAME\tPHASE\tSTEP\tMACHINE\tSTARTED")
+				for _, j := range jobs {
+					m := remote.Redact(j.Target)
+					if j.PodID != "" {
+						m = "pod " + j.PodID
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, j.Name, j.Phase, j.Step, j.Steps, m, j.StartedAt.Local().Format("2006-01-02 15:04"))
+				}
+				tw.Flush()
+			})
+		},
+	}
+	return cmd
+}
+
+func (a *app) trainCtl(verb, short string) *cobra.Command {
+	var rf remoteFlags
+	cmd := &cobra.Command{
+		Use:   verb + " JOB",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := a.trainer(rf)
+			if err != nil {
+				return err
+			}
+			var st *train.State
+			switch verb {
+			case "stop":
+				st, err = t.Stop(cmd.Context(), args[0])
+			case "save-now":
+				st, err = t.SaveNow(cmd.Context(), args[0])
+			default:
+				st, err = t.SampleNow(cmd.Context(), args[0])
+			}
+			if err != nil {
+				return err
+			}
+			return a.out(st, func(w io.Writer) { fmt.Fprintf(w, "%s requested; %s\n", verb, stateLine(st)) })
+		},
+	}
+	rf.add(cmd)
+	return cmd
+}
+
+func (a *app) trainResume() *cobra.Command {
+	var rf remoteFlags
+	var detach bool
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "resume JOB",
+		Short: "Start a stopped or failed job again on its machine, from its newest complete checkpoint",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := a.trainer(rf)
+			if err != nil {
+				return err
+			}
+			res, err := t.Resume(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if detach {
+				return a.out(res, func(w io.Writer) { fmt.Fprintf(w, "resumed: %s\n", stateLine(res.State)) })
+			}
+			return a.watchJob(cmd.Context(), t, res.Job.ID, interval, rf)
+		},
+	}
+	cmd.Flags().BoolVar(&detach, "detach", false, "start it and return")
+	cmd.Flags().DurationVar(&interval, "interval", 10*time.Second, "how often to look at the job")
+	rf.add(cmd)
+	return cmd
+}
+
+func (a *app) trainWatch() *cobra.Command {
+	var rf remoteFlags
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "watch JOB",
+		Short: "Follow a job to its end, collecting each checkpoint; stops its pod at the end unless it was run with --keep",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := a.trainer(rf)
+			if err != nil {
+				return err
+			}
+			return a.watchJob(cmd.Context(), t, args[0], interval, rf)
+		},
+	}
+	cmd.Flags().DurationVar(&interval, "interval", 10*time.Second, "how often to look at the job")
+	rf.add(cmd)
+	return cmd
+}
+
+func (a *app) trainCollect() *cobra.Command {
+	var rf remoteFlags
+	cmd := &cobra.Command{
+		Use:   "collect JOB",
+		Short: "Add the job's staged checkpoints (and their samples) to the library, with their lineage",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := a.trainer(rf)
+			if err != nil {
+				return err
+			}
+			res, err := t.Collect(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.out(res, func(w io.Writer) {
+				n := 0
+				for _, c := range res.Checkpoints {
+					if c.New {
+						n++
+					}
+					fmt.Fprintf(w, "step %-6d %s  %s\n", c.Step, c.Name, c.SHA256[:12])
+				}
+				fmt.Fprintf(w, "%s collected now, %d in all; job %s\n", plural(n, "checkpoint"), len(res.Checkpoints), res.Phase)
+				for _, f := range res.Failures {
+					fmt.Fprintf(w, "lost: %s\n", f)
+				}
+			})
+		},
+	}
+	rf.add(cmd)
+	return cmd
+}
+
+// trainSupervise is the on-machine supervisor (started by train run).
+func (a *app) trainSupervise() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:    "supervise --job-dir DIR",
+		Short:  "Run a training job on this machine under watch (started by `train run`)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			train.Detach()
+			signal.Ignore(syscall.SIGHUP)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+			defer stop()
+			return train.Supervise(ctx, dir, a.stderr)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "job-dir", "", "the job folder (spec.json)")
+	cmd.MarkFlagRequired("job-dir")
+	return cmd
+}
+
+func (a *app) trainSuperviseCtl() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:       "supervise-ctl --job-dir DIR stop|save-now|sample-now|status",
+		Short:     "Control a supervised job on this machine",
+		Hidden:    true,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"stop", "save-now", "sample-now", "status"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := train.Control(cmd.Context(), dir, train.ControlAction(args[0]))
+			if err != nil {
+				return err
+			}
+			_, err = a.stdout.Write(train.MarshalState(st))
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&dir, "job-dir", "", "the job folder")
+	cmd.MarkFlagRequired("job-dir")
+	return cmd
+}
