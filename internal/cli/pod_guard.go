@@ -133,8 +133,9 @@ func cmpDir(d string) string {
 func (a *app) podGuardCmd() *cobra.Command {
 	var rf remoteFlags
 	var binary string
+	var o guardOverrides
 	cmd := &cobra.Command{
-		Use:   "guard ID",
+		Use:   "guard ID [--idle-stop D] [--max-hours H]",
 		Short: "Start the guard on a pod (or SSH host): it stops the pod itself past its limits, laptop closed or not",
 		Long: "Copies this scopectl (static linux/amd64) to " + DefaultAgentBinDir + " on the pod over SSH and starts\n" +
 			"`scopectl guard` there (one per pod: a second start replaces nothing). On RunPod it stops the pod\n" +
@@ -147,7 +148,8 @@ func (a *app) podGuardCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			info, err := a.installGuard(ctx, c, p, rf, binary)
+			o.idleSet, o.maxSet = cmd.Flags().Changed("idle-stop"), cmd.Flags().Changed("max-hours")
+			info, err := a.installGuardWith(ctx, c, p, rf, binary, o)
 			if err != nil {
 				return err
 			}
@@ -157,13 +159,37 @@ func (a *app) podGuardCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&binary, "binary", "", "scopectl binary to copy (default: this one, if linux/amd64)")
+	cmd.Flags().DurationVar(&o.idle, "idle-stop", 0, "on an SSH host: the idle limit (default: the host's record)")
+	cmd.Flags().Float64Var(&o.maxHours, "max-hours", 0, "on an SSH host: the max hours (default: the host's record)")
+	cmd.Flags().BoolVar(&o.noGPU, "no-gpu", false, "the guard ignores nvidia-smi (Scope and training jobs decide alone)")
 	rf.add(cmd)
 	return cmd
+}
+
+// guardOverrides are pod guard's flags.
+type guardOverrides struct {
+	idle            time.Duration
+	maxHours        float64
+	idleSet, maxSet bool
+	noGPU           bool
+}
+
+// guardEvery is how often a guard with these limits checks: every 30 s, more often
+// for limits under a minute and a half.
+func guardEvery(l provider.Limits) time.Duration {
+	if l.IdleStop > 0 && l.IdleStop < 90*time.Second {
+		return max(l.IdleStop/3, 200*time.Millisecond)
+	}
+	return guard.DefaultEvery
 }
 
 // installGuard copies scopectl onto pod p and starts its guard. On an SSH host the
 // guard runs on the host itself and docker-stops the Scope container.
 func (a *app) installGuard(ctx context.Context, c provider.Provider, p *provider.Pod, rf remoteFlags, binary string) (map[string]any, error) {
+	return a.installGuardWith(ctx, c, p, rf, binary, guardOverrides{})
+}
+
+func (a *app) installGuardWith(ctx context.Context, c provider.Provider, p *provider.Pod, rf remoteFlags, binary string, o guardOverrides) (map[string]any, error) {
 	if binary == "" {
 		if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
 			return nil, fmt.Errorf("guard not installed: this scopectl is %s/%s, the pod needs linux/amd64 (--binary)", runtime.GOOS, runtime.GOARCH)
@@ -189,12 +215,18 @@ func (a *app) installGuard(ctx context.Context, c provider.Provider, p *provider
 		if lim == nil {
 			lim = &provider.Limits{IdleStop: rec.IdleStop, MaxHours: rec.MaxHours}
 		}
+		if o.idleSet {
+			lim.IdleStop = o.idle
+		}
+		if o.maxSet {
+			lim.MaxHours = o.maxHours
+		}
 		container = rec.Container
 		if container == "" {
 			container = "daydream-scope"
 		}
-		dir = ".scopectl"
-		extra = fmt.Sprintf(" --container %s --dir %s --idle-stop %s --max-hours %g", shq(container), shq(".scopectl/guard-"+container), lim.IdleStop, lim.MaxHours)
+		dir = "" // $HOME/.scopectl, read below
+		extra = fmt.Sprintf(" --container %s --idle-stop %s --max-hours %g", shq(container), lim.IdleStop, lim.MaxHours)
 		if port, ok := p.Ports["8000/http"]; ok {
 			extra += fmt.Sprintf(" --scope-url http://127.0.0.1:%d", port)
 		}
@@ -209,7 +241,25 @@ func (a *app) installGuard(ctx context.Context, c provider.Provider, p *provider
 		rf.knownHosts = filepath.Join(a.cfg.DataDir, "known_hosts.d", p.ID)
 		rf.acceptNewHostKey = true
 	}
-	r, run, err := a.openRunner(ctx, strings.TrimSuffix(u, "/")+"/"+strings.TrimPrefix(dir, "/"), rf)
+	if o.noGPU {
+		extra += " --no-gpu"
+	}
+	extra += " --every " + guardEvery(*lim).String()
+	if dir == "" {
+		// An SSH host: the guard lives in the login's home.
+		_, hrun, err := a.openRunner(ctx, u, rf)
+		if err != nil {
+			return nil, fmt.Errorf("guard not installed: %w; `scopectl pod watch` enforces the limits", err)
+		}
+		out, code, err := hrun.Run(ctx, `mkdir -p "$HOME/.scopectl" && chmod 700 "$HOME/.scopectl" && echo "$HOME"`)
+		home := strings.TrimSpace(lastLine(out))
+		if err != nil || code != 0 || !strings.HasPrefix(home, "/") || strings.ContainsAny(home, "'\"$`\\") {
+			return nil, fmt.Errorf("guard not installed: cannot read the login's home on %s (exit %d, %v)", p.ID, code, err)
+		}
+		dir = home + "/.scopectl"
+		extra += " --dir " + shq(dir+"/guard-"+container)
+	}
+	r, run, err := a.openRunner(ctx, strings.TrimSuffix(u, "/")+dir, rf)
 	if err != nil {
 		return nil, fmt.Errorf("guard not installed: %w; `scopectl pod watch` enforces the limits", err)
 	}
@@ -222,9 +272,6 @@ func (a *app) installGuard(ctx context.Context, c provider.Provider, p *provider
 		}
 	}
 	absDir := dir
-	if !strings.HasPrefix(dir, "/") {
-		absDir = "$HOME/" + dir
-	}
 	gdir := absDir + "/guard"
 	if isHost {
 		gdir = absDir + "/guard-" + container

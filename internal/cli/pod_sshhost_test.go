@@ -204,6 +204,38 @@ func TestPodSSHHost(t *testing.T) {
 		t.Fatalf("second deploy --pod: %s", out)
 	}
 
+	// The guard on the host: scopectl copied there, started next to the container; the
+	// laptop's scopectl is gone; an idle Scope is docker-stopped within its limit + 60 s.
+	g := decode[map[string]any](t, e.mustRun("pod", "guard", "box", "--idle-stop", "2s", "--no-gpu", "--binary", buildBinary(t), "--json"))
+	pid, _ := g["pid"].(float64)
+	if pid <= 0 {
+		t.Fatalf("pod guard: %v", g)
+	}
+	t.Cleanup(func() {
+		if pr, err := os.FindProcess(int(pid)); err == nil {
+			pr.Kill()
+		}
+	})
+	t0 := time.Now()
+	for {
+		st, _ := deploytest.Docker(ctx, "inspect", "--format", "{{.State.Running}}", name)
+		if strings.TrimSpace(st) == "false" {
+			break
+		}
+		if time.Since(t0) > 62*time.Second {
+			t.Fatalf("the guard did not stop the idle container within 2s + 60s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("SSH host guard: idle limit 2s, container stopped %.1fs after the guard started", time.Since(t0).Seconds())
+	if p := decode[hostPodJSON](t, e.mustRun("pod", "get", id, "--json")); p.Status != "EXITED" {
+		t.Fatalf("pod get after the guard's stop: %+v", p)
+	}
+	if out := e.mustRun("pod", "ssh", "box", "--", "cat", "~/.scopectl/guard-"+name+"/stop.json"); !strings.Contains(out, `"kind": "idle"`) {
+		t.Fatalf("stop.json on the host: %s", out)
+	}
+	e.mustRun("pod", "ssh", "box", "--", "kill", fmt.Sprint(int(pid)), ";", "rm", "-rf", "~/.scopectl/guard-"+name, "~/.scopectl/guard.log")
+
 	// Forgotten: the container stays; with no host and no RunPod key, pod ls says what is missing.
 	e.mustRun("pod", "rm", id, "--json")
 	if !deploytest.ContainerExists(t, name) {
