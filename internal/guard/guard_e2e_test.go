@@ -18,7 +18,9 @@ import (
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod/runpodtest"
 	"github.com/daydreamlive/scopectl/internal/secret"
+	"github.com/daydreamlive/scopectl/internal/store"
 	"github.com/daydreamlive/scopectl/internal/testkit"
+	"github.com/daydreamlive/scopectl/internal/watch"
 )
 
 func TestMain(m *testing.M) { testkit.Main(m) }
@@ -233,9 +235,25 @@ func TestGuardOnRunPod(t *testing.T) {
 	if n, refused := p.srv.PodKeyRequests(); n == 0 || refused != 0 {
 		t.Errorf("pod-key requests %d, refused %d", n, refused)
 	}
-	// The pod with no guard is left to `pod watch` (watch's own tests), not stopped here.
+	// The pod with no guard: nothing on it stopped it; the laptop's `pod watch` does.
 	if st := p.status(noGuard.ID); st != provider.StatusRunning {
 		t.Errorf("unguarded pod is %s", st)
+	}
+	db, err := store.OpenSQLite(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	db.PutPod(ctx, store.Pod{RequestID: noGuard.Tag, Provider: runpod.Name, ID: noGuard.ID, IdleStop: limit, CreatedAt: t0, LastSeenStatus: provider.StatusRunning})
+	w := &watch.Watcher{Provider: p.c, ProviderName: runpod.Name, Store: db,
+		Probes: []watch.Probe{watch.ScopeProbe{URL: func(pod provider.Pod) string { return strings.NewReplacer("{pod}", pod.ID, "{port}", "8000").Replace(p.srv.ProxyURL()) }}}}
+	ds, err := w.Tick(ctx)
+	if err != nil || len(ds) != 1 || ds[0].Action != watch.ActionStop {
+		t.Fatalf("pod watch: %+v %v", ds, err)
+	}
+	if st := p.status(noGuard.ID); st != provider.StatusExited {
+		t.Errorf("unguarded pod after pod watch: %s", st)
 	}
 }
 
