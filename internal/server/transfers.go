@@ -1,0 +1,164 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/lorasync"
+	"github.com/daydreamlive/scopectl/internal/progress"
+	"github.com/daydreamlive/scopectl/internal/remote"
+	"github.com/daydreamlive/scopectl/internal/store"
+)
+
+// Transfer is a sync the server started, with its progress.
+type Transfer struct {
+	ID        string           `json:"id"`
+	LoRA      string           `json:"lora"`
+	To        string           `json:"to"`
+	State     string           `json:"state"` // running | done | failed
+	Done      int64            `json:"done_bytes"`
+	Total     int64            `json:"total_bytes"`
+	Error     string           `json:"error,omitempty"`
+	Result    *lorasync.Result `json:"result,omitempty"`
+	StartedAt time.Time        `json:"started_at"`
+	EndedAt   *time.Time       `json:"ended_at,omitempty"`
+}
+
+type transfers struct {
+	mu   sync.Mutex
+	n    int
+	all  map[string]*Transfer
+	sent int64 // bytes sent by finished and running syncs
+}
+
+func newTransfers() *transfers { return &transfers{all: map[string]*Transfer{}} }
+
+func (t *transfers) list() []Transfer {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]Transfer, 0, len(t.all))
+	for _, x := range t.all {
+		out = append(out, *x)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID > out[j].ID })
+	return out
+}
+
+// progressWriter reads the NDJSON progress events a sync reports.
+type progressWriter struct {
+	s *Server
+	t *Transfer
+	w *io.PipeWriter
+}
+
+func (s *Server) watchProgress(t *Transfer) *io.PipeWriter {
+	pr, pw := io.Pipe()
+	go func() {
+		sc := bufio.NewScanner(pr)
+		last := map[string]int64{}
+		for sc.Scan() {
+			var ev struct {
+				Event string `json:"event"`
+				Item  string `json:"item"`
+				Done  int64  `json:"done"`
+				Total int64  `json:"total"`
+			}
+			if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Event != "progress" {
+				continue
+			}
+			s.xfers.mu.Lock()
+			d := ev.Done - last[ev.Item]
+			if d > 0 {
+				t.Done += d
+				s.xfers.sent += d
+				s.metrics.transferBytes.Add(float64(d))
+			}
+			if _, seen := last[ev.Item]; !seen {
+				t.Total += ev.Total
+			}
+			last[ev.Item] = ev.Done
+			s.xfers.mu.Unlock()
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	return pw
+}
+
+// startSync sends e to `to` in the background; the transfer list shows its progress.
+func (s *Server) startSync(e store.LoRA, to string, req SyncRequest) Transfer {
+	s.xfers.mu.Lock()
+	s.xfers.n++
+	t := &Transfer{ID: fmt.Sprintf("t%06d", s.xfers.n), LoRA: e.Name, To: s.red.Redact(to), State: "running", StartedAt: time.Now().UTC()}
+	s.xfers.all[t.ID] = t
+	snap := *t
+	s.xfers.mu.Unlock()
+	s.metrics.actions.WithLabelValues("sync").Inc()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Hour)
+		defer cancel()
+		res, err := s.runSync(ctx, e, to, req, t)
+		now := time.Now().UTC()
+		s.xfers.mu.Lock()
+		t.EndedAt, t.Result = &now, res
+		if err != nil {
+			t.State, t.Error = "failed", oneLine(s.red.Redact(err.Error()))
+			s.metrics.transfers.WithLabelValues("failed").Inc()
+		} else {
+			t.State = "done"
+			if t.Total == 0 {
+				t.Total = t.Done
+			}
+			s.metrics.transfers.WithLabelValues("done").Inc()
+		}
+		s.xfers.mu.Unlock()
+		s.log.Info("sync ended", "transfer", t.ID, "lora", e.Name, "state", t.State)
+	}()
+	return snap
+}
+
+func (s *Server) runSync(ctx context.Context, e store.LoRA, to string, req SyncRequest, t *Transfer) (*lorasync.Result, error) {
+	r, err := remote.Open(ctx, to, s.opt.RemoteEnv)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	pw := s.watchProgress(t)
+	defer pw.Close()
+	res, err := lorasync.Sync(ctx, s.opt.Lib, r, lorasync.Options{Names: []string{e.SHA256}, Pipeline: req.Pipeline,
+		Force: req.Force, Progress: progress.Reporter{Mode: progress.JSON, W: pw}})
+	if errors.Is(err, library.ErrRefused) {
+		return res, fmt.Errorf("%w", err)
+	}
+	return res, err
+}
+
+func (s *Server) listTransfers(r *http.Request) (any, error) {
+	p, err := paging(r)
+	if err != nil {
+		return nil, err
+	}
+	items := s.xfers.list()
+	// newest first: ids sort descending, so page on the reversed order
+	out := List[Transfer]{Items: []Transfer{}}
+	for _, x := range items {
+		if p.After != "" && strings.Compare(x.ID, p.After) >= 0 {
+			continue
+		}
+		if len(out.Items) == p.Limit {
+			out.Next = out.Items[len(out.Items)-1].ID
+			break
+		}
+		out.Items = append(out.Items, x)
+	}
+	return out, nil
+}
