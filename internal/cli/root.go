@@ -191,6 +191,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.AddCommand(a.versionCmd(), a.configCmd(), a.secretsCmd(), a.loraCmd(), a.syncCmd(), a.pullCmd(), a.agentCmd(), a.gpuCmd(), a.hubCmd(), a.podCmd(), a.statusCmd(), a.logsCmd(), a.costCmd(), a.deployCmd(), a.guardCmd())
 	root.AddCommand(a.datasetCmd())
 	root.AddCommand(a.trainCmd())
+	root.AddCommand(a.serveCmd())
 	// One rule for every command, cobra's own included: an unknown command or a wrong
 	// number of arguments is bad usage (exit 2), named by the command it concerns.
 	// cobra's completion command writes to the output set when it is made.

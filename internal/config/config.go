@@ -65,6 +65,7 @@ type Config struct {
 	RunPodKey   secret.Secret // RUNPOD_API_KEY
 	CrocSecret  secret.Secret // CROC_SECRET
 	AgentToken  secret.Secret // SCOPECTL_AGENT_TOKEN: bearer token of `scopectl agent`
+	ServeToken  secret.Secret // SCOPECTL_SERVE_TOKEN: token of `scopectl serve`
 	S3AccessKey secret.Secret // SCOPECTL_S3_ACCESS_KEY_ID, AWS_ACCESS_KEY_ID
 	S3SecretKey secret.Secret // SCOPECTL_S3_SECRET_ACCESS_KEY, AWS_SECRET_ACCESS_KEY
 	S3Endpoint  string        // SCOPECTL_S3_ENDPOINT, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL
@@ -598,6 +599,8 @@ func (c *Config) setSecret(key string, s secret.Secret) {
 		c.S3SecretKey = s
 	case KeyAgentToken:
 		c.AgentToken = s
+	case KeyServeToken:
+		c.ServeToken = s
 	}
 }
 
@@ -618,6 +621,8 @@ func (c *Config) Secret(key string) secret.Secret {
 		return c.S3SecretKey
 	case KeyAgentToken:
 		return c.AgentToken
+	case KeyServeToken:
+		return c.ServeToken
 	}
 	return secret.Secret{}
 }
@@ -636,7 +641,7 @@ func (c *Config) Lookup(key string) (Value, bool) {
 // secret.Default (for _, s := range cfg.Secrets() { secret.Default.Add(s) }).
 func (c *Config) Secrets() []secret.Secret {
 	var out []secret.Secret
-	for _, s := range []secret.Secret{c.HFToken, c.CivitAIKey, c.RunPodKey, c.CrocSecret, c.S3AccessKey, c.S3SecretKey, c.AgentToken} {
+	for _, s := range []secret.Secret{c.HFToken, c.CivitAIKey, c.RunPodKey, c.CrocSecret, c.S3AccessKey, c.S3SecretKey, c.AgentToken, c.ServeToken} {
 		if s.IsSet() {
 			out = append(out, s)
 		}

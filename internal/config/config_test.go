@@ -21,7 +21,8 @@ var (
 	canaryS3ID    = "AKIA" + "CANARYCANARY0005"
 	canaryS3Key   = "canary/S3/secret/" + "CANARYCANARY0006"
 	canaryAgent   = "agent-token-" + "CANARYCANARY0007"
-	canaries      = []string{canaryHF, canaryCivitai, canaryRunPod, canaryCroc, canaryS3ID, canaryS3Key, canaryAgent}
+	canaryServe   = "serve-token-" + "CANARYCANARY0008"
+	canaries      = []string{canaryHF, canaryCivitai, canaryRunPod, canaryCroc, canaryS3ID, canaryS3Key, canaryAgent, canaryServe}
 )
 
 type fixture struct {
@@ -518,12 +519,13 @@ func TestCanary(t *testing.T) {
 	f.env["HF_TOKEN"] = canaryHF
 	f.env["AWS_ACCESS_KEY_ID"] = canaryS3ID
 	f.env["SCOPECTL_AGENT_TOKEN"] = canaryAgent
+	f.env["SCOPECTL_SERVE_TOKEN"] = canaryServe
 	f.writeDotEnv("CIVITAI_TOKEN=" + canaryCivitai + "\nCROC_SECRET='" + canaryCroc + "'\n")
 	writeFile(t, f.configPath(), "runpod_api_key: "+canaryRunPod+"\ns3_secret_access_key: \""+canaryS3Key+"\"\n", 0o644)
 	cfg := f.load()
 
-	if len(cfg.Secrets()) != 7 {
-		t.Fatalf("Secrets() = %d, want 7", len(cfg.Secrets()))
+	if len(cfg.Secrets()) != 8 {
+		t.Fatalf("Secrets() = %d, want 8", len(cfg.Secrets()))
 	}
 	revealed := map[string]bool{}
 	for _, s := range cfg.Secrets() {

@@ -20,6 +20,7 @@ const (
 	KeyS3AccessKey = "s3_access_key_id"
 	KeyS3SecretKey = "s3_secret_access_key"
 	KeyAgentToken  = "agent_token"
+	KeyServeToken  = "serve_token"
 	KeyBudget      = "budget_per_day" // "$20/day" or "20": pod create / deploy --new / train run warn past it
 )
 
@@ -82,6 +83,8 @@ var specs = []keySpec{
 		desc: "S3 secret access key"},
 	{name: KeyAgentToken, secret: true, env: []envName{{Name: "SCOPECTL_AGENT_TOKEN"}},
 		desc: "bearer token of scopectl agent (the pod-side receiver)"},
+	{name: KeyServeToken, secret: true, env: []envName{{Name: "SCOPECTL_SERVE_TOKEN"}},
+		desc: "token of scopectl serve (default: generated into the data dir's serve-token file)"},
 }
 
 func specFor(name string) (*keySpec, bool) {

@@ -16,6 +16,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/pods"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
+	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/scope"
 	"github.com/daydreamlive/scopectl/internal/store"
 	"github.com/daydreamlive/scopectl/internal/train"
@@ -332,3 +333,33 @@ func jobCost(j store.TrainJob) float64 {
 }
 
 func fmtErr(format string, a ...any) string { return oneLine(fmt.Sprintf(format, a...)) }
+
+// SSHGPU reads a pod's GPUs with nvidia-smi over direct SSH to its public port 22
+// (one connection per reading).
+func SSHGPU(env remote.Env) func(ctx context.Context, p provider.Pod) (gpu.Source, error) {
+	return func(ctx context.Context, p provider.Pod) (gpu.Source, error) {
+		u, ok := p.SSHURL()
+		if !ok {
+			return nil, fmt.Errorf("pod %s has no public SSH port", p.ID)
+		}
+		return sshGPU{url: u, env: env}, nil
+	}
+}
+
+type sshGPU struct {
+	url string
+	env remote.Env
+}
+
+func (g sshGPU) GPUs(ctx context.Context) ([]gpu.GPU, error) {
+	r, err := remote.Open(ctx, g.url, g.env)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	run, ok := r.(remote.Runner)
+	if !ok {
+		return nil, fmt.Errorf("%s cannot run commands", r)
+	}
+	return gpu.Over(run, r.String()).GPUs(ctx)
+}
