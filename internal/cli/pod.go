@@ -461,7 +461,13 @@ func (a *app) podGet() *cobra.Command {
 			if err != nil {
 				return notFound(err)
 			}
-			return a.out(p, func(w io.Writer) { printPod(w, c, p, nil) })
+			v := podGetView{Pod: p, Limits: limitsOf(*p, nil), LastStop: a.lastStop(cmd.Context(), p.ID)}
+			return a.out(v, func(w io.Writer) {
+				printPod(w, c, p, nil)
+				if s := v.LastStop; s != nil && s.EndedAt != nil {
+					fmt.Fprintf(w, "last stop: %s by %s: %s\n", s.EndedAt.Local().Format(time.DateTime), s.EndSource, s.EndReason)
+				}
+			})
 		},
 	}
 	rf.addSSH(cmd)
@@ -544,4 +550,31 @@ func (a *app) podRm() *cobra.Command {
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm termination")
 	rf.addSSH(cmd)
 	return cmd
+}
+
+// podGetView is pod get's answer: the pod, its limits and its last stop in the ledger.
+type podGetView struct {
+	*provider.Pod
+	Limits   *provider.Limits `json:"limits,omitempty"`
+	LastStop *store.Run       `json:"last_stop,omitempty"`
+}
+
+// lastStop is the ledger's most recent ended run of pod id (nil if none).
+func (a *app) lastStop(ctx context.Context, id string) *store.Run {
+	ls, err := a.ledgerStore()
+	if err != nil {
+		return nil
+	}
+	runs, err := ls.Runs(ctx, time.Time{})
+	if err != nil {
+		return nil
+	}
+	var last *store.Run
+	for i := range runs {
+		r := &runs[i]
+		if r.PodID == id && r.EndedAt != nil && r.EndSource != ledger.EndPrice && (last == nil || r.EndedAt.After(*last.EndedAt)) {
+			last = r
+		}
+	}
+	return last
 }
