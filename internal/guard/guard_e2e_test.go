@@ -247,7 +247,9 @@ func TestGuardOnRunPod(t *testing.T) {
 	ctx := context.Background()
 	db.PutPod(ctx, store.Pod{RequestID: noGuard.Tag, Provider: runpod.Name, ID: noGuard.ID, IdleStop: limit, CreatedAt: t0, LastSeenStatus: provider.StatusRunning})
 	w := &watch.Watcher{Provider: p.c, ProviderName: runpod.Name, Store: db,
-		Probes: []watch.Probe{watch.ScopeProbe{URL: func(pod provider.Pod) string { return strings.NewReplacer("{pod}", pod.ID, "{port}", "8000").Replace(p.srv.ProxyURL()) }}}}
+		Probes: []watch.Probe{watch.ScopeProbe{URL: func(pod provider.Pod) string {
+			return strings.NewReplacer("{pod}", pod.ID, "{port}", "8000").Replace(p.srv.ProxyURL())
+		}}}}
 	ds, err := w.Tick(ctx)
 	if err != nil || len(ds) != 1 || ds[0].Action != watch.ActionStop {
 		t.Fatalf("pod watch: %+v %v", ds, err)
