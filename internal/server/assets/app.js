@@ -19,7 +19,7 @@
 
   // ---- formatting
   const fmtBytes = n => { if (!n) return "0 B"; const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0; while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; } return (i ? n.toFixed(1) : n) + " " + u[i]; };
-  const fmtDur = s => { if (s == null || !isFinite(s)) return "–"; s = Math.max(0, Math.round(s)); const h = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60), x = s % 60; return h ? `${h}h ${m}m` : m ? `${m}m ${x}s` : `${x}s`; };
+  const fmtDur = s => { if (s == null || !isFinite(s)) return "–"; s = Math.max(0, Math.round(s)); const h = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60), x = s % 60; return h ? `${h}h ${m}m` : m ? (x ? `${m}m ${x}s` : `${m}m`) : `${x}s`; };
   const fmtUSD = v => "$" + (v || 0).toFixed(2);
   const fmtAgo = t => { if (!t) return "–"; const d = (Date.now() - new Date(t)) / 1000; return d < 90 ? "just now" : d < 5400 ? Math.round(d / 60) + " min ago" : d < 172800 ? Math.round(d / 3600) + " h ago" : new Date(t).toLocaleDateString(); };
   const statusClass = s => ({ RUNNING: "ok", EXITED: "warn", CREATED: "warn", TERMINATED: "bad", done: "ok", training: "ok", running: "ok", failed: "bad", stopped: "warn", stopping: "warn" }[s] || "");

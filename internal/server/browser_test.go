@@ -1,0 +1,125 @@
+package server_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/daydreamlive/scopectl/internal/testkit"
+)
+
+// TestPageInBrowser opens the page in headless Chromium (Debian's chromium): it sees
+// the library, a pod with its GPU chart, a job's loss chart drawn with points, stops
+// the pod through the confirmation dialog and sees it EXITED. Screenshots go to
+// testdata/screenshots (git-ignored).
+func TestPageInBrowser(t *testing.T) {
+	bin := testkit.NeedCommand(t, "chromium", "chromium")
+	h := newHarness(t, true)
+	shots := filepath.Join("testdata", "screenshots")
+	if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox,
+		chromedp.WindowSize(1440, 1000), chromedp.Flag("disable-gpu", true), chromedp.UserDataDir(t.TempDir()))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	bctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	if err := chromedp.Do(bctx, chromedp.Navigate(h.http.URL+"/#library")); err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	step := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bctx, 20*time.Second)
+		defer cancel()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			shotTo(bctx, filepath.Join(shots, "failed.png"))
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	evalInt := func(expr string) int {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bctx, 10*time.Second)
+		defer cancel()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[int](expr))
+		if err != nil {
+			t.Fatalf("%s: %v", expr, err)
+		}
+		return v
+	}
+	text := func(sel string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bctx, 10*time.Second)
+		defer cancel()
+		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("%s: %v", sel, err)
+		}
+		return v
+	}
+	shot := func(name string) { shotTo(bctx, filepath.Join(shots, name+".png")) }
+	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+	pod := `#pod-cards .pod[data-pod="` + h.podID + `"]`
+
+	step("library", chromedp.WaitVisible(css(`#lib-table tbody tr[data-name="slime-v2_000000500"]`)))
+	libRows := evalInt(`document.querySelectorAll("#lib-table tbody tr").length`)
+	step("lora detail", chromedp.Click(css(`#lib-table tbody tr[data-name="slime-v2_000000500"]`)), chromedp.WaitVisible(css(`#lib-detail .gallery img`)), chromedp.Sleep(400*time.Millisecond))
+	detail := text(`#lib-detail`)
+	shot("library")
+
+	step("pods", chromedp.Click(css(`button[data-view="pods"]`)), chromedp.WaitVisible(css(pod)), chromedp.WaitVisible(css(`#gpu-util`)), chromedp.Sleep(700*time.Millisecond))
+	gpuPoints := evalInt(`(() => { const c = Chart.getChart("gpu-util"); return c ? c.data.datasets.reduce((n, d) => n + d.data.length, 0) : 0 })()`)
+	shot("pods")
+
+	step("jobs", chromedp.Click(css(`button[data-view="jobs"]`)), chromedp.WaitVisible(css(`#loss-chart`)), chromedp.WaitVisible(css(`#job-samples img`)), chromedp.Sleep(900*time.Millisecond))
+	lossPoints := evalInt(`(() => { const c = Chart.getChart("loss-chart"); return c ? c.data.datasets[0].data.length : 0 })()`)
+	shot("training")
+
+	// an action: stop the pod, through the login and the confirmation
+	step("stop", chromedp.Click(css(`button[data-view="pods"]`)), chromedp.WaitVisible(css(pod+` button[data-action="stop"]`)),
+		chromedp.Click(css(pod+` button[data-action="stop"]`)), chromedp.WaitVisible(css(`#dlg-ok`)), chromedp.Sleep(300*time.Millisecond))
+	shot("confirm-stop")
+	step("confirm", chromedp.Click(css(`#dlg-ok`)), chromedp.WaitVisible(css(`#token-input`)),
+		chromedp.SendKeys(css(`#token-input`), canaryToken), chromedp.Click(css(`#dlg-ok`)),
+		chromedp.WaitVisible(css(pod+` .pill[data-status="EXITED"]`)), chromedp.Sleep(300*time.Millisecond))
+	status := text(pod + ` .pill[data-status]`)
+	shot("pod-stopped")
+	html := ""
+	{
+		ctx, cancel := context.WithTimeout(bctx, 10*time.Second)
+		html, _ = chromedp.Run(ctx, chromedp.OuterHTML(css("html")))
+		cancel()
+	}
+	step("dark theme", chromedp.Click(css(`#theme`)), chromedp.Click(css(`button[data-view="jobs"]`)), chromedp.WaitVisible(css(`#loss-chart`)), chromedp.Sleep(900*time.Millisecond))
+	shot("training-dark")
+	if libRows != 5 || !strings.Contains(detail, "training") || !strings.Contains(strings.ToLower(detail), "samples (3)") {
+		t.Errorf("library: %d rows, detail %q", libRows, detail)
+	}
+	if gpuPoints < 8 {
+		t.Errorf("GPU chart drew %d points", gpuPoints)
+	}
+	if lossPoints < 600 {
+		t.Errorf("loss chart drew %d points", lossPoints)
+	}
+	if status != "EXITED" {
+		t.Errorf("pod after stop: %q", status)
+	}
+	for _, c := range canaries {
+		if strings.Contains(html, c) {
+			t.Errorf("a canary secret in the page")
+		}
+	}
+}
+
+func shotTo(ctx context.Context, path string) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+		os.WriteFile(path, b, 0o644)
+	}
+}
