@@ -39,6 +39,9 @@ func (a *app) trainer(rf remoteFlags) (*train.Trainer, error) {
 	}
 	t := &train.Trainer{Lib: lib, Jobs: ts, Env: remote.Env{Secrets: secret.Default, Lookup: a.cfg.Secret,
 		KnownHosts: rf.knownHosts, AcceptNewHostKey: rf.acceptNewHostKey, Options: map[string]string{}}}
+	if rf.compress != "" {
+		t.Env.Options["compress"] = rf.compress
+	}
 	if !a.json {
 		t.Notify = func(msg string) { fmt.Fprintln(a.stderr, msg) }
 	}

@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -225,8 +226,24 @@ func (t *Trainer) Watch(ctx context.Context, id string, opt WatchOptions) (*Coll
 		return nil, err
 	}
 	var last *CollectResult
+	var m *machine
+	defer func() {
+		if m != nil {
+			m.Close()
+		}
+	}()
 	for {
-		st, err := t.ctl(ctx, job, CtlStatus)
+		var st *State
+		if m == nil {
+			m, err = t.connectJob(ctx, job)
+		}
+		if err == nil {
+			st, err = t.peek(ctx, m, job)
+			if err != nil {
+				m.Close()
+				m = nil
+			}
+		}
 		if err == nil {
 			t.record(ctx, &job, st)
 			if opt.OnState != nil {
@@ -266,4 +283,24 @@ func (t *Trainer) Watch(ctx context.Context, id string, opt WatchOptions) (*Coll
 		case <-time.After(opt.Interval):
 		}
 	}
+}
+
+// staleAfter is how old state.json may be before the supervisor is asked whether it
+// still runs (it rewrites the file every poll).
+const staleAfter = 2 * time.Minute
+
+// peek reads state.json over the open connection (a file read, no command run);
+// a state that has not changed for staleAfter is checked with supervise-ctl, which
+// knows whether the supervisor holds its lock.
+func (t *Trainer) peek(ctx context.Context, m *machine, job store.TrainJob) (*State, error) {
+	rc, err := m.remote.Get(ctx, StateFile, 0)
+	if err == nil {
+		b, rerr := io.ReadAll(io.LimitReader(rc, 64<<20))
+		rc.Close()
+		var st State
+		if rerr == nil && json.Unmarshal(b, &st) == nil && (Terminal(st.Phase) || time.Since(st.Updated) < staleAfter) {
+			return &st, nil
+		}
+	}
+	return t.ctl(ctx, job, CtlStatus)
 }

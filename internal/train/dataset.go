@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/daydreamlive/scopectl/internal/aitk"
 	"github.com/daydreamlive/scopectl/internal/dataset"
@@ -114,25 +115,46 @@ func syncDataset(ctx context.Context, open func(ctx context.Context, dir string)
 		for _, e := range ents {
 			have[e.Name] = e.Size
 		}
+		// A few files at a time: small files are bound by round trips (verify, fsync,
+		// rename on the far side), not bandwidth.
+		var todo []datasetFile
 		for _, f := range byDir[d] {
-			name := path.Base(f.Rel)
-			if sz, ok := have[name]; ok && sz == f.Size {
-				continue
+			if sz, ok := have[path.Base(f.Rel)]; !ok || sz != f.Size {
+				todo = append(todo, f)
 			}
-			fh, err := os.Open(f.Abs)
-			if err != nil {
-				r.Close()
-				return st, err
-			}
-			res, err := r.Put(ctx, name, remote.Source{R: fh, Size: f.Size, SHA256: f.SHA256}, remote.PutOptions{})
-			fh.Close()
-			st.Bytes += res.Sent
-			st.Resumed += res.Resumed
-			if err != nil {
-				r.Close()
-				return st, fmt.Errorf("dataset %s: %w", f.Rel, err)
-			}
-			st.Sent++
+		}
+		var mu sync.Mutex
+		var firstErr error
+		sem := make(chan struct{}, 4)
+		var wg sync.WaitGroup
+		for _, f := range todo {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func(f datasetFile) {
+				defer func() { <-sem; wg.Done() }()
+				fh, err := os.Open(f.Abs)
+				var res remote.PutResult
+				if err == nil {
+					res, err = r.Put(ctx, path.Base(f.Rel), remote.Source{R: fh, Size: f.Size, SHA256: f.SHA256}, remote.PutOptions{})
+					fh.Close()
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				st.Bytes += res.Sent
+				st.Resumed += res.Resumed
+				if err != nil {
+					if firstErr == nil {
+						firstErr = fmt.Errorf("dataset %s: %w", f.Rel, err)
+					}
+					return
+				}
+				st.Sent++
+			}(f)
+		}
+		wg.Wait()
+		if firstErr != nil {
+			r.Close()
+			return st, firstErr
 		}
 		r.Close()
 	}
