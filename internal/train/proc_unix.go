@@ -3,6 +3,7 @@
 package train
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -73,3 +74,13 @@ func lockHeld(path string) bool {
 // Detach puts the supervisor in its own session, away from the SSH session that
 // started it (a hang-up there must not reach it).
 func Detach() { _, _ = syscall.Setsid() }
+
+// trainerAlive reports whether pid is a process whose environment names the job
+// (AITK_JOB_ID): a recycled pid is not mistaken for the trainer.
+func trainerAlive(pid int, jobID string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return false
+	}
+	return bytes.Contains(append([]byte{0}, b...), []byte("\x00AITK_JOB_ID="+jobID+"\x00"))
+}

@@ -117,7 +117,9 @@ type State struct {
 	LossStep  int        `json:"loss_step,omitempty"`
 	LR        float64    `json:"lr,omitempty"`
 	ResumedAt int        `json:"resumed_from_step,omitempty"`
-	PID       int        `json:"pid,omitempty"` // the trainer's
+	PID       int        `json:"pid,omitempty"`        // the trainer's
+	LogOffset int64      `json:"log_offset,omitempty"` // train.log read up to here
+	Adopted   bool       `json:"adopted,omitempty"`    // a new supervisor took over a running trainer
 	SupPID    int        `json:"supervisor_pid,omitempty"`
 	Started   time.Time  `json:"started_at"`
 	Updated   time.Time  `json:"updated_at"`

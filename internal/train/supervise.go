@@ -89,6 +89,10 @@ func Supervise(ctx context.Context, dir string, log io.Writer) error {
 			s.staged[c.File] = true
 		}
 	}
+	if err == nil && !Terminal(prev.Phase) && prev.PID > 0 && trainerAlive(prev.PID, spec.JobID) {
+		// The supervisor died (killed, OOM) but its trainer runs on: take it over.
+		return s.adopt(ctx, prev)
+	}
 	s.st.Run++
 	s.st.JobID, s.st.Name, s.st.Total = spec.JobID, spec.Name, spec.TotalSteps
 	s.st.Phase, s.st.Started, s.st.SupPID = PhaseStarting, time.Now().UTC(), os.Getpid()
@@ -102,6 +106,31 @@ func Supervise(ctx context.Context, dir string, log io.Writer) error {
 		s.fail(-1, "", err.Error())
 		return err
 	}
+	s.loop(ctx)
+	return nil
+}
+
+// adopt follows a trainer an earlier supervisor started: its exit code is lost, so
+// the outcome comes from the job row and the log.
+func (s *supervisor) adopt(ctx context.Context, prev *State) error {
+	s.st = *prev
+	s.st.SupPID, s.st.Adopted = os.Getpid(), true
+	s.logPath, s.logOff = s.dir.Join(LogFile), prev.LogOffset
+	db, err := aitk.OpenJobDB(ctx, s.dir.Join(JobDBFile), false)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	s.exited = make(chan *os.ProcessState, 1)
+	pid := prev.PID
+	go func() {
+		for trainerAlive(pid, s.spec.JobID) {
+			time.Sleep(s.poll())
+		}
+		s.exited <- nil
+	}()
+	s.logf("run %d: took over trainer pid %d", s.st.Run, pid)
+	s.write()
 	s.loop(ctx)
 	return nil
 }
@@ -337,6 +366,7 @@ func (s *supervisor) readLog() {
 		return
 	}
 	s.logOff += int64(len(b))
+	s.st.LogOffset = s.logOff
 	data := append(s.lineBuf, b...)
 	for {
 		adv, tok, _ := aitk.ScanLines(data, false)
@@ -707,7 +737,7 @@ func (s *supervisor) signal(sig syscall.Signal) {
 	if s.spec.Container != "" && sig == syscall.SIGKILL {
 		_ = exec.Command("docker", "kill", s.spec.Container).Run()
 	}
-	signalGroup(s.cmd.Process.Pid, sig)
+	signalGroup(s.st.PID, sig)
 }
 
 // finish records the end of the trainer and why.
@@ -726,6 +756,23 @@ func (s *supervisor) finish(ps *os.ProcessState) {
 	}
 	now := time.Now().UTC()
 	s.st.Ended = &now
+	if ps == nil { // an adopted trainer: no exit status
+		switch {
+		case row.Status == aitk.StatusCompleted:
+			s.st.Phase, s.st.Reason = PhaseDone, "completed"
+		case s.st.StopAt != nil || s.sawStop || row.Status == aitk.StatusStopped:
+			s.st.Phase, s.st.Reason = PhaseStopped, "stopped"
+		default:
+			s.st.Phase = PhaseFailed
+			s.st.Reason = s.failReason(-1, "", false)
+			if s.st.Reason == "exit status -1" || strings.HasPrefix(s.st.Reason, "exit status -1:") {
+				s.st.Reason = "the trainer ended while no supervisor watched it; its exit status is unknown (job row: " + row.Status + ")"
+			}
+		}
+		s.logf("adopted trainer exited: %s (%s)", s.st.Phase, s.st.Reason)
+		s.write()
+		return
+	}
 	code := ps.ExitCode()
 	if code >= 0 {
 		s.st.ExitCode = &code
@@ -747,15 +794,12 @@ func (s *supervisor) finish(ps *os.ProcessState) {
 	case code == 0 && sig == "":
 		s.st.Phase = PhaseDone
 		s.st.Reason = "completed"
-		if s.st.Total > 0 && row.Step > 0 {
+		if row.Step > 0 {
 			s.st.Step = max(s.st.Step, row.Step)
 		}
 	default:
 		s.st.Phase = PhaseFailed
 		s.st.Reason = s.failReason(code, sig, killedByOOM)
-	}
-	if s.st.Phase != PhaseFailed || s.st.Reason == "" {
-		// keep
 	}
 	s.logf("trainer exited: %s (%s)", s.st.Phase, s.st.Reason)
 	s.write()

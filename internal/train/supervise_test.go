@@ -167,3 +167,29 @@ func must(b []byte, err error) []byte {
 	}
 	return b
 }
+
+// A supervisor that dies leaves the trainer running; the next one takes it over.
+func TestSuperviseAdoptsRunningTrainer(t *testing.T) {
+	jd, _ := job(t, aitktest.Config{Name: "tlora", Steps: 60, SaveEvery: 10, Keep: 1}, aitktest.EnvStepMS+"=60")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Supervise(ctx, jd, nil) }()
+	for i := 0; i < 300; i++ {
+		time.Sleep(50 * time.Millisecond)
+		if st, err := ReadState(jd); err == nil && len(st.Checkpoints) > 0 {
+			break
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st := supervise(t, jd)
+	if !st.Adopted || st.Phase != PhaseDone || st.Run != 1 {
+		t.Fatalf("adopted %v phase %s (%s) run %d", st.Adopted, st.Phase, st.Reason, st.Run)
+	}
+	if len(st.Failures) > 0 || len(st.Checkpoints) < 6 {
+		t.Errorf("checkpoints %d failures %v", len(st.Checkpoints), st.Failures)
+	}
+	checkStaged(t, jd, st)
+}
