@@ -37,7 +37,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /logout", s.logout)
 	m.HandleFunc("GET /api/v1/session", s.api(s.session))
 
-	m.HandleFunc("GET /api/v1/loras", s.api(s.listLoRAs))
+	m.HandleFunc("GET /api/v1/loras", s.cachedLoRAs)
 	m.HandleFunc("GET /api/v1/loras/{ref}", s.api(s.getLoRA))
 	m.HandleFunc("GET /api/v1/loras/{ref}/samples/{sha}", s.loraSample)
 	m.HandleFunc("POST /api/v1/loras/{ref}/sync", s.api(s.syncLoRA))

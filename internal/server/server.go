@@ -88,7 +88,8 @@ type Server struct {
 	jobs     map[string]*jobState
 	polled   time.Time
 
-	xfers *transfers
+	xfers     *transfers
+	loraCache listCache
 
 	refresh chan struct{}
 	started time.Time
@@ -193,16 +194,27 @@ func oneLine(s string) string {
 }
 
 func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+	b, st := s.encode(v)
+	if st != http.StatusOK {
+		status = st
+	}
+	writeBody(w, status, b)
+}
+
+// encode is v as redacted JSON with a newline.
+func (s *Server) encode(v any) ([]byte, int) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"error":"cannot encode the answer"}`)
+		return []byte("{\"error\":\"cannot encode the answer\"}\n"), http.StatusInternalServerError
 	}
-	b = []byte(s.red.Redact(string(b)))
+	return append([]byte(s.red.Redact(string(b))), '\n'), http.StatusOK
+}
+
+func writeBody(w http.ResponseWriter, status int, b []byte) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	w.Write(b)
-	w.Write([]byte{'\n'})
 }
 
 func (s *Server) writeErr(w http.ResponseWriter, err error) {
