@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/provider"
+	"github.com/daydreamlive/scopectl/internal/store"
 )
 
 func decodeJSON(t *testing.T, body string, v any) {
@@ -332,5 +334,19 @@ func TestAuth(t *testing.T) {
 		if code, _, _ := h.do("GET", a, "", nil); code != 200 {
 			t.Errorf("%s: %d", a, code)
 		}
+	}
+}
+
+// TestListSeesNewEntries: the cached list follows the store at once.
+func TestListSeesNewEntries(t *testing.T) {
+	h := newHarness(t, true)
+	_, before, _ := h.do("GET", "/api/v1/loras?limit=10", "", nil)
+	if err := h.lib.Store.AddLoRA(context.Background(), store.LoRA{SHA256: strings.Repeat("7", 64), Name: "zz-new", Size: 1, Path: "/x",
+		Family: "comfy", Base: "wan2.1-t2v-1.3b", Origins: []store.Origin{{Kind: "local", Path: "/x"}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, after, _ := h.do("GET", "/api/v1/loras?limit=10", "", nil)
+	if strings.Contains(before, "zz-new") || !strings.Contains(after, "zz-new") {
+		t.Fatalf("list after an add: %s", after)
 	}
 }
