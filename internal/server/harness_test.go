@@ -260,9 +260,10 @@ func newHarness(t *testing.T, open bool) *harness {
 	}
 	h.saveTo = t.TempDir()
 
+	smi := fakeSMI()
 	srv, err := server.New(server.Options{Lib: lib, RunPod: h.client, Token: secret.New(canaryToken), OpenReads: open, Redactor: red,
 		Version: "1.2.3-test", Interval: time.Hour, ScopeURL: func(provider.Pod) string { return scopeURL },
-		PodGPU: func(context.Context, provider.Pod) (gpu.Source, error) { return fakeSMI(), nil }})
+		PodGPU: func(context.Context, provider.Pod) (gpu.Source, error) { return smi, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
