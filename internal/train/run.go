@@ -271,11 +271,25 @@ func (t *Trainer) Run(ctx context.Context, in RunInput) (*RunResult, error) {
 	if _, err := m.sh(ctx, "chmod 700 "+shq(jobDir)+" && mkdir -p -m 700 "+shq(path.Join(jobDir, SecretsDir))); err != nil {
 		return res, err
 	}
+	// Recorded before anything is sent, so that `train ls` shows a job being prepared.
+	base := ""
+	if p := cfg.Config.Process[0]; p.Model != nil {
+		base = p.Model.NameOrPath
+	}
+	csum := sha256.Sum256(raw)
+	abs, _ := filepath.Abs(in.Config)
+	job := store.TrainJob{ID: id, Name: cfg.Config.Name, Target: m.base, PodID: in.PodID, Workspace: ws, JobDir: jobDir,
+		ConfigPath: abs, ConfigSHA: hex.EncodeToString(csum[:]), BaseModel: base, CostPerHr: in.CostPerHr,
+		StartedAt: time.Now().UTC(), Phase: PhasePreparing, Preview: in.Preview, Keep: in.Keep}
+	if err := t.Jobs.PutTrainJob(ctx, job); err != nil {
+		return res, err
+	}
 	// scopectl, content-addressed: a running supervisor's binary is never replaced.
 	binPath, err := t.sendBinary(ctx, m, ws, bin)
 	if err != nil {
 		return res, err
 	}
+	job.Binary = binPath
 	// Datasets, into content-named folders.
 	dsh := sha256.New()
 	for _, dir := range order {
@@ -340,16 +354,10 @@ func (t *Trainer) Run(ctx context.Context, in RunInput) (*RunResult, error) {
 	if err := m.put(ctx, m.remote, SpecFile, sj); err != nil {
 		return res, err
 	}
-	base := ""
-	if p0.Model != nil {
-		base = p0.Model.NameOrPath
-	}
-	csum := sha256.Sum256(raw)
-	abs, _ := filepath.Abs(in.Config)
-	job := store.TrainJob{ID: id, Name: cfg.Config.Name, Target: m.base, PodID: in.PodID, Workspace: ws, JobDir: jobDir, Binary: binPath,
-		SaveDir: spec.SaveDir, ConfigPath: abs, ConfigSHA: hex.EncodeToString(csum[:]), DatasetSHA: hex.EncodeToString(dsh.Sum(nil)),
-		BaseModel: base, Steps: spec.TotalSteps, CostPerHr: in.CostPerHr, StartedAt: time.Now().UTC(), Phase: PhaseStarting,
-		Preview: in.Preview, Keep: in.Keep}
+	job.DatasetSHA = hex.EncodeToString(dsh.Sum(nil))
+	job.SaveDir = spec.SaveDir
+	job.Steps = spec.TotalSteps
+	job.Phase = PhaseStarting
 	if err := t.Jobs.PutTrainJob(ctx, job); err != nil {
 		return res, err
 	}
@@ -461,6 +469,12 @@ func (t *Trainer) Job(ctx context.Context, id string) (store.TrainJob, error) {
 
 // ctl runs supervise-ctl on the machine and returns the state it prints.
 func (t *Trainer) ctl(ctx context.Context, job store.TrainJob, action ControlAction) (*State, error) {
+	if job.Binary == "" || job.Phase == PhasePreparing {
+		if action != CtlStatus {
+			return nil, fmt.Errorf("job %s is still being prepared (no supervisor yet)", job.ID)
+		}
+		return &State{JobID: job.ID, Name: job.Name, Phase: PhasePreparing, Started: job.StartedAt}, nil
+	}
 	m, err := t.connectJob(ctx, job)
 	if err != nil {
 		return nil, err

@@ -86,16 +86,17 @@ const (
 
 // Phases of a run, as State.Phase.
 const (
-	PhaseStarting = "starting"
-	PhaseLoading  = "loading model"
-	PhaseCaching  = "caching latents"
-	PhaseTraining = "training"
-	PhaseSampling = "sampling"
-	PhaseSaving   = "saving"
-	PhaseStopping = "stopping"
-	PhaseDone     = "done"
-	PhaseFailed   = "failed"
-	PhaseStopped  = "stopped"
+	PhasePreparing = "preparing" // the laptop is still sending (no supervisor yet)
+	PhaseStarting  = "starting"
+	PhaseLoading   = "loading model"
+	PhaseCaching   = "caching latents"
+	PhaseTraining  = "training"
+	PhaseSampling  = "sampling"
+	PhaseSaving    = "saving"
+	PhaseStopping  = "stopping"
+	PhaseDone      = "done"
+	PhaseFailed    = "failed"
+	PhaseStopped   = "stopped"
 )
 
 // Terminal reports whether a phase is an end.

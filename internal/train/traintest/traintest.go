@@ -1,0 +1,200 @@
+// Package traintest is what the end-to-end tests of `scopectl train` share: a real
+// sshd on 127.0.0.1 playing the GPU machine, an ai-toolkit stand-in checkout there,
+// and a laptop (HOME, data dir) running the scopectl binary. Imported by tests only.
+package traintest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/daydreamlive/scopectl/internal/aitk/aitktest"
+	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/store"
+	"github.com/daydreamlive/scopectl/internal/testkit"
+	"github.com/daydreamlive/scopectl/internal/train"
+)
+
+// StartSSHD runs OpenSSH's sshd on 127.0.0.1 with a client key and known_hosts in home.
+func StartSSHD(t *testing.T, home string) int {
+	t.Helper()
+	testkit.NeedFile(t, "/usr/sbin/sshd", "openssh-server")
+	dir := t.TempDir()
+	keygen := func(path string) {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v %s", err, out)
+		}
+	}
+	keygen(filepath.Join(dir, "host"))
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	keygen(filepath.Join(home, ".ssh", "id_ed25519"))
+	pub, _ := os.ReadFile(filepath.Join(home, ".ssh", "id_ed25519.pub"))
+	os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600)
+	os.MkdirAll("/run/sshd", 0o755)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cfg := fmt.Sprintf("Port %d\nListenAddress 127.0.0.1\nHostKey %s\nAuthorizedKeysFile %s\nPidFile %s\nStrictModes no\nUsePAM no\n"+
+		"PasswordAuthentication no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
+		port, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "pid"))
+	os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600)
+	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	testkit.KillWithParent(cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	hostPub, _ := os.ReadFile(filepath.Join(dir, "host.pub"))
+	os.WriteFile(filepath.Join(home, ".ssh", "known_hosts"), []byte(fmt.Sprintf("[127.0.0.1]:%d %s", port, hostPub)), 0o600)
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			return port
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("sshd did not start")
+	return 0
+}
+
+// World is one laptop (HOME, data dir) and one machine (sshd, workspace, checkout).
+type World struct {
+	T                      *testing.T
+	Bin, Home, Data, WS    string
+	Host, Checkout, Config string
+	Env                    []string
+}
+
+func NewWorld(t *testing.T, c aitktest.Config) *World {
+	w := &World{T: t, Bin: testkit.Scopectl(t)}
+	root := t.TempDir()
+	w.Home, w.Data, w.WS = filepath.Join(root, "home"), filepath.Join(root, "data"), filepath.Join(root, "ws")
+	os.MkdirAll(w.Home, 0o700)
+	port := StartSSHD(t, w.Home)
+	u, _ := user.Current()
+	w.Host = fmt.Sprintf("ssh://%s@127.0.0.1:%d", u.Username, port)
+	w.Checkout = filepath.Join(root, "aitk")
+	aitktest.InstallCheckout(t, w.Checkout)
+	if c.Dataset == "" {
+		c.Dataset = aitktest.Dataset(t, 3, false)
+	}
+	c.TrainingFolder = "output"
+	w.Config = filepath.Join(root, "job.json")
+	os.WriteFile(w.Config, []byte(c.JSON()), 0o600)
+	w.Env = append(os.Environ(), "HOME="+w.Home, "SCOPECTL_DATA_DIR="+w.Data, "XDG_CONFIG_HOME="+filepath.Join(root, "xdg"), "HF_TOKEN=")
+	return w
+}
+
+// Scopectl runs the CLI and returns stdout; it fails the test on a non-zero exit
+// unless allowFail.
+func (w *World) Scopectl(args ...string) string {
+	w.T.Helper()
+	cmd := exec.Command(w.Bin, args...)
+	cmd.Env = w.Env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		w.T.Fatalf("scopectl %s: %v\n%s\n%s", strings.Join(args, " "), err, out.String(), errb.String())
+	}
+	return out.String()
+}
+
+func (w *World) RunArgs(extra ...string) []string {
+	return append([]string{"train", "run", w.Config, "--host", w.Host, "--aitk-dir", w.Checkout, "--workspace", w.WS,
+		"--force", "--compress", "off", "--poll", "100ms", "--stop-grace", "3s", "--kill-grace", "2s", "--interval", "300ms", "--json"}, extra...)
+}
+
+func (w *World) Status(id string) train.StatusResult {
+	w.T.Helper()
+	var st train.StatusResult
+	if err := json.Unmarshal([]byte(w.Scopectl("train", "status", id, "--json")), &st); err != nil {
+		w.T.Fatal(err)
+	}
+	return st
+}
+
+func (w *World) WaitFor(id string, what string, ok func(*train.State) bool) *train.State {
+	w.T.Helper()
+	deadline := time.Now().Add(120 * time.Second)
+	for time.Now().Before(deadline) {
+		st := w.Status(id)
+		if ok(st.State) {
+			return st.State
+		}
+		if train.Terminal(st.State.Phase) {
+			w.T.Fatalf("job ended (%s: %s) while waiting for %s", st.State.Phase, st.State.Reason, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	w.T.Fatalf("timed out waiting for %s", what)
+	return nil
+}
+
+func DetachJob(t *testing.T, w *World, extra ...string) string {
+	var res train.RunResult
+	if err := json.Unmarshal([]byte(w.Scopectl(append(w.RunArgs(extra...), "--detach")...)), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Job.ID == "" {
+		t.Fatalf("no job id: %+v", res)
+	}
+	return res.Job.ID
+}
+
+// CheckLibrary checks that every checkpoint of the job is in the library with its lineage.
+func CheckLibrary(t *testing.T, w *World, id string, want int) {
+	t.Helper()
+	lib, err := library.Open(w.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	ts := lib.Store.(store.TrainStore)
+	job, err := ts.GetTrainJob(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.ConfigSHA == "" || job.DatasetSHA == "" || job.BaseModel == "" {
+		t.Errorf("job lineage missing: %+v", job)
+	}
+	cps, err := ts.ListTrainCheckpoints(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cps) < want {
+		t.Fatalf("%d checkpoints collected, want ≥ %d: %+v", len(cps), want, cps)
+	}
+	for _, c := range cps {
+		e, err := lib.Store.GetBySHA(context.Background(), c.SHA256)
+		if err != nil {
+			t.Fatalf("%s not in the library: %v", c.File, err)
+		}
+		if err := lib.Check(context.Background(), e); err != nil {
+			t.Errorf("%s: %v", e.Name, err)
+		}
+		found := false
+		for _, o := range e.Origins {
+			if o.Kind == "training" && o.Job == id && o.Step == int64(c.Step) && o.BaseModel == job.BaseModel {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: no training origin for job %s step %d: %+v", e.Name, id, c.Step, e.Origins)
+		}
+		if c.Loss == nil {
+			t.Errorf("%s: no loss", c.File)
+		}
+	}
+}
