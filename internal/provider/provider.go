@@ -144,6 +144,9 @@ type CreateSpec struct {
 	SSHPublicKey    string  // authorized_keys line for root
 	RequestID       string  // scopectl request id: the idempotency key (see CheckRequestID)
 	Host            string  // a provider of machines that already exist (ssh): the one to add, ssh://user@host:port
+	// AllowedCUDA limits the machines to these CUDA versions (RunPod allowedCudaVersions,
+	// e.g. "13.0"): an image built on a newer CUDA does not start on an older driver.
+	AllowedCUDA []string
 }
 
 // UpdateSpec says what an existing pod must have. It only adds and replaces: an empty

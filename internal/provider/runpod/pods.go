@@ -170,6 +170,7 @@ type createBody struct {
 	Ports             []string          `json:"ports,omitempty"`
 	SupportPublicIP   bool              `json:"supportPublicIp,omitempty"`
 	Env               map[string]string `json:"env"`
+	AllowedCUDA       []string          `json:"allowedCudaVersions,omitempty"`
 }
 
 // buildCreate validates spec and builds the body. The body holds secret values:
@@ -202,7 +203,7 @@ func (c *Client) buildCreate(spec provider.CreateSpec) (*createBody, error) {
 		Name: podName(spec.Name, spec.RequestID), ImageName: spec.Image, ComputeType: "GPU",
 		CloudType: cloud, GPUTypeIDs: []string{spec.GPUType}, GPUCount: count,
 		ContainerDiskInGb: spec.ContainerDiskGB, VolumeInGb: spec.VolumeGB,
-		NetworkVolumeID: spec.NetworkVolumeID, Ports: slices.Clone(spec.Ports),
+		NetworkVolumeID: spec.NetworkVolumeID, Ports: slices.Clone(spec.Ports), AllowedCUDA: slices.Clone(spec.AllowedCUDA),
 		Env: map[string]string{},
 	}
 	if spec.VolumeGB > 0 || spec.NetworkVolumeID != "" {
