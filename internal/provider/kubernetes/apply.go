@@ -1,0 +1,134 @@
+package kubernetes
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/daydreamlive/scopectl/internal/secret"
+)
+
+// ApplyOptions change how Apply applies.
+type ApplyOptions struct {
+	// Force takes over fields another field manager owns (--force-conflicts);
+	// without it such a field is an ErrConflict naming field and manager.
+	Force bool
+	// ServerDryRun sends everything with dryRun=All: the API server validates and
+	// admits it but stores nothing.
+	ServerDryRun bool
+}
+
+// Applied is what one apply did to one object.
+type Applied struct {
+	Kind            string `json:"kind"`
+	Name            string `json:"name"`
+	Action          string `json:"action"` // created | configured | unchanged
+	ResourceVersion string `json:"resource_version"`
+}
+
+// Action values of Applied.
+const (
+	ActionCreated    = "created"
+	ActionConfigured = "configured"
+	ActionUnchanged  = "unchanged"
+)
+
+// Prepare normalizes s and, when the agent sidecar runs and s has no agent token, takes
+// the one the deployment's Secret already holds (so a second deploy changes nothing),
+// or makes a new one.
+func (c *Client) Prepare(ctx context.Context, s ScopeSpec) (ScopeSpec, error) {
+	s, err := s.Normalize()
+	if err != nil {
+		return s, err
+	}
+	if s.AgentImage == "-" {
+		return s, nil
+	}
+	if _, ok := s.SecretEnv[SecretAgentToken]; ok {
+		return s, nil
+	}
+	env := map[string]secret.Secret{}
+	for k, v := range s.SecretEnv {
+		env[k] = v
+	}
+	sec, err := c.CS.CoreV1().Secrets(c.Namespace).Get(ctx, s.SecretName(), metav1.GetOptions{})
+	switch {
+	case err == nil && len(sec.Data[SecretAgentToken]) > 0:
+		env[SecretAgentToken] = secret.New(string(sec.Data[SecretAgentToken]))
+	case err == nil || apierrors.IsNotFound(err):
+		var b [32]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return s, err
+		}
+		env[SecretAgentToken] = secret.New(hex.EncodeToString(b[:]))
+	default:
+		return s, c.explain(err, "read secret "+s.SecretName())
+	}
+	s.SecretEnv = env
+	return s, nil
+}
+
+// Apply applies s with server-side apply under FieldManager: the Secret, the Service,
+// then the StatefulSet. s should come from Prepare (else a fresh agent token is made
+// on every apply and the replicas roll each time).
+func (c *Client) Apply(ctx context.Context, s ScopeSpec, opt ApplyOptions) ([]Applied, error) {
+	s, err := c.Prepare(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	o := s.Build(c.Namespace)
+	ao := metav1.ApplyOptions{FieldManager: FieldManager, Force: opt.Force}
+	if opt.ServerDryRun {
+		ao.DryRun = []string{metav1.DryRunAll}
+	}
+	var out []Applied
+	if o.Secret != nil {
+		secrets := c.CS.CoreV1().Secrets(c.Namespace)
+		before := ""
+		if cur, err := secrets.Get(ctx, s.SecretName(), metav1.GetOptions{}); err == nil {
+			before = cur.ResourceVersion
+		}
+		got, err := secrets.Apply(ctx, o.Secret, ao)
+		if err != nil {
+			return out, c.explain(err, "apply secret "+s.SecretName())
+		}
+		out = append(out, applied("Secret", got.Name, before, got.ResourceVersion))
+	}
+	services := c.CS.CoreV1().Services(c.Namespace)
+	before := ""
+	if cur, err := services.Get(ctx, s.Name, metav1.GetOptions{}); err == nil {
+		before = cur.ResourceVersion
+	}
+	svc, err := services.Apply(ctx, o.Service, ao)
+	if err != nil {
+		return out, c.explain(err, "apply service "+s.Name)
+	}
+	out = append(out, applied("Service", svc.Name, before, svc.ResourceVersion))
+	sets := c.CS.AppsV1().StatefulSets(c.Namespace)
+	before = ""
+	if cur, err := sets.Get(ctx, s.Name, metav1.GetOptions{}); err == nil {
+		before = cur.ResourceVersion
+	}
+	sts, err := sets.Apply(ctx, o.StatefulSet, ao)
+	if err != nil {
+		return out, c.explain(err, "apply statefulset "+s.Name)
+	}
+	out = append(out, applied("StatefulSet", sts.Name, before, sts.ResourceVersion))
+	return out, nil
+}
+
+func applied(kind, name, before, after string) Applied {
+	a := Applied{Kind: kind, Name: name, ResourceVersion: after}
+	switch {
+	case before == "":
+		a.Action = ActionCreated
+	case before == after:
+		a.Action = ActionUnchanged
+	default:
+		a.Action = ActionConfigured
+	}
+	return a
+}

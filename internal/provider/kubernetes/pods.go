@@ -1,0 +1,266 @@
+package kubernetes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	appsac "k8s.io/client-go/applyconfigurations/apps/v1"
+
+	"github.com/daydreamlive/scopectl/internal/provider"
+)
+
+// Client is a provider.Provider: a pod is a Scope StatefulSet, its id the StatefulSet's name.
+var _ provider.Provider = (*Client)(nil)
+
+// managedSelector picks what scopectl applied.
+const managedSelector = LabelManagedBy + "=" + FieldManager + "," + LabelName + "=scope"
+
+// List returns scopectl's Scope deployments in the namespace.
+func (c *Client) List(ctx context.Context) ([]provider.Pod, error) {
+	l, err := c.CS.AppsV1().StatefulSets(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: managedSelector})
+	if err != nil {
+		return nil, c.explain(err, "list statefulsets")
+	}
+	out := make([]provider.Pod, 0, len(l.Items))
+	for i := range l.Items {
+		out = append(out, c.podOf(&l.Items[i]))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Get returns the deployment name. provider.ErrNotFound.
+func (c *Client) Get(ctx context.Context, name string) (*provider.Pod, error) {
+	sts, err := c.CS.AppsV1().StatefulSets(c.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, c.explain(err, "get statefulset "+name)
+	}
+	p := c.podOf(sts)
+	return &p, nil
+}
+
+// podOf maps a StatefulSet to a provider.Pod: RUNNING while it wants replicas (Detail
+// says how many are ready), EXITED when scaled to zero.
+func (c *Client) podOf(sts *appsv1.StatefulSet) provider.Pod {
+	want := int32(1)
+	if sts.Spec.Replicas != nil {
+		want = *sts.Spec.Replicas
+	}
+	p := provider.Pod{ID: sts.Name, Name: sts.Name, Status: provider.StatusRunning,
+		CreatedAt: sts.CreationTimestamp.Time, Tag: sts.Annotations[AnnoTag]}
+	if want == 0 {
+		p.Status = provider.StatusExited
+	}
+	if sts.DeletionTimestamp != nil {
+		p.Status = provider.StatusTerminated
+	}
+	p.Detail = fmt.Sprintf("%d/%d replicas ready in %s", sts.Status.ReadyReplicas, want, c.Target())
+	for _, ct := range sts.Spec.Template.Spec.Containers {
+		if ct.Name != "scope" {
+			continue
+		}
+		p.Image = ct.Image
+		p.Env = map[string]string{}
+		for _, e := range ct.Env {
+			if e.ValueFrom != nil {
+				p.Env[e.Name] = provider.SecretValue
+			} else {
+				p.Env[e.Name] = e.Value
+			}
+		}
+		p.Env = provider.MaskEnv(p.Env, nil, nil)
+		for name, q := range ct.Resources.Limits {
+			if name == corev1.ResourceCPU || name == corev1.ResourceMemory {
+				continue
+			}
+			p.GPUType = string(name)
+			p.GPUCount = int(q.Value()) * int(want)
+		}
+	}
+	for _, t := range sts.Spec.VolumeClaimTemplates {
+		if q, ok := t.Spec.Resources.Requests[corev1.ResourceStorage]; ok {
+			p.VolumeGB = int(q.Value() / (1 << 30))
+		}
+	}
+	return p
+}
+
+// Replicas returns the pods of deployment name as replicas (status shows each).
+func (c *Client) Replicas(ctx context.Context, name string) ([]Replica, error) {
+	pl, err := c.CS.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: ScopeSpec{Name: name}.Selector()})
+	if err != nil {
+		return nil, c.explain(err, "list pods of "+name)
+	}
+	sort.Slice(pl.Items, func(i, j int) bool { return pl.Items[i].Name < pl.Items[j].Name })
+	out := make([]Replica, 0, len(pl.Items))
+	for i := range pl.Items {
+		r := replicaOf(&pl.Items[i])
+		if !r.Ready && r.Phase == string(corev1.PodPending) && !r.Fatal {
+			if why := c.schedulerReason(ctx, r.Name); why != "" {
+				r.Reason = why
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// scale sets the replicas scopectl's apply owns, keeping every other field scopectl
+// owns as it is (ExtractStatefulSet reads back exactly scopectl's fields; applying less
+// would give the others up). stopped is the count to remember for Start, or -1 to forget it.
+func (c *Client) scale(ctx context.Context, name string, replicas int32, stopped int32, force bool) error {
+	sets := c.CS.AppsV1().StatefulSets(c.Namespace)
+	sts, err := sets.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return c.explain(err, "get statefulset "+name)
+	}
+	ac, err := appsac.ExtractStatefulSet(sts, FieldManager)
+	if err != nil {
+		return fmt.Errorf("kubernetes: statefulset %s: %w", name, err)
+	}
+	if ac.Spec == nil || ac.Spec.Template == nil {
+		return fmt.Errorf("kubernetes: statefulset %s was not deployed by scopectl (no fields of field manager %q)", name, FieldManager)
+	}
+	ac.Spec.WithReplicas(replicas)
+	anno := map[string]string{}
+	for k, v := range ac.Annotations {
+		anno[k] = v
+	}
+	delete(anno, AnnoStoppedReplicas)
+	if stopped >= 0 {
+		anno[AnnoStoppedReplicas] = strconv.Itoa(int(stopped))
+	}
+	ac.Annotations = nil
+	if len(anno) > 0 {
+		ac.WithAnnotations(anno)
+	}
+	if _, err := sets.Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: force}); err != nil {
+		return c.explain(err, "scale statefulset "+name)
+	}
+	return nil
+}
+
+// Stop scales the deployment to zero: GPUs are released, the volumes stay.
+func (c *Client) Stop(ctx context.Context, name string) error {
+	sts, err := c.CS.AppsV1().StatefulSets(c.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return c.explain(err, "get statefulset "+name)
+	}
+	cur := int32(1)
+	if sts.Spec.Replicas != nil {
+		cur = *sts.Spec.Replicas
+	}
+	if cur == 0 {
+		return nil
+	}
+	return c.scale(ctx, name, 0, cur, false)
+}
+
+// Start scales a stopped deployment back to the replicas it had (1 if unknown).
+func (c *Client) Start(ctx context.Context, name string) error {
+	sts, err := c.CS.AppsV1().StatefulSets(c.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return c.explain(err, "get statefulset "+name)
+	}
+	if sts.Spec.Replicas != nil && *sts.Spec.Replicas > 0 {
+		return nil
+	}
+	n := int32(1)
+	if v, err := strconv.Atoi(sts.Annotations[AnnoStoppedReplicas]); err == nil && v > 0 {
+		n = int32(v)
+	}
+	return c.scale(ctx, name, n, -1, false)
+}
+
+// Terminate deletes the deployment: its StatefulSet (and so its pods), Service, Secret
+// and volume claims (models and LoRAs on them are gone).
+func (c *Client) Terminate(ctx context.Context, name string) error {
+	bg := metav1.DeletePropagationBackground
+	err := c.CS.AppsV1().StatefulSets(c.Namespace).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &bg})
+	if err != nil {
+		return c.explain(err, "delete statefulset "+name)
+	}
+	s := ScopeSpec{Name: name}
+	for _, del := range []struct {
+		what string
+		fn   func() error
+	}{
+		{"service " + name, func() error {
+			return c.CS.CoreV1().Services(c.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
+		}},
+		{"secret " + s.SecretName(), func() error {
+			return c.CS.CoreV1().Secrets(c.Namespace).Delete(ctx, s.SecretName(), metav1.DeleteOptions{})
+		}},
+		{"volume claims of " + name, func() error {
+			return c.CS.CoreV1().PersistentVolumeClaims(c.Namespace).DeleteCollection(ctx, metav1.DeleteOptions{},
+				metav1.ListOptions{LabelSelector: s.Selector() + "," + LabelManagedBy + "=" + FieldManager})
+		}},
+	} {
+		if err := del.fn(); err != nil && !apierrors.IsNotFound(err) {
+			return c.explain(err, "delete "+del.what)
+		}
+	}
+	return nil
+}
+
+// Create deploys a one-replica Scope from a provider.CreateSpec (image, env, GPU
+// count); deploy --provider kubernetes says much more.
+func (c *Client) Create(ctx context.Context, spec provider.CreateSpec) (*provider.Pod, error) {
+	name := spec.Name
+	if name == "" {
+		name = DefaultName
+	}
+	s := ScopeSpec{Name: name, Replicas: 1, Image: spec.Image, GPUCount: int64(max(spec.GPUCount, 1)),
+		Env: spec.Env, SecretEnv: spec.SecretEnv, Tag: spec.RequestID}
+	if spec.VolumeGB > 0 {
+		s.VolumeSize = strconv.Itoa(spec.VolumeGB) + "Gi"
+	}
+	if _, err := c.Apply(ctx, s, ApplyOptions{}); err != nil {
+		return nil, err
+	}
+	return c.Get(ctx, name)
+}
+
+// Update is not how a Kubernetes deployment changes: deploy --provider kubernetes
+// applies the whole spec, and server-side apply changes only what differs.
+func (c *Client) Update(ctx context.Context, id string, spec provider.UpdateSpec, dryRun bool) ([]provider.Change, error) {
+	return nil, errors.New("kubernetes: run deploy --provider kubernetes again with the new settings: server-side apply changes only what differs")
+}
+
+// GPUTypes lists the extended resources the nodes offer (nvidia.com/gpu …) with the
+// count allocatable across the cluster; no prices (the cluster is yours).
+func (c *Client) GPUTypes(ctx context.Context) ([]provider.GPUType, error) {
+	nodes, err := c.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, c.explain(err, "list nodes")
+	}
+	count := map[string]int64{}
+	for _, n := range nodes.Items {
+		for name, q := range n.Status.Allocatable {
+			if isGPUResource(string(name)) {
+				count[string(name)] += q.Value()
+			}
+		}
+	}
+	var out []provider.GPUType
+	for name, n := range count {
+		out = append(out, provider.GPUType{ID: name, Name: fmt.Sprintf("%s (%d allocatable)", name, n), Available: n > 0})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func isGPUResource(name string) bool {
+	switch name {
+	case "nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915", "gpu.intel.com/xe":
+		return true
+	}
+	return len(name) > 4 && name[len(name)-4:] == "/gpu"
+}

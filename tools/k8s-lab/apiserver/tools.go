@@ -1,0 +1,7 @@
+//go:build tools
+
+// Package tools pins k8s.io/kubernetes so that build.sh can build kube-apiserver for envtest.
+// It lives in its own module: scopectl's go.mod never pulls k8s.io/kubernetes.
+package tools
+
+import _ "k8s.io/kubernetes/cmd/kube-apiserver"
