@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -14,6 +17,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/daydreamlive/scopectl/internal/aitk"
+	"github.com/daydreamlive/scopectl/internal/deploy"
+	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/store"
@@ -45,16 +50,25 @@ func (a *app) trainer(rf remoteFlags) (*train.Trainer, error) {
 	if !a.json {
 		t.Notify = func(msg string) { fmt.Fprintln(a.stderr, msg) }
 	}
+	t.PodEnv = func(id string) remote.Env {
+		env := t.Env
+		if rf.knownHosts == "" {
+			// Trust on first use, per pod (as deploy does): a pod's host keys are made
+			// when its container starts.
+			env.KnownHosts = filepath.Join(a.cfg.DataDir, "known_hosts.d", id)
+			env.AcceptNewHostKey = true
+		}
+		return env
+	}
 	t.Resolve = func(ctx context.Context, job store.TrainJob) (string, error) {
 		_, p, err := a.podWithClient(ctx, job.PodID, rf)
 		if err != nil {
 			return "", err
 		}
-		u, direct := p.SSHURL()
-		if !direct {
+		if _, direct := p.SSHURL(); !direct {
 			return "", fmt.Errorf("pod %s has no public SSH port (status %s)", p.ID, p.Status)
 		}
-		return u, nil
+		return podSSHURL(p), nil
 	}
 	return t, nil
 }
@@ -62,11 +76,12 @@ func (a *app) trainer(rf remoteFlags) (*train.Trainer, error) {
 func (a *app) trainRun() *cobra.Command {
 	var rf remoteFlags
 	var in train.RunInput
-	var host, pod string
-	var detach bool
-	var interval time.Duration
+	var host, pod, gpu, cloud string
+	var newPod, detach bool
+	var interval, wait time.Duration
+	var volumeGB int
 	cmd := &cobra.Command{
-		Use:   "run CONFIG (--host ssh://user@host:port [--aitk-dir DIR | --image REF] | --pod ID)",
+		Use:   "run CONFIG (--host ssh://user@host:port [--aitk-dir DIR | --image REF] | --pod ID | --new --gpu TYPE)",
 		Short: "Train a LoRA on a machine over SSH: check, send the dataset, start a supervisor there, follow it and collect checkpoints",
 		Long: "Checks the config and its datasets (refusing errors unless --force), sends the datasets (only\n" +
 			"changed files, verified) and this scopectl to the machine, and starts `scopectl train supervise`\n" +
@@ -77,8 +92,17 @@ func (a *app) trainRun() *cobra.Command {
 			ctx := cmd.Context()
 			in.Config = args[0]
 			switch {
-			case host != "" && pod != "":
-				return usageError("give --host or --pod, not both")
+			case (host != "") && (pod != "") || (host != "" || pod != "") && newPod:
+				return usageError("give one of --host, --pod and --new")
+			case newPod:
+				if gpu == "" {
+					return usageError("--new needs --gpu TYPE (see `scopectl pod gpus`)")
+				}
+				p, err := a.newTrainPod(ctx, gpu, cloud, volumeGB, in.Keep, wait, rf)
+				if err != nil {
+					return err
+				}
+				in.Target, in.PodID, in.CostPerHr = podSSHURL(p), p.ID, p.CostPerHr
 			case host != "":
 				in.Target = host
 			case pod != "":
@@ -86,16 +110,15 @@ func (a *app) trainRun() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				u, direct := p.SSHURL()
-				if !direct {
+				if _, direct := p.SSHURL(); !direct {
 					return fmt.Errorf("pod %s has no public SSH port: training needs direct SSH (expose 22/tcp)", p.ID)
 				}
-				in.Target, in.PodID, in.CostPerHr = u, p.ID, p.CostPerHr
+				in.Target, in.PodID, in.CostPerHr = podSSHURL(p), p.ID, p.CostPerHr
 				if in.AITKDir == "" && in.Image == "" && !strings.Contains(p.Image, "aitoolkit") && !strings.Contains(p.Image, "ai-toolkit") {
 					return usageError("pod %s runs %s, not ai-toolkit's image: give --aitk-dir or --image", p.ID, p.Image)
 				}
 			default:
-				return usageError("give --host ssh://user@host:port or --pod ID")
+				return usageError("give --host ssh://user@host:port, --pod ID or --new --gpu TYPE")
 			}
 			if in.AITKDir != "" && in.Image != "" {
 				return usageError("give --aitk-dir or --image, not both")
@@ -130,6 +153,11 @@ func (a *app) trainRun() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&host, "host", "", "the machine: ssh://user@host:port")
 	f.StringVar(&pod, "pod", "", "a RunPod pod (direct SSH); its image must be ai-toolkit's unless --aitk-dir or --image")
+	f.BoolVar(&newPod, "new", false, "rent a RunPod pod running "+train.DefaultImage+" (CUDA "+strings.Join(train.AllowedCUDA, ",")+" hosts only); stopped when the job ends unless --keep")
+	f.StringVar(&gpu, "gpu", "", "with --new: GPU type id, e.g. \"NVIDIA H100 80GB HBM3\"")
+	f.StringVar(&cloud, "cloud", "secure", "with --new: secure or community")
+	f.IntVar(&volumeGB, "volume-gb", 100, "with --new: pod volume at /workspace, GB (datasets, base weights, outputs)")
+	f.DurationVar(&wait, "wait", 15*time.Minute, "with --new: how long to wait for the pod to run")
 	f.StringVar(&in.AITKDir, "aitk-dir", "", "an ai-toolkit checkout on the machine (python run.py there)")
 	f.StringVar(&in.Image, "image", "", "an ai-toolkit image to docker run on the machine (e.g. ostris/aitoolkit:"+aitk.Version+")")
 	f.StringVar(&in.Workspace, "workspace", train.DefaultWorkspace, "folder on the machine for datasets, outputs and jobs")
@@ -503,4 +531,53 @@ func (a *app) trainSuperviseCtl() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "job-dir", "", "the job folder")
 	cmd.MarkFlagRequired("job-dir")
 	return cmd
+}
+
+// podSSHURL is the pod's direct SSH address as root.
+func podSSHURL(p *provider.Pod) string {
+	host, port, _ := p.SSH()
+	user := p.SSHUser
+	if user == "" {
+		user = "root"
+	}
+	return "ssh://" + user + "@" + net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// newTrainPod rents a pod for train run --new: ai-toolkit's pinned image on a CUDA 13
+// host, the user's SSH key, limits that stop it when the job ends (unless keep), and
+// waits until it runs with a public SSH port.
+func (a *app) newTrainPod(ctx context.Context, gpu, cloud string, volumeGB int, keep bool, wait time.Duration, rf remoteFlags) (*provider.Pod, error) {
+	c, err := a.runpod()
+	if err != nil {
+		return nil, err
+	}
+	spec := provider.CreateSpec{Name: "scopectl-train", GPUType: gpu, Cloud: cloud, Image: train.DefaultImage,
+		VolumeGB: volumeGB, ContainerDiskGB: 50, Ports: []string{"22/tcp"}, AllowedCUDA: train.AllowedCUDA}
+	if err := a.budgetGate(ctx, c, budgetFlags{}, spec, 0); err != nil {
+		return nil, err
+	}
+	pod, rec, err := a.createPodLimits(ctx, c, spec, DefaultIdleStop, 0, !keep, "")
+	if err != nil {
+		return nil, a.cleanupUnknownCreate(ctx, c, rec, keep, err)
+	}
+	if !a.json {
+		fmt.Fprintf(a.stderr, "pod %s: %s, $%.3f/h; waiting for it to run\n", pod.ID, pod.GPUType, pod.CostPerHr)
+	}
+	p, err := deploy.WaitPod(ctx, c, pod.ID, true, wait)
+	if err != nil {
+		if !keep {
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			defer cancel()
+			if terr := c.Terminate(tctx, pod.ID); terr == nil {
+				a.markTerminated(tctx, pod.ID)
+				return nil, fmt.Errorf("%w; pod %s terminated", err, pod.ID)
+			}
+		}
+		return nil, fmt.Errorf("%w; pod %s left as it is (`scopectl pod rm %s --yes` terminates it)", err, pod.ID, pod.ID)
+	}
+	// The guard on the pod enforces its limits (and the job end) with the laptop closed.
+	if _, gerr := a.installGuard(ctx, c, p, rf, ""); gerr != nil {
+		a.warn(oneLineErr(gerr))
+	}
+	return p, nil
 }

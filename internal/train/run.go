@@ -43,6 +43,9 @@ type Trainer struct {
 	Env remote.Env
 	// Notify receives one-line progress messages (nil: none).
 	Notify func(msg string)
+	// PodEnv, when set, gives the remote settings for a pod's machine (its own
+	// known_hosts: a pod's host keys are new on every boot).
+	PodEnv func(podID string) remote.Env
 	// Resolve gives a pod's current ssh:// address (a pod's IP and port change when
 	// it restarts); nil, or a job without a pod, uses the recorded Target.
 	Resolve func(ctx context.Context, job store.TrainJob) (string, error)
@@ -66,7 +69,7 @@ func (t *Trainer) openJob(ctx context.Context, job store.TrainJob, dir string) (
 	if err != nil {
 		return nil, err
 	}
-	return t.open(ctx, base, dir)
+	return t.open(ctx, base, dir, job.PodID)
 }
 
 // connectJob connects to the job's machine with the job folder as the remote.
@@ -75,7 +78,7 @@ func (t *Trainer) connectJob(ctx context.Context, job store.TrainJob) (*machine,
 	if err != nil {
 		return nil, err
 	}
-	return t.connect(ctx, base, job.JobDir)
+	return t.connect(ctx, base, job.JobDir, job.PodID)
 }
 
 func (t *Trainer) note(format string, a ...any) {
@@ -137,6 +140,7 @@ func newJobID(name string) string {
 type machine struct {
 	t      *Trainer
 	base   string // ssh://user@host:port
+	pod    string
 	remote remote.Remote
 	run    remote.Runner
 }
@@ -150,17 +154,21 @@ func baseURL(target string) (string, error) {
 	return u.String(), nil
 }
 
-// open opens dir on the machine.
-func (t *Trainer) open(ctx context.Context, base, dir string) (remote.Remote, error) {
-	return remote.Open(ctx, base+dir, t.Env)
+// open opens dir on the machine (pod: the pod's id, or "").
+func (t *Trainer) open(ctx context.Context, base, dir, pod string) (remote.Remote, error) {
+	env := t.Env
+	if pod != "" && t.PodEnv != nil {
+		env = t.PodEnv(pod)
+	}
+	return remote.Open(ctx, base+dir, env)
 }
 
-func (t *Trainer) connect(ctx context.Context, target, dir string) (*machine, error) {
+func (t *Trainer) connect(ctx context.Context, target, dir, pod string) (*machine, error) {
 	base, err := baseURL(target)
 	if err != nil {
 		return nil, err
 	}
-	r, err := t.open(ctx, base, dir)
+	r, err := t.open(ctx, base, dir, pod)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +177,7 @@ func (t *Trainer) connect(ctx context.Context, target, dir string) (*machine, er
 		r.Close()
 		return nil, fmt.Errorf("%s cannot run commands", r)
 	}
-	return &machine{t: t, base: base, remote: r, run: run}, nil
+	return &machine{t: t, base: base, pod: pod, remote: r, run: run}, nil
 }
 
 func (m *machine) Close() error { return m.remote.Close() }
@@ -263,7 +271,7 @@ func (t *Trainer) Run(ctx context.Context, in RunInput) (*RunResult, error) {
 	}
 	id := newJobID(cfg.Config.Name)
 	jobDir := path.Join(ws, ".scopectl", "jobs", id)
-	m, err := t.connect(ctx, in.Target, jobDir)
+	m, err := t.connect(ctx, in.Target, jobDir, in.PodID)
 	if err != nil {
 		return res, err
 	}
@@ -300,7 +308,7 @@ func (t *Trainer) Run(ctx context.Context, in RunInput) (*RunResult, error) {
 		fmt.Fprintln(dsh, sum)
 		rdir := path.Join(ws, "datasets", sum[:16])
 		t.note("dataset %s: %d files → %s", dir, len(files), rdir)
-		st, err := syncDataset(ctx, func(ctx context.Context, d string) (remote.Remote, error) { return t.open(ctx, m.base, d) }, rdir, files)
+		st, err := syncDataset(ctx, func(ctx context.Context, d string) (remote.Remote, error) { return t.open(ctx, m.base, d, m.pod) }, rdir, files)
 		res.Sync.Files += st.Files
 		res.Sync.Sent += st.Sent
 		res.Sync.Bytes += st.Bytes
@@ -335,7 +343,7 @@ func (t *Trainer) Run(ctx context.Context, in RunInput) (*RunResult, error) {
 	}
 	spec.Env = append([]string{"HF_HOME=" + path.Join(ws, "hf")}, in.Env...)
 	if in.HFToken.IsSet() {
-		sr, err := t.open(ctx, m.base, path.Join(jobDir, SecretsDir))
+		sr, err := t.open(ctx, m.base, path.Join(jobDir, SecretsDir), m.pod)
 		if err != nil {
 			return res, err
 		}
@@ -424,7 +432,7 @@ func (t *Trainer) sendBinary(ctx context.Context, m *machine, ws string, bin []b
 	sum := sha256.Sum256(bin)
 	name := "scopectl-" + hex.EncodeToString(sum[:6])
 	dir := path.Join(ws, ".scopectl", "bin")
-	r, err := t.open(ctx, m.base, dir)
+	r, err := t.open(ctx, m.base, dir, m.pod)
 	if err != nil {
 		return "", err
 	}
@@ -643,3 +651,11 @@ func copyFrom(ctx context.Context, r remote.Remote, name string, off int64, w io
 	defer rc.Close()
 	return io.Copy(w, rc)
 }
+
+// DefaultImage is the ai-toolkit image `train run --new` rents a pod with: pinned to
+// the release scopectl's formats were read from.
+const DefaultImage = "ostris/aitoolkit:" + aitk.Version
+
+// AllowedCUDA is the CUDA versions a pod for DefaultImage may have: the image is built
+// on CUDA 13.0 (nvidia/cuda:13.0.3, torch cu130) and needs driver ≥ 580.
+var AllowedCUDA = []string{"13.0"}
