@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,8 +20,10 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/aitk"
 	"github.com/daydreamlive/scopectl/internal/deploy"
+	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/remote"
+	"github.com/daydreamlive/scopectl/internal/scope"
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/store"
 	"github.com/daydreamlive/scopectl/internal/train"
@@ -78,6 +82,7 @@ func (a *app) trainRun() *cobra.Command {
 	var in train.RunInput
 	var host, pod, gpu, cloud string
 	var newPod, detach bool
+	var pv previewFlags
 	var interval, wait time.Duration
 	var volumeGB int
 	cmd := &cobra.Command{
@@ -127,6 +132,7 @@ func (a *app) trainRun() *cobra.Command {
 				return usageError("on an SSH host give --aitk-dir (an ai-toolkit checkout there) or --image (an ai-toolkit image for docker run)")
 			}
 			in.HFToken = a.cfg.HFToken
+			in.Preview = pv.target
 			t, err := a.trainer(rf)
 			if err != nil {
 				return err
@@ -147,7 +153,7 @@ func (a *app) trainRun() *cobra.Command {
 			if !a.json {
 				fmt.Fprintf(a.stderr, "job %s started on %s (Ctrl+C leaves it running; `scopectl train watch %s` reattaches)\n", res.Job.ID, remote.Redact(res.Job.Target), res.Job.ID)
 			}
-			return a.watchJob(ctx, t, res.Job.ID, interval, rf)
+			return a.watchJob(ctx, t, res.Job.ID, interval, rf, pv)
 		},
 	}
 	f := cmd.Flags()
@@ -165,7 +171,7 @@ func (a *app) trainRun() *cobra.Command {
 	f.StringArrayVar(&in.Env, "env", nil, "KEY=VALUE for the trainer's environment (not for secrets: HF_TOKEN is sent from the config)")
 	f.BoolVar(&in.Force, "force", false, "run even if the config or a dataset has errors")
 	f.BoolVar(&in.Keep, "keep", false, "leave the pod running when the job ends")
-	f.StringVar(&in.Preview, "preview", "", "(recorded; installing each checkpoint on a Scope deploy is not done yet)")
+	pv.add(cmd)
 	f.BoolVar(&detach, "detach", false, "start the job and return")
 	f.DurationVar(&interval, "interval", 10*time.Second, "how often to look at the job")
 	f.StringVar(&in.DockerGPUs, "docker-gpus", "", "docker run --gpus (default all; - for none)")
@@ -203,8 +209,65 @@ func (a *app) printProblems(res *train.RunResult) {
 	}
 }
 
+// previewFlags put each new checkpoint on a running Scope: its LoRA folder (a sync
+// target) and, with a pipeline, its HTTP API to load the pipeline with it.
+type previewFlags struct {
+	target, scopeURL, pipeline string
+}
+
+func (p *previewFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&p.target, "preview", "", "put each new checkpoint into this Scope LoRA folder (a sync remote, e.g. ssh://root@pod:22/workspace/models/lora)")
+	f.StringVar(&p.scopeURL, "preview-scope", "", "with --preview: Scope's URL, to load --preview-pipeline with the checkpoint")
+	f.StringVar(&p.pipeline, "preview-pipeline", "", "with --preview-scope: the pipeline to load")
+}
+
+// preview installs the newest checkpoint collected and loads it into Scope; a failure
+// is a warning (the training goes on).
+func (a *app) preview(ctx context.Context, p previewFlags, rf remoteFlags, res *train.CollectResult) {
+	var newest *train.Collected
+	for i := range res.Checkpoints {
+		if c := &res.Checkpoints[i]; c.New && (newest == nil || c.Step > newest.Step) {
+			newest = c
+		}
+	}
+	if p.target == "" || newest == nil {
+		return
+	}
+	u, err := url.Parse(p.target)
+	loraDir := ""
+	if err == nil {
+		loraDir = u.Path
+	}
+	lib, err := a.library()
+	if err != nil {
+		a.warn("preview: " + oneLineErr(err))
+		return
+	}
+	pr, err := lib.Prepare(ctx, newest.Name, library.InstallOptions{Pipeline: p.pipeline})
+	if err != nil {
+		a.warn("preview: " + oneLineErr(err))
+		return
+	}
+	w := wantedLoRA{Ref: newest.Name, Load: scope.LoRALoad{Path: path.Join(loraDir, pr.File), Scale: 1}}
+	if _, err := a.syncLoRAs(ctx, p.target, []wantedLoRA{w}, p.pipeline, rf, time.Minute); err != nil {
+		a.warn("preview: " + oneLineErr(err))
+		return
+	}
+	if p.scopeURL != "" && p.pipeline != "" {
+		sc := &scope.Client{Base: p.scopeURL}
+		if err := sc.LoadPipeline(ctx, p.pipeline, []scope.LoRALoad{w.Load}, nil); err != nil {
+			a.warn("preview: loading " + p.pipeline + ": " + oneLineErr(err))
+			return
+		}
+	}
+	if !a.json {
+		fmt.Fprintf(a.stderr, "preview: step %d (%s) on %s\n", newest.Step, newest.Name, remote.Redact(p.target))
+	}
+}
+
 // watchJob follows a job to its end with a progress line (TTY) or JSON lines.
-func (a *app) watchJob(ctx context.Context, t *train.Trainer, id string, interval time.Duration, rf remoteFlags) error {
+func (a *app) watchJob(ctx context.Context, t *train.Trainer, id string, interval time.Duration, rf remoteFlags, pv previewFlags) error {
 	prog := a.progress()
 	var bar interface {
 		Write([]byte) (int, error)
@@ -229,6 +292,7 @@ func (a *app) watchJob(ctx context.Context, t *train.Trainer, id string, interva
 			fmt.Fprintln(a.stderr, stateLine(st))
 		},
 		OnCollect: func(r *train.CollectResult) {
+			a.preview(ctx, pv, rf, r)
 			if a.json {
 				return
 			}
@@ -409,6 +473,7 @@ func (a *app) trainCtl(verb, short string) *cobra.Command {
 
 func (a *app) trainResume() *cobra.Command {
 	var rf remoteFlags
+	var pv previewFlags
 	var detach bool
 	var interval time.Duration
 	cmd := &cobra.Command{
@@ -427,10 +492,11 @@ func (a *app) trainResume() *cobra.Command {
 			if detach {
 				return a.out(res, func(w io.Writer) { fmt.Fprintf(w, "resumed: %s\n", stateLine(res.State)) })
 			}
-			return a.watchJob(cmd.Context(), t, res.Job.ID, interval, rf)
+			return a.watchJob(cmd.Context(), t, res.Job.ID, interval, rf, pv)
 		},
 	}
 	cmd.Flags().BoolVar(&detach, "detach", false, "start it and return")
+	pv.add(cmd)
 	cmd.Flags().DurationVar(&interval, "interval", 10*time.Second, "how often to look at the job")
 	rf.add(cmd)
 	return cmd
@@ -438,6 +504,7 @@ func (a *app) trainResume() *cobra.Command {
 
 func (a *app) trainWatch() *cobra.Command {
 	var rf remoteFlags
+	var pv previewFlags
 	var interval time.Duration
 	cmd := &cobra.Command{
 		Use:   "watch JOB",
@@ -448,10 +515,11 @@ func (a *app) trainWatch() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.watchJob(cmd.Context(), t, args[0], interval, rf)
+			return a.watchJob(cmd.Context(), t, args[0], interval, rf, pv)
 		},
 	}
 	cmd.Flags().DurationVar(&interval, "interval", 10*time.Second, "how often to look at the job")
+	pv.add(cmd)
 	rf.add(cmd)
 	return cmd
 }

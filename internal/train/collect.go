@@ -261,7 +261,12 @@ func (t *Trainer) Watch(ctx context.Context, id string, opt WatchOptions) (*Coll
 						}
 					}
 				}
-				if Terminal(st.Phase) || (st.SupervisorAlive != nil && !*st.SupervisorAlive) {
+				if !Terminal(st.Phase) && st.SupervisorAlive != nil && !*st.SupervisorAlive {
+					// Not an end: the machine rebooted or the supervisor died. The pod is
+					// left alone (a trainer may still run there).
+					return res, fmt.Errorf("job %s: the supervisor is not running (phase %s); `scopectl train resume %s` starts it again (taking over a trainer still running)", job.ID, st.Phase, job.ID)
+				}
+				if Terminal(st.Phase) {
 					if opt.StopMachine != nil && job.PodID != "" && !job.Keep {
 						if err := opt.StopMachine(ctx, job); err != nil {
 							return res, fmt.Errorf("job ended (%s) but the pod was not stopped: %w", st.Phase, err)
