@@ -34,12 +34,13 @@ type deployFlags struct {
 	wait     time.Duration
 	rf       remoteFlags
 	rp       runpodDeployFlags
+	kube     kubeDeployFlags // --provider kubernetes (kube.go)
 }
 
 func (a *app) deployCmd() *cobra.Command {
 	var o deployFlags
 	cmd := &cobra.Command{
-		Use:   "deploy (--host ssh://user@host:port | --pod ID | --new --gpu TYPE) [--image …] [--lora NAME[:SCALE]…] [--pipeline ID]",
+		Use:   "deploy (--host ssh://user@host:port | --pod ID | --new --gpu TYPE | --provider kubernetes [--replicas N] [--gpu nvidia.com/gpu=1]) [--image …] [--lora NAME[:SCALE]…] [--pipeline ID]",
 		Short: "Run Daydream Scope on a RunPod pod or an SSH host with Docker, idempotently; sync LoRAs; load a pipeline",
 		Long: "Plans, then applies, then syncs the chosen LoRAs into Scope's LoRA dir, waits for Scope's\n" +
 			"/health and, with --pipeline, loads it with the LoRAs and scales. --dry-run prints the plan only.\n\n" +
@@ -52,9 +53,16 @@ func (a *app) deployCmd() *cobra.Command {
 			"--pod updates an existing pod only where its image, environment or ports differ (which\n" +
 			"restarts it) and starts it when it is stopped. LoRAs go over direct SSH; Scope is reached\n" +
 			"through RunPod's HTTP proxy (https://{pod}-8000.proxy.runpod.net, $" + "SCOPECTL_RUNPOD_PROXY_URL).\n\n" +
-			"--pod naming an SSH host (pod create --provider ssh) deploys there as --host does.",
+			"--pod naming an SSH host (pod create --provider ssh) deploys there as --host does.\n\n" +
+			"--provider kubernetes (or --host k8s://CONTEXT/NAMESPACE[/NAME]): Scope as a StatefulSet\n" +
+			"(one --gpu set per replica, a volume per replica, a headless Service, HF_TOKEN and the agent\n" +
+			"token in a Secret, the scopectl agent as a sidecar) by server-side apply under the field\n" +
+			"manager scopectl, then a watch until every replica is ready. --dry-run -o yaml prints it.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.kube.selected(o.host) {
+				return a.deployKube(cmd, &o)
+			}
 			if o.rp.pod != "" && !o.rp.isNew {
 				if done, err := a.deploySSHHost(cmd, &o); done {
 					return err
@@ -85,6 +93,7 @@ func (a *app) deployCmd() *cobra.Command {
 	f.DurationVar(&o.wait, "wait", 10*time.Minute, "how long to wait for the pod, for health and for the pipeline to load (each)")
 	o.rf.add(cmd)
 	o.rp.add(cmd)
+	o.kube.add(cmd)
 	return cmd
 }
 

@@ -328,8 +328,15 @@ func (a *app) podLs() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if prov == "kubernetes" {
+				views, err := a.kubePodViews(ctx, rf)
+				if err != nil {
+					return err
+				}
+				return a.out(views, func(w io.Writer) { printKubePods(w, views) })
+			}
 			if prov != "" && prov != runpod.Name && prov != sshhost.Name {
-				return usageError("--provider %q: runpod or ssh", prov)
+				return usageError("--provider %q: runpod, ssh or kubernetes", prov)
 			}
 			views := []podView{}
 			if prov != runpod.Name {
@@ -365,8 +372,9 @@ func (a *app) podLs() *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&prov, "provider", "", "only runpod or only ssh (default both; RunPod when RUNPOD_API_KEY is set)")
+	cmd.Flags().StringVar(&prov, "provider", "", "only runpod, only ssh, or kubernetes (default runpod and ssh; RunPod when RUNPOD_API_KEY is set)")
 	rf.addSSH(cmd)
+	rf.kube.addTarget(cmd)
 	return cmd
 }
 
@@ -471,6 +479,7 @@ func (a *app) podGet() *cobra.Command {
 		},
 	}
 	rf.addSSH(cmd)
+	rf.kube.add(cmd)
 	return cmd
 }
 
@@ -510,6 +519,7 @@ func (a *app) podAction(verb string) *cobra.Command {
 		},
 	}
 	rf.addSSH(cmd)
+	rf.kube.add(cmd)
 	return cmd
 }
 
@@ -549,6 +559,7 @@ func (a *app) podRm() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm termination")
 	rf.addSSH(cmd)
+	rf.kube.add(cmd)
 	return cmd
 }
 

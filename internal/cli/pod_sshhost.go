@@ -75,6 +75,9 @@ func (a *app) sshHost(ctx context.Context, ref string) (store.Pod, bool, error) 
 // podTarget resolves a pod reference (a pod id, scopectl's request id, or an SSH host's
 // name) and opens its provider: the store's record says which; RunPod otherwise.
 func (a *app) podTarget(ctx context.Context, ref string, rf remoteFlags) (provider.Provider, string, error) {
+	if rf.kube.selected(ref) {
+		return a.kubeTarget(ref, rf)
+	}
 	if rec, ok, err := a.sshHost(ctx, ref); err != nil {
 		return nil, "", err
 	} else if ok {

@@ -102,6 +102,9 @@ func (a *app) statusCmd() *cobra.Command {
 			}
 			base := scopeURL
 			var gpuSrc gpu.Source
+			if rf.kube.selected(target) {
+				return a.kubeStatus(ctx, target, rf)
+			}
 			if target != "" {
 				// An SSH host scopectl records: read it as ssh://, with the container deploy made.
 				t, err := a.hostTarget(ctx, target, &name, cmd.Flags().Changed("name"))

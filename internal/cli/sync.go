@@ -35,6 +35,7 @@ type remoteFlags struct {
 	crocWait         string
 	compress         string
 	allowHTTP        bool
+	kube             kubeTargetFlags // pod/status on Kubernetes (kube.go)
 }
 
 func (f *remoteFlags) add(cmd *cobra.Command) {

@@ -253,7 +253,7 @@ func (s ScopeSpec) Build(ns string) Objects {
 			WithPodManagementPolicy(appsv1.ParallelPodManagement). // replicas start side by side
 			WithSelector(metaac.LabelSelector().WithMatchLabels(map[string]string{LabelName: "scope", LabelInstance: s.Name})).
 			WithTemplate(tmpl).
-			WithVolumeClaimTemplates(coreac.PersistentVolumeClaim("workspace", "").WithLabels(lbl).WithSpec(pvcSpec)))
+			WithVolumeClaimTemplates((&coreac.PersistentVolumeClaimApplyConfiguration{}).WithName("workspace").WithLabels(lbl).WithSpec(pvcSpec)))
 	if s.Tag != "" {
 		sts.WithAnnotations(map[string]string{AnnoTag: s.Tag})
 	}

@@ -1,0 +1,318 @@
+package cli
+
+// The CLI face of the Kubernetes provider (internal/provider/kubernetes): deploy
+// --provider kubernetes, pod ls/get/stop/start/rm --provider kubernetes (or a
+// k8s://CONTEXT/NAMESPACE/NAME id), status k8s://CONTEXT/NAMESPACE/NAME. Flags are
+// parsed here; everything else is the provider's.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/daydreamlive/scopectl/internal/deploy"
+	"github.com/daydreamlive/scopectl/internal/provider"
+	"github.com/daydreamlive/scopectl/internal/provider/kubernetes"
+	"github.com/daydreamlive/scopectl/internal/secret"
+)
+
+// kubeTargetFlags pick the cluster and namespace.
+type kubeTargetFlags struct {
+	provider   string
+	kubeconfig string
+	context    string
+	namespace  string
+}
+
+// add registers --provider and the target flags (pod get/stop/start/rm).
+func (f *kubeTargetFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.provider, "provider", "", "kubernetes: NAME is a Scope StatefulSet in --context/--namespace (or give k8s://CONTEXT/NAMESPACE/NAME)")
+	f.addTarget(cmd)
+}
+
+// addTarget registers the target flags alone (commands that have --provider already).
+func (f *kubeTargetFlags) addTarget(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubernetes: kubeconfig file (default $KUBECONFIG, else ~/.kube/config)")
+	fl.StringVar(&f.context, "context", "", "kubernetes: kubeconfig context (default the current one)")
+	fl.StringVarP(&f.namespace, "namespace", "n", "", "kubernetes: namespace (default the context's, else default)")
+}
+
+// selected reports whether ref (an id or target) means Kubernetes.
+func (f *kubeTargetFlags) selected(ref string) bool {
+	return f.provider == kubernetes.Name || strings.HasPrefix(ref, "k8s://")
+}
+
+// client opens the cluster for ref: a k8s://CONTEXT/NAMESPACE[/NAME] (flags fill the
+// parts it leaves empty) or a plain NAME; it returns the deployment name.
+func (f *kubeTargetFlags) client(ref string) (*kubernetes.Client, string, error) {
+	t := kubernetes.Target{Kubeconfig: f.kubeconfig, Context: f.context, Namespace: f.namespace}
+	name := ref
+	if strings.HasPrefix(ref, "k8s://") {
+		pt, n, err := kubernetes.ParseTarget(ref)
+		if err != nil {
+			return nil, "", usageError("%v", err)
+		}
+		if pt.Context != "" {
+			t.Context = pt.Context
+		}
+		if pt.Namespace != "" {
+			t.Namespace = pt.Namespace
+		}
+		name = n
+	}
+	c, err := kubernetes.New(t)
+	return c, name, err
+}
+
+// kubeTarget is podTarget for Kubernetes.
+func (a *app) kubeTarget(ref string, rf remoteFlags) (provider.Provider, string, error) {
+	c, name, err := rf.kube.client(ref)
+	if err != nil {
+		return nil, "", err
+	}
+	if name == "" {
+		name = kubernetes.DefaultName
+	}
+	return c, name, nil
+}
+
+// kubePodViews lists scopectl's Scope deployments of the namespace.
+func (a *app) kubePodViews(ctx context.Context, rf remoteFlags) ([]podView, error) {
+	c, _, err := rf.kube.client("")
+	if err != nil {
+		return nil, err
+	}
+	pods, err := c.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	views := make([]podView, 0, len(pods))
+	for _, p := range pods {
+		views = append(views, podView{Pod: p, Recorded: true, Note: p.Detail})
+	}
+	return views, nil
+}
+
+// kubeDeployFlags are deploy's flags for --provider kubernetes.
+type kubeDeployFlags struct {
+	kubeTargetFlags
+	replicas       int32
+	nodeSelector   []string
+	tolerations    []string
+	hostNetwork    bool
+	agentImage     string
+	storageClass   string
+	volumeSize     string
+	forceConflicts bool
+	output         string
+}
+
+func (f *kubeDeployFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.provider, "provider", "", "kubernetes: Scope as a StatefulSet on the kubeconfig's cluster (else RunPod/SSH as above)")
+	f.addTarget(cmd)
+	fl.Int32Var(&f.replicas, "replicas", 1, "kubernetes: Scope replicas, one GPU set each")
+	fl.StringSliceVar(&f.nodeSelector, "node-selector", nil, "kubernetes: node label KEY=VALUE the replicas need (repeatable)")
+	fl.StringSliceVar(&f.tolerations, "toleration", nil, "kubernetes: taint to tolerate, KEY[=VALUE][:EFFECT] (repeatable)")
+	fl.BoolVar(&f.hostNetwork, "host-network", false, "kubernetes: run the replicas on the node's network")
+	fl.StringVar(&f.agentImage, "agent-image", "", "kubernetes: image with the static scopectl binary for the agent sidecar (default "+kubernetes.DefaultAgentImage+"; - for none)")
+	fl.StringVar(&f.storageClass, "storage-class", "", "kubernetes: storage class of each replica's volume (default the cluster's)")
+	fl.StringVar(&f.volumeSize, "volume-size", "", "kubernetes: each replica's volume at /workspace (default "+kubernetes.DefaultVolumeSize+")")
+	fl.BoolVar(&f.forceConflicts, "force-conflicts", false, "kubernetes: take over fields another field manager owns")
+	fl.StringVarP(&f.output, "output", "o", "", "kubernetes, with --dry-run: yaml prints the manifests (secrets never)")
+}
+
+// deployKube deploys Scope to Kubernetes: server-side apply, then a watch until every
+// replica is ready (--wait; 0 does not wait).
+func (a *app) deployKube(cmd *cobra.Command, o *deployFlags) error {
+	ctx := cmd.Context()
+	kf := &o.kube
+	for _, n := range []string{"pod", "new", "port", "gpus", "volume", "gpu-count", "cloud", "volume-gb", "container-disk-gb", "network-volume", "max-price", "idle-stop", "max-hours", "ssh-key", "keep"} {
+		if cmd.Flags().Changed(n) {
+			return usageError("--%s is not for --provider kubernetes", n)
+		}
+	}
+	if len(o.loras) > 0 || o.pipeline != "" {
+		return usageError("--lora/--pipeline with --provider kubernetes are not done yet (they need the agent through a port-forward); deploy, then sync to the agent")
+	}
+	if kf.output != "" && (kf.output != "yaml" || !o.dryRun) {
+		return usageError("-o %s: only -o yaml, with --dry-run", kf.output)
+	}
+	env, err := parseEnv(o.envs)
+	if err != nil {
+		return err
+	}
+	ps, err := deploy.NormalizePod(deploy.PodSpec{Image: o.s.Image, LoRADir: o.s.LoRADir, Env: env})
+	if err != nil {
+		return err
+	}
+	if strings.HasPrefix(o.host, "k8s://") && o.s.Name == "" {
+		if _, n, err := kubernetes.ParseTarget(o.host); err == nil {
+			o.s.Name = n
+		}
+	}
+	gpuRes, gpuN, err := kubernetes.ParseGPU(o.rp.create.GPUType)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	s := kubernetes.ScopeSpec{Name: o.s.Name, Replicas: kf.replicas, Image: ps.Image, AgentImage: kf.agentImage,
+		GPUResource: gpuRes, GPUCount: gpuN, HostNetwork: kf.hostNetwork, StorageClass: kf.storageClass,
+		VolumeSize: kf.volumeSize, LoRADir: ps.LoRADir, Env: ps.PodEnv(), SecretEnv: map[string]secret.Secret{}}
+	switch o.s.Pull {
+	case "":
+	case deploy.PullAlways:
+		s.ImagePullPolicy = corev1.PullAlways
+	case deploy.PullMissing:
+		s.ImagePullPolicy = corev1.PullIfNotPresent
+	case deploy.PullNever:
+		s.ImagePullPolicy = corev1.PullNever
+	default:
+		return usageError("--pull %q: always, missing or never", o.s.Pull)
+	}
+	for _, kv := range kf.nodeSelector {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return usageError("--node-selector %q: want KEY=VALUE", kv)
+		}
+		if s.NodeSelector == nil {
+			s.NodeSelector = map[string]string{}
+		}
+		s.NodeSelector[k] = v
+	}
+	for _, tv := range kf.tolerations {
+		t, err := kubernetes.ParseToleration(tv)
+		if err != nil {
+			return usageError("%v", err)
+		}
+		s.Tolerations = append(s.Tolerations, t)
+	}
+	if a.cfg.HFToken.IsSet() {
+		s.SecretEnv[kubernetes.SecretHFToken] = a.cfg.HFToken
+	}
+	if a.cfg.AgentToken.IsSet() {
+		s.SecretEnv[kubernetes.SecretAgentToken] = a.cfg.AgentToken
+	}
+	if o.dryRun {
+		ns, err := s.Normalize()
+		if err != nil {
+			return err
+		}
+		if _, ok := ns.SecretEnv[kubernetes.SecretAgentToken]; !ok && ns.AgentImage != "-" {
+			ns.SecretEnv[kubernetes.SecretAgentToken] = secret.New("(kept from the cluster, or made on apply)")
+		}
+		namespace := kf.namespace
+		if c, _, err := kf.client(o.host); err == nil {
+			namespace = c.Namespace
+		}
+		objs := ns.Build(namespace)
+		y, err := objs.YAML()
+		if err != nil {
+			return err
+		}
+		if kf.output == "yaml" {
+			_, err = a.stdout.Write(y)
+			return err
+		}
+		return a.out(map[string]any{"dry_run": true, "manifests": string(y)}, func(w io.Writer) {
+			fmt.Fprintf(w, "would apply to namespace %s (field manager %s): Service %s, StatefulSet %s (%d × %s=%d)", namespace, kubernetes.FieldManager, ns.Name, ns.Name, ns.Replicas, ns.GPUResource, ns.GPUCount)
+			if objs.Secret != nil {
+				fmt.Fprintf(w, ", Secret %s", ns.SecretName())
+			}
+			fmt.Fprintln(w, "\n(-o yaml prints the manifests)")
+		})
+	}
+	c, _, err := kf.client(o.host)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	applied, err := c.Apply(ctx, s, kubernetes.ApplyOptions{Force: kf.forceConflicts})
+	if err != nil {
+		return err
+	}
+	res := map[string]any{"target": c.Target().String(), "applied": applied}
+	if !a.json {
+		for _, ap := range applied {
+			fmt.Fprintf(a.stdout, "%-11s %s/%s\n", ap.Action, ap.Kind, ap.Name)
+		}
+	}
+	name := cmpOrString(o.s.Name, kubernetes.DefaultName)
+	if o.wait > 0 && kf.replicas > 0 {
+		wctx, cancel := context.WithTimeout(ctx, o.wait)
+		defer cancel()
+		reps, err := c.WaitReady(wctx, name, kubernetes.WaitOptions{Events: true, Progress: func(r kubernetes.Replica) {
+			if !r.Ready && r.Reason != "" {
+				a.warn(fmt.Sprintf("%s: %s", r.Name, r.Reason))
+			}
+		}})
+		res["replicas"] = reps
+		if err != nil {
+			return err
+		}
+		res["ready_in_s"] = time.Since(t0).Seconds()
+	}
+	return a.out(res, func(w io.Writer) {
+		reps, _ := res["replicas"].([]kubernetes.Replica)
+		for _, r := range reps {
+			fmt.Fprintf(w, "%s ready in %s on %s\n", r.Name, r.ReadyIn.Round(100*time.Millisecond), cmpOrString(r.Node, "?"))
+		}
+		fmt.Fprintf(w, "Scope %s in %s: %d replica(s) (pod ls/get/stop/start/rm --provider kubernetes, status k8s://%s/%s/%s)\n",
+			name, c.Target(), kf.replicas, c.Context, c.Namespace, name)
+	})
+}
+
+// kubeStatus is status for k8s://CONTEXT/NAMESPACE/NAME: the deployment and every replica.
+func (a *app) kubeStatus(ctx context.Context, ref string, rf remoteFlags) error {
+	c, name, err := rf.kube.client(ref)
+	if err != nil {
+		return err
+	}
+	if name == "" {
+		name = kubernetes.DefaultName
+	}
+	p, err := c.Get(ctx, name)
+	if err != nil {
+		return notFound(err)
+	}
+	reps, err := c.Replicas(ctx, name)
+	if err != nil {
+		return err
+	}
+	v := map[string]any{"target": c.Target().String(), "deployment": p, "replicas": reps}
+	return a.out(v, func(w io.Writer) {
+		fmt.Fprintf(w, "%s %s: %s, %s, %d × %s\n", c.Target(), p.ID, p.Status, p.Detail, p.GPUCount, p.GPUType)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "REPLICA\tPHASE\tREADY\tNODE\tRESTARTS\tREASON")
+		for _, r := range reps {
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%d\t%s\n", r.Name, r.Phase, r.Ready, r.Node, r.Restarts, r.Reason)
+		}
+		tw.Flush()
+	})
+}
+
+func cmpOrString(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func printKubePods(w io.Writer, views []podView) {
+	if len(views) == 0 {
+		fmt.Fprintln(w, "no Scope deployments")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATUS\tGPU\tIMAGE\tNOTE")
+	for _, v := range views {
+		fmt.Fprintf(tw, "%s\t%s\t%d × %s\t%s\t%s\n", v.ID, v.Status, v.GPUCount, v.GPUType, v.Image, v.Note)
+	}
+	tw.Flush()
+}
