@@ -12,6 +12,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/cli"
 	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/lora/loratest"
+	"github.com/daydreamlive/scopectl/internal/provider/kubernetes/kubetest"
 	"github.com/daydreamlive/scopectl/internal/testkit"
 )
 
@@ -302,7 +303,7 @@ func buildBinary(t *testing.T) string {
 	return testkit.Scopectl(t)
 }
 
-func TestMain(m *testing.M) { testkit.Main(m) }
+func TestMain(m *testing.M) { kubetest.Main(m) } // testkit.Main, and the control plane of kube_test.go stopped
 
 // TestBuiltBinary runs the real binary, as users do.
 func TestBuiltBinary(t *testing.T) {

@@ -95,12 +95,14 @@ func Start(t testing.TB) *Env {
 	return shared
 }
 
-// Main runs the tests and stops the control plane (use it in TestMain).
+// Main runs the tests, stops the control plane and removes testkit's built programs
+// (use it in TestMain instead of testkit.Main).
 func Main(m *testing.M) {
 	code := m.Run()
 	if shared != nil {
 		_ = shared.env.Stop()
 	}
+	testkit.Cleanup()
 	os.Exit(code)
 }
 

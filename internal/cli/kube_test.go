@@ -1,0 +1,67 @@
+package cli_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/daydreamlive/scopectl/internal/provider/kubernetes/kubetest"
+)
+
+// TestKubernetesCLI drives deploy/pod/status --provider kubernetes against a real
+// kube-apiserver through a kubeconfig file, as a user would.
+func TestKubernetesCLI(t *testing.T) {
+	e := newEnv(t)
+	k := kubetest.Start(t)
+	ns := k.Namespace(t)
+	t.Setenv("KUBECONFIG", kubetest.Kubeconfig(t, e.root, k.Config, "lab", ns))
+	t.Setenv("HF_TOKEN", "hf_CLIcanaryNEVERprinted123456")
+
+	// --dry-run -o yaml prints the manifests, never the token, and applies nothing.
+	y := e.mustRun("deploy", "--provider", "kubernetes", "--replicas", "2", "--gpu", "nvidia.com/gpu=1", "--dry-run", "-o", "yaml")
+	if !strings.Contains(y, "kind: StatefulSet") || !strings.Contains(y, "namespace: "+ns) || strings.Contains(y, "hf_CLIcanary") {
+		t.Fatalf("dry run:\n%s", y)
+	}
+	ctx := context.Background()
+	if l, _ := k.CS.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{}); len(l.Items) != 0 {
+		t.Fatal("dry run applied")
+	}
+	out := e.mustRun("deploy", "--provider", "kubernetes", "--replicas", "2", "--wait", "0")
+	if !strings.Contains(out, "created     StatefulSet/scope") {
+		t.Fatalf("deploy:\n%s", out)
+	}
+	out = e.mustRun("deploy", "--provider", "kubernetes", "--replicas", "2", "--wait", "0")
+	if strings.Count(out, "unchanged") != 3 {
+		t.Fatalf("second deploy:\n%s", out)
+	}
+	out = e.mustRun("pod", "ls", "--provider", "kubernetes")
+	if !strings.Contains(out, "scope") || !strings.Contains(out, "RUNNING") || !strings.Contains(out, "2 × nvidia.com/gpu") {
+		t.Fatalf("pod ls:\n%s", out)
+	}
+	e.mustRun("pod", "stop", "--provider", "kubernetes", "scope")
+	if out := e.mustRun("pod", "get", "k8s://lab/"+ns+"/scope"); !strings.Contains(out, "EXITED") {
+		t.Fatalf("pod get after stop:\n%s", out)
+	}
+	e.mustRun("pod", "start", "k8s://lab/"+ns+"/scope")
+	sts, err := k.CS.AppsV1().StatefulSets(ns).Get(ctx, "scope", metav1.GetOptions{})
+	if err != nil || *sts.Spec.Replicas != 2 {
+		t.Fatalf("after start: %v", err)
+	}
+	if out := e.mustRun("status", "k8s://lab/"+ns+"/scope"); !strings.Contains(out, "REPLICA") {
+		t.Fatalf("status:\n%s", out)
+	}
+	if _, errs, code := e.run("pod", "rm", "--provider", "kubernetes", "scope"); code == 0 || !strings.Contains(errs, "--yes") {
+		t.Fatalf("rm without --yes: %d %s", code, errs)
+	}
+	e.mustRun("pod", "rm", "--provider", "kubernetes", "scope", "--yes")
+	if _, err := k.CS.AppsV1().StatefulSets(ns).Get(ctx, "scope", metav1.GetOptions{}); err == nil {
+		t.Fatal("rm left the StatefulSet")
+	}
+	// Bad input: a namespace that does not exist is one line.
+	_, errs, code := e.run("deploy", "--provider", "kubernetes", "-n", "nope", "--wait", "0")
+	if code == 0 || !strings.Contains(errs, `namespace "nope"`) || strings.Count(strings.TrimSpace(errs), "\n") > 0 {
+		t.Fatalf("missing namespace: %d %q", code, errs)
+	}
+}
