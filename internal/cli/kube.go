@@ -19,6 +19,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/kubernetes"
+	"github.com/daydreamlive/scopectl/internal/scope"
 	"github.com/daydreamlive/scopectl/internal/secret"
 )
 
@@ -139,8 +140,8 @@ func (a *app) deployKube(cmd *cobra.Command, o *deployFlags) error {
 			return usageError("--%s is not for --provider kubernetes", n)
 		}
 	}
-	if len(o.loras) > 0 || o.pipeline != "" {
-		return usageError("--lora/--pipeline with --provider kubernetes are not done yet (they need the agent through a port-forward); deploy, then sync to the agent")
+	if (len(o.loras) > 0 || o.pipeline != "") && (o.wait <= 0 || kf.replicas == 0 || kf.agentImage == "-") {
+		return usageError("--lora/--pipeline need the replicas up (--wait > 0, --replicas > 0) and the agent sidecar")
 	}
 	if kf.output != "" && (kf.output != "yaml" || !o.dryRun) {
 		return usageError("-o %s: only -o yaml, with --dry-run", kf.output)
@@ -156,6 +157,12 @@ func (a *app) deployKube(cmd *cobra.Command, o *deployFlags) error {
 	if strings.HasPrefix(o.host, "k8s://") && o.s.Name == "" {
 		if _, n, err := kubernetes.ParseTarget(o.host); err == nil {
 			o.s.Name = n
+		}
+	}
+	var wanted []wantedLoRA
+	if len(o.loras) > 0 && !o.dryRun {
+		if wanted, err = a.prepareLoRAs(ctx, o.loras, o.pipeline, ps.LoRADir); err != nil {
+			return err
 		}
 	}
 	gpuRes, gpuN, err := kubernetes.ParseGPU(o.rp.create.GPUType)
@@ -257,6 +264,11 @@ func (a *app) deployKube(cmd *cobra.Command, o *deployFlags) error {
 			return err
 		}
 		res["ready_in_s"] = time.Since(t0).Seconds()
+		if len(wanted) > 0 || o.pipeline != "" {
+			if err := a.kubeScopeUp(ctx, c, name, reps, o, wanted, res); err != nil {
+				return err
+			}
+		}
 	}
 	return a.out(res, func(w io.Writer) {
 		reps, _ := res["replicas"].([]kubernetes.Replica)
@@ -315,4 +327,44 @@ func printKubePods(w io.Writer, views []podView) {
 		fmt.Fprintf(tw, "%s\t%s\t%d × %s\t%s\t%s\n", v.ID, v.Status, v.GPUCount, v.GPUType, v.Image, v.Note)
 	}
 	tw.Flush()
+}
+
+// kubeScopeUp syncs the LoRAs to every replica through its agent sidecar and loads the
+// pipeline in each Scope, both reached by port-forwards through the API server.
+func (a *app) kubeScopeUp(ctx context.Context, c *kubernetes.Client, name string, reps []kubernetes.Replica, o *deployFlags, wanted []wantedLoRA, res map[string]any) error {
+	if !a.cfg.AgentToken.IsSet() {
+		tok, err := c.AgentToken(ctx, name)
+		if err != nil {
+			return err
+		}
+		a.cfg.AgentToken = tok
+	}
+	per := map[string]any{}
+	for _, r := range reps {
+		one := map[string]any{}
+		if len(wanted) > 0 {
+			addr, stop, err := c.PortForward(ctx, r.Name, kubernetes.AgentPort)
+			if err != nil {
+				return err
+			}
+			sres, err := a.syncLoRAs(ctx, "http://"+addr, wanted, o.pipeline, o.rf, 30*time.Second)
+			stop()
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.Name, err)
+			}
+			one["sync"] = sres
+		}
+		addr, stop, err := c.PortForward(ctx, r.Name, kubernetes.ScopePort)
+		if err != nil {
+			return err
+		}
+		err = a.scopeUp(ctx, &scope.Client{Base: "http://" + addr}, o.wait, o.pipeline, wanted, one)
+		stop()
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.Name, err)
+		}
+		per[r.Name] = one
+	}
+	res["scope"] = per
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -131,4 +132,18 @@ func applied(kind, name, before, after string) Applied {
 		a.Action = ActionConfigured
 	}
 	return a
+}
+
+// AgentToken is the agent sidecar's token of deployment name, from its Secret.
+func (c *Client) AgentToken(ctx context.Context, name string) (secret.Secret, error) {
+	s := ScopeSpec{Name: name}
+	sec, err := c.CS.CoreV1().Secrets(c.Namespace).Get(ctx, s.SecretName(), metav1.GetOptions{})
+	if err != nil {
+		return secret.Secret{}, c.explain(err, "read secret "+s.SecretName())
+	}
+	v := sec.Data[SecretAgentToken]
+	if len(v) == 0 {
+		return secret.Secret{}, fmt.Errorf("kubernetes: secret %s has no %s (deployed with --agent-image -?)", s.SecretName(), SecretAgentToken)
+	}
+	return secret.New(string(v)), nil
 }

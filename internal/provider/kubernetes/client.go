@@ -94,6 +94,7 @@ type Client struct {
 	Namespace string
 	Context   string // the kubeconfig context, for messages
 	Host      string // the API server URL, for messages
+	cfg       *rest.Config
 }
 
 // New loads the kubeconfig (KUBECONFIG and its merge rules, or t.Kubeconfig) and
@@ -160,7 +161,7 @@ func NewForConfig(cfg *rest.Config, namespace string) (*Client, error) {
 	if namespace == "" {
 		namespace = "default"
 	}
-	return &Client{CS: cs, Namespace: namespace, Host: cfg.Host}, nil
+	return &Client{CS: cs, Namespace: namespace, Host: cfg.Host, cfg: cfg}, nil
 }
 
 // Name is the provider name.

@@ -554,3 +554,15 @@ func TestTrainJob(t *testing.T) {
 		t.Fatalf("output claim gone with the job: %v", err)
 	}
 }
+
+func TestPortForwardToUnscheduledPod(t *testing.T) {
+	e, c := client(t)
+	makePod(t, e, c.Namespace, "scope-0", corev1.PodStatus{Phase: corev1.PodPending})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, _, err := c.PortForward(ctx, "scope-0", kubernetes.AgentPort)
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "port-forward to scope-0:8765") {
+		t.Fatalf("port-forward: %v", err)
+	}
+	t.Logf("port-forward: %v", err)
+}
