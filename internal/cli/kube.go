@@ -297,13 +297,47 @@ func (a *app) kubeStatus(ctx context.Context, ref string, rf remoteFlags) error 
 	if err != nil {
 		return err
 	}
-	v := map[string]any{"target": c.Target().String(), "deployment": p, "replicas": reps}
+	// Scope in each ready replica, through a port-forward: health and pipeline.
+	views := make([]kubeReplicaView, len(reps))
+	for i, r := range reps {
+		views[i].Replica = r
+		if !r.Ready {
+			continue
+		}
+		addr, stop, err := c.PortForward(ctx, r.Name, kubernetes.ScopePort)
+		if err != nil {
+			views[i].Error = err.Error()
+			continue
+		}
+		sc := &scope.Client{Base: "http://" + addr}
+		if h, err := sc.Health(ctx); err != nil {
+			views[i].Error = "scope: " + err.Error()
+		} else {
+			views[i].Health = h
+			if st, err := sc.PipelineStatus(ctx); err == nil {
+				views[i].Pipeline = st
+			}
+		}
+		stop()
+	}
+	v := map[string]any{"target": c.Target().String(), "deployment": p, "replicas": views}
 	return a.out(v, func(w io.Writer) {
 		fmt.Fprintf(w, "%s %s: %s, %s, %d × %s\n", c.Target(), p.ID, p.Status, p.Detail, p.GPUCount, p.GPUType)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "REPLICA\tPHASE\tREADY\tNODE\tRESTARTS\tREASON")
-		for _, r := range reps {
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%d\t%s\n", r.Name, r.Phase, r.Ready, r.Node, r.Restarts, r.Reason)
+		fmt.Fprintln(tw, "REPLICA\tPHASE\tREADY\tNODE\tRESTARTS\tSCOPE\tPIPELINE\tREASON")
+		for _, r := range views {
+			health, pipe := "-", "-"
+			if r.Health != nil {
+				health = r.Health.Status + " " + r.Health.Version
+			}
+			if r.Pipeline != nil {
+				pipe = r.Pipeline.Status
+			}
+			why := r.Reason
+			if r.Error != "" {
+				why = r.Error
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%d\t%s\t%s\t%s\n", r.Name, r.Phase, r.Ready, r.Node, r.Restarts, health, pipe, why)
 		}
 		tw.Flush()
 	})
@@ -367,4 +401,12 @@ func (a *app) kubeScopeUp(ctx context.Context, c *kubernetes.Client, name string
 	}
 	res["scope"] = per
 	return nil
+}
+
+// kubeReplicaView is one replica in status: the pod, and Scope in it when it is ready.
+type kubeReplicaView struct {
+	kubernetes.Replica
+	Health   *scope.Health         `json:"health,omitempty"`
+	Pipeline *scope.PipelineStatus `json:"pipeline,omitempty"`
+	Error    string                `json:"error,omitempty"`
 }
