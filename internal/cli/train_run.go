@@ -476,28 +476,85 @@ func (a *app) trainResume() *cobra.Command {
 	var pv previewFlags
 	var detach bool
 	var interval time.Duration
+	var in train.RunInput
+	var host, pod string
 	cmd := &cobra.Command{
-		Use:   "resume JOB",
-		Short: "Start a stopped or failed job again on its machine, from its newest complete checkpoint",
-		Args:  cobra.ExactArgs(1),
+		Use:   "resume JOB [--host ssh://… (--aitk-dir DIR | --image REF) | --pod ID]",
+		Short: "Start a stopped or failed job again, from its newest complete checkpoint: on its machine, or on another one",
+		Long: "On its own machine, a new supervisor starts (taking over a trainer that still runs). With --host or\n" +
+			"--pod the job moves: its config (unchanged, unless --force) and datasets are sent there as by\n" +
+			"`train run`, and its newest checkpoint in the library is put into the new save folder last, so\n" +
+			"that ai-toolkit continues from it.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			t, err := a.trainer(rf)
 			if err != nil {
 				return err
 			}
-			res, err := t.Resume(cmd.Context(), args[0])
+			id := args[0]
+			if host != "" || pod != "" {
+				if host != "" && pod != "" {
+					return usageError("give --host or --pod, not both")
+				}
+				in.Target = host
+				if pod != "" {
+					_, p, err := a.podWithClient(ctx, pod, rf)
+					if err != nil {
+						return err
+					}
+					if _, direct := p.SSHURL(); !direct {
+						return fmt.Errorf("pod %s has no public SSH port: training needs direct SSH (expose 22/tcp)", p.ID)
+					}
+					in.Target, in.PodID, in.CostPerHr = podSSHURL(p), p.ID, p.CostPerHr
+				} else if in.AITKDir == "" && in.Image == "" {
+					return usageError("on an SSH host give --aitk-dir or --image")
+				}
+				in.HFToken, in.Preview = a.cfg.HFToken, pv.target
+				rres, err := t.ResumeOn(ctx, id, in)
+				if rres != nil && rres.Refused {
+					a.printProblems(rres)
+					return withCode(ExitRefused, err)
+				}
+				if err != nil {
+					return err
+				}
+				id = rres.Job.ID
+				if detach {
+					return a.out(rres, func(w io.Writer) { fmt.Fprintf(w, "job %s resumed on %s\n", id, remote.Redact(rres.Job.Target)) })
+				}
+				return a.watchJob(ctx, t, id, interval, rf, pv)
+			}
+			res, err := t.Resume(ctx, id)
 			if err != nil {
 				return err
 			}
 			if detach {
 				return a.out(res, func(w io.Writer) { fmt.Fprintf(w, "resumed: %s\n", stateLine(res.State)) })
 			}
-			return a.watchJob(cmd.Context(), t, res.Job.ID, interval, rf, pv)
+			return a.watchJob(ctx, t, res.Job.ID, interval, rf, pv)
 		},
 	}
-	cmd.Flags().BoolVar(&detach, "detach", false, "start it and return")
+	f := cmd.Flags()
+	f.BoolVar(&detach, "detach", false, "start it and return")
+	f.StringVar(&host, "host", "", "continue on this machine: ssh://user@host:port")
+	f.StringVar(&pod, "pod", "", "continue on this RunPod pod")
+	f.StringVar(&in.AITKDir, "aitk-dir", "", "with --host: an ai-toolkit checkout there")
+	f.StringVar(&in.Image, "image", "", "with --host: an ai-toolkit image to docker run there")
+	f.StringVar(&in.Workspace, "workspace", train.DefaultWorkspace, "with --host/--pod: folder there for datasets, outputs and jobs")
+	f.StringVar(&in.Binary, "binary", "", "scopectl binary to copy (default: this one, if linux/amd64)")
+	f.StringVar(&in.Config, "config", "", "with --host/--pod: the job config (default: the one the job was started from)")
+	f.StringArrayVar(&in.Env, "env", nil, "KEY=VALUE for the trainer's environment")
+	f.BoolVar(&in.Force, "force", false, "resume even if the config changed or has errors")
+	f.StringVar(&in.DockerGPUs, "docker-gpus", "", "docker run --gpus (default all; - for none)")
+	f.DurationVar(&in.StopGrace, "stop-grace", 0, "stop: time before SIGINT (default 5m)")
+	f.DurationVar(&in.KillGrace, "kill-grace", 0, "stop: time after SIGINT before SIGKILL (default 2m)")
+	f.DurationVar(&in.Poll, "poll", 0, "how often the supervisor looks at the trainer (default 1s)")
+	for _, n := range []string{"docker-gpus", "poll"} {
+		f.MarkHidden(n)
+	}
 	pv.add(cmd)
-	cmd.Flags().DurationVar(&interval, "interval", 10*time.Second, "how often to look at the job")
+	f.DurationVar(&interval, "interval", 10*time.Second, "how often to look at the job")
 	rf.add(cmd)
 	return cmd
 }

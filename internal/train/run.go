@@ -213,6 +213,18 @@ func (m *machine) put(ctx context.Context, r remote.Remote, name string, b []byt
 // machine, starts the supervisor there and records the job. It returns once the
 // supervisor runs; Watch follows it.
 func (t *Trainer) Run(ctx context.Context, in RunInput) (*RunResult, error) {
+	return t.run(ctx, in, nil)
+}
+
+// resumeFrom is a job continued on another machine: its id, and the checkpoint to
+// put into the new save folder (last, so that its ctime is the newest).
+type resumeFrom struct {
+	job  store.TrainJob
+	ckpt store.TrainCheckpoint
+	path string // the checkpoint's file in the library
+}
+
+func (t *Trainer) run(ctx context.Context, in RunInput, rs *resumeFrom) (*RunResult, error) {
 	raw, err := os.ReadFile(in.Config)
 	if err != nil {
 		return nil, err
@@ -270,6 +282,12 @@ func (t *Trainer) Run(ctx context.Context, in RunInput) (*RunResult, error) {
 		ws = DefaultWorkspace
 	}
 	id := newJobID(cfg.Config.Name)
+	if rs != nil {
+		id = rs.job.ID
+		if csum := sha256.Sum256(raw); hex.EncodeToString(csum[:]) != rs.job.ConfigSHA && !in.Force {
+			return res, fmt.Errorf("%w: %s changed since job %s started (its sha256 differs); --force resumes with it anyway", ErrRefused, in.Config, id)
+		}
+	}
 	jobDir := path.Join(ws, ".scopectl", "jobs", id)
 	m, err := t.connect(ctx, in.Target, jobDir, in.PodID)
 	if err != nil {
@@ -361,6 +379,24 @@ func (t *Trainer) Run(ctx context.Context, in RunInput) (*RunResult, error) {
 	sj, _ := json.MarshalIndent(spec, "", "  ")
 	if err := m.put(ctx, m.remote, SpecFile, sj); err != nil {
 		return res, err
+	}
+	if rs != nil {
+		// The checkpoint to continue from goes into the new save folder last: ai-toolkit
+		// resumes from the newest file by ctime, and reads the step from its metadata.
+		sr, err := t.open(ctx, m.base, spec.SaveDir, m.pod)
+		if err != nil {
+			return res, err
+		}
+		f, err := os.Open(rs.path)
+		if err == nil {
+			_, err = sr.Put(ctx, rs.ckpt.File, remote.Source{R: f, Size: rs.ckpt.Size, SHA256: rs.ckpt.SHA256}, remote.PutOptions{})
+			f.Close()
+		}
+		sr.Close()
+		if err != nil {
+			return res, fmt.Errorf("resume: sending %s: %w", rs.ckpt.File, err)
+		}
+		t.note("resume: step %d (%s) sent", rs.ckpt.Step, rs.ckpt.File)
 	}
 	job.DatasetSHA = hex.EncodeToString(dsh.Sum(nil))
 	job.SaveDir = spec.SaveDir
@@ -605,6 +641,45 @@ func (t *Trainer) Resume(ctx context.Context, id string) (*StatusResult, error) 
 		return nil, err
 	}
 	return t.Status(ctx, id)
+}
+
+// ResumeOn continues a job on another machine (in.Target / in.PodID and how ai-toolkit
+// runs there): the same config (refused if it changed, unless Force) and datasets are
+// sent as by Run, and the job's newest collected checkpoint from the library is put
+// into the new save folder last, so that ai-toolkit resumes from it. The job keeps its
+// id; its record moves to the new machine.
+func (t *Trainer) ResumeOn(ctx context.Context, id string, in RunInput) (*RunResult, error) {
+	job, err := t.Jobs.GetTrainJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	cps, err := t.Jobs.ListTrainCheckpoints(ctx, job.ID)
+	if err != nil {
+		return nil, err
+	}
+	var best *store.TrainCheckpoint
+	for i := range cps {
+		if _, ok := aitk.ParseCheckpointNameFor(job.Name, cps[i].File); !ok {
+			continue
+		}
+		if best == nil || cps[i].Step > best.Step {
+			best = &cps[i]
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("job %s has no collected checkpoint to resume from (`scopectl train collect %s` first; or train run again)", id, id)
+	}
+	e, err := t.Lib.Store.GetBySHA(ctx, best.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", best.File, err)
+	}
+	if err := t.Lib.Check(ctx, e); err != nil {
+		return nil, err
+	}
+	if in.Config == "" {
+		in.Config = job.ConfigPath
+	}
+	return t.run(ctx, in, &resumeFrom{job: job, ckpt: *best, path: e.Path})
 }
 
 // Logs copies train.log from byte offset off to w and returns the new offset; with
