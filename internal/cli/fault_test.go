@@ -179,15 +179,31 @@ func TestKill9DuringHubPull(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	kills, recorded := 0, 0
-	for round := 0; round < 5; round++ {
+	// Five rounds, and more (at most 10 in all) while the last one finished before its
+	// kill: the final run must have a partial download to resume.
+	for round := 0; round < 10; round++ {
+		if round >= 5 {
+			if _, err := os.Stat(blob + ".incomplete"); err == nil {
+				break
+			}
+		}
 		cmd := exec.Command(bin, args...)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		// A random moment once the download is under way (a loaded machine may take a
-		// while to get there).
-		waitFor(10*time.Second, func() bool { _, err := os.Stat(blob + ".incomplete"); return err == nil })
-		time.Sleep(time.Duration(100+rng.IntN(500)) * time.Millisecond)
+		// A random moment once a chunk more than the last round's is on record (polled,
+		// bounded): on a loaded machine a fixed delay after the start could land every
+		// kill before the first chunk, and the test would prove nothing.
+		chunks := func() int {
+			side, err := os.ReadFile(blob + ".incomplete.chunks")
+			if err != nil {
+				return 0
+			}
+			return strings.Count(string(side), "\n") - 1
+		}
+		done := chunks()
+		waitFor(20*time.Second, func() bool { return chunks() > done })
+		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
 		if cmd.Process.Signal(syscall.SIGKILL) == nil {
 			kills++
 		}
