@@ -50,6 +50,9 @@ type TrainStore interface {
 	PutTrainJob(ctx context.Context, j TrainJob) error
 	GetTrainJob(ctx context.Context, id string) (TrainJob, error) // by id, or a unique id prefix
 	ListTrainJobs(ctx context.Context) ([]TrainJob, error)
+	// SetTrainJobState records what a job's machine last said (phase, step, end),
+	// leaving the rest of the record as it is.
+	SetTrainJobState(ctx context.Context, id, phase string, step int, ended *time.Time) error
 	PutTrainCheckpoint(ctx context.Context, c TrainCheckpoint) error
 	ListTrainCheckpoints(ctx context.Context, jobID string) ([]TrainCheckpoint, error)
 }
@@ -144,6 +147,19 @@ func (s *SQLite) ListTrainJobs(ctx context.Context) ([]TrainJob, error) {
 		out = append(out, j)
 	}
 	return out, rows.Err()
+}
+
+// SetTrainJobState updates the last seen phase, step and end of a job.
+func (s *SQLite) SetTrainJobState(ctx context.Context, id, phase string, step int, ended *time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE train_jobs SET phase = ?, step = ?, updated_at = ?, ended_at = ? WHERE id = ?`,
+		phase, step, fmtTime(time.Now()), optTime(ended), id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("training job %q: %w", id, ErrNotFound)
+	}
+	return nil
 }
 
 // PutTrainCheckpoint records (replacing) a collected checkpoint.

@@ -56,3 +56,24 @@ func TestTrainJobs(t *testing.T) {
 		t.Errorf("checkpoints: %+v %v", cps, err)
 	}
 }
+
+func TestSetTrainJobState(t *testing.T) {
+	s, err := OpenSQLite(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	s.PutTrainJob(ctx, TrainJob{ID: "j", Target: "t", JobDir: "d", Binary: "/b"})
+	end := time.Now().UTC().Truncate(time.Second)
+	if err := s.SetTrainJobState(ctx, "j", "done", 40, &end); err != nil {
+		t.Fatal(err)
+	}
+	j, _ := s.GetTrainJob(ctx, "j")
+	if j.Binary != "/b" || j.Phase != "done" || j.Step != 40 || j.EndedAt == nil || !j.EndedAt.Equal(end) || j.UpdatedAt == nil {
+		t.Errorf("%+v", j)
+	}
+	if err := s.SetTrainJobState(ctx, "nope", "done", 1, nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing: %v", err)
+	}
+}

@@ -576,12 +576,18 @@ func cost(j store.TrainJob) float64 {
 }
 
 func (t *Trainer) record(ctx context.Context, job *store.TrainJob, st *State) {
+	if st.Phase == PhasePreparing {
+		return // the laptop that prepares it owns the record
+	}
 	now := time.Now().UTC()
 	job.Phase, job.Step, job.UpdatedAt = st.Phase, st.Step, &now
+	job.EndedAt = nil
 	if Terminal(st.Phase) && st.Ended != nil {
 		job.EndedAt = st.Ended
 	}
-	_ = t.Jobs.PutTrainJob(ctx, *job)
+	// Only the state columns: another scopectl (the one running `train run`, a resume)
+	// may be writing the rest of the record meanwhile.
+	_ = t.Jobs.SetTrainJobState(ctx, job.ID, job.Phase, job.Step, job.EndedAt)
 }
 
 // Stop asks the supervisor to stop the job (flag, then SIGINT, then SIGKILL).

@@ -38,7 +38,7 @@ func TestTrainRunKillReattachCollect(t *testing.T) {
 	var id string
 	deadline := time.Now().Add(120 * time.Second)
 	for id == "" && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
 		var jobs []store.TrainJob
 		if json.Unmarshal([]byte(w.Scopectl("train", "ls", "--json")), &jobs) == nil && len(jobs) == 1 {
 			id = jobs[0].ID
@@ -87,7 +87,7 @@ func TestTrainRunKillReattachCollect(t *testing.T) {
 // Stop during a save waits for the save; resume continues from the newest checkpoint.
 func TestTrainStopDuringSaveAndResume(t *testing.T) {
 	t.Parallel()
-	w := NewWorld(t, aitktest.Config{Name: "stoplora", Steps: 60, SaveEvery: 10, Keep: 2})
+	w := NewWorld(t, aitktest.Config{Name: "stoplora", Steps: 120, SaveEvery: 10, Keep: 2})
 	id := DetachJob(t, w, "--env", aitktest.EnvStepMS+"=50", "--env", aitktest.EnvSaveMS+"=2500")
 	w.WaitFor(id, "saving", func(st *train.State) bool { return st.Phase == train.PhaseSaving })
 	w.Scopectl("train", "stop", id, "--json")

@@ -18,7 +18,7 @@ import (
 func TestMain(m *testing.M) { testkit.Main(m) }
 
 func TestResumeOnAnotherMachine(t *testing.T) {
-	w := NewWorld(t, aitktest.Config{Name: "movelora", Steps: 40, SaveEvery: 10, Keep: 2})
+	w := NewWorld(t, aitktest.Config{Name: "movelora", Steps: 200, SaveEvery: 10, Keep: 2})
 	id := DetachJob(t, w, "--env", aitktest.EnvStepMS+"=100")
 	w.WaitFor(id, "a staged checkpoint", func(st *train.State) bool { return len(st.Checkpoints) > 0 })
 	w.Scopectl("train", "stop", id, "--json")
@@ -55,4 +55,5 @@ func TestResumeOnAnotherMachine(t *testing.T) {
 		t.Fatalf("on the new machine: phase %s (%s), resumed from %d, want %d", s.State.Phase, s.State.Reason, s.State.ResumedAt, last)
 	}
 	CheckLibrary(t, w, id, 3)
+	_ = rr
 }

@@ -136,7 +136,7 @@ func (w *World) WaitFor(id string, what string, ok func(*train.State) bool) *tra
 		if train.Terminal(st.State.Phase) {
 			w.T.Fatalf("job ended (%s: %s) while waiting for %s", st.State.Phase, st.State.Reason, what)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(time.Second)
 	}
 	w.T.Fatalf("timed out waiting for %s", what)
 	return nil
