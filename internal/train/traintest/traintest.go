@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -24,51 +23,6 @@ import (
 	"github.com/daydreamlive/scopectl/internal/train"
 )
 
-// StartSSHD runs OpenSSH's sshd on 127.0.0.1 with a client key and known_hosts in home.
-func StartSSHD(t *testing.T, home string) int {
-	t.Helper()
-	testkit.NeedFile(t, "/usr/sbin/sshd", "openssh-server")
-	dir := t.TempDir()
-	keygen := func(path string) {
-		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path).CombinedOutput(); err != nil {
-			t.Fatalf("ssh-keygen: %v %s", err, out)
-		}
-	}
-	keygen(filepath.Join(dir, "host"))
-	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
-	keygen(filepath.Join(home, ".ssh", "id_ed25519"))
-	pub, _ := os.ReadFile(filepath.Join(home, ".ssh", "id_ed25519.pub"))
-	os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600)
-	os.MkdirAll("/run/sshd", 0o755)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cfg := fmt.Sprintf("Port %d\nListenAddress 127.0.0.1\nHostKey %s\nAuthorizedKeysFile %s\nPidFile %s\nStrictModes no\nUsePAM no\n"+
-		"PasswordAuthentication no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
-		port, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "pid"))
-	os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600)
-	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
-	testkit.KillWithParent(cmd)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	hostPub, _ := os.ReadFile(filepath.Join(dir, "host.pub"))
-	os.WriteFile(filepath.Join(home, ".ssh", "known_hosts"), []byte(fmt.Sprintf("[127.0.0.1]:%d %s", port, hostPub)), 0o600)
-	for i := 0; i < 100; i++ {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			return port
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("sshd did not start")
-	return 0
-}
-
 // World is one laptop (HOME, data dir) and one machine (sshd, workspace, checkout).
 type World struct {
 	T                      *testing.T
@@ -82,7 +36,7 @@ func NewWorld(t *testing.T, c aitktest.Config) *World {
 	root := t.TempDir()
 	w.Home, w.Data, w.WS = filepath.Join(root, "home"), filepath.Join(root, "data"), filepath.Join(root, "ws")
 	os.MkdirAll(w.Home, 0o700)
-	port := StartSSHD(t, w.Home)
+	port := testkit.StartSSHD(t, w.Home, "")
 	u, _ := user.Current()
 	w.Host = fmt.Sprintf("ssh://%s@127.0.0.1:%d", u.Username, port)
 	w.Checkout = filepath.Join(root, "aitk")
