@@ -3,15 +3,14 @@ package cli
 import (
 	"fmt"
 	"io"
-	"os"
-	"regexp"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 
+	"github.com/daydreamlive/scopectl/internal/aitk"
 	"github.com/daydreamlive/scopectl/internal/dataset"
+	"github.com/daydreamlive/scopectl/internal/train"
 )
 
 func (a *app) datasetCmd() *cobra.Command {
@@ -186,145 +185,25 @@ func renderDatasetReport(w io.Writer, r *dataset.Report) {
 	fmt.Fprintf(w, "%d error(s), %d warning(s), %d note(s): %s\n", t.Errors, t.Warnings, t.Infos, verdict)
 }
 
-// aitkJob is the part of an ai-toolkit job config the dataset check reads.
-// Pointers tell "absent" (ai-toolkit's default) from a zero value.
-type aitkJob struct {
-	Config struct {
-		Process []struct {
-			TriggerWord *string        `yaml:"trigger_word"`
-			Datasets    []aitkDataset  `yaml:"datasets"`
-			Train       aitkTrain      `yaml:"train"`
-			Model       map[string]any `yaml:"model"`
-			Rest        map[string]any `yaml:",inline"`
-		} `yaml:"process"`
-	} `yaml:"config"`
-}
-
-type aitkDataset struct {
-	FolderPath          string    `yaml:"folder_path"`
-	DatasetPath         string    `yaml:"dataset_path"`
-	NumFrames           *int      `yaml:"num_frames"`
-	Resolution          yaml.Node `yaml:"resolution"`
-	Shrink              *bool     `yaml:"shrink_video_to_frames"`
-	AutoFrameCount      *bool     `yaml:"auto_frame_count"`
-	TrimTail            *bool     `yaml:"trim_auto_frame_count_tail"`
-	FPS                 *int      `yaml:"fps"`
-	CaptionExt          *string   `yaml:"caption_ext"`
-	DefaultCaption      *string   `yaml:"default_caption"`
-	TriggerWord         *string   `yaml:"trigger_word"`
-	NumRepeats          *int      `yaml:"num_repeats"`
-	CacheLatentsToDisk  *bool     `yaml:"cache_latents_to_disk"`
-	CacheTextEmbeddings *bool     `yaml:"cache_text_embeddings"`
-	BatchSize           *int      `yaml:"batch_size"`
-}
-
-type aitkTrain struct {
-	Steps               *int  `yaml:"steps"`
-	BatchSize           *int  `yaml:"batch_size"`
-	GradAccum           *int  `yaml:"gradient_accumulation"`
-	UnloadTextEncoder   *bool `yaml:"unload_text_encoder"`
-	CacheTextEmbeddings *bool `yaml:"cache_text_embeddings"`
-}
-
-var envRef = regexp.MustCompile(`\$\{([^}]+)\}`)
-
-// optionsFromConfig reads config.process[0].datasets[index], train and model
-// from an ai-toolkit job config (YAML or JSON) into dataset.Options, and
-// returns the dataset's folder. It is deliberately minimal: internal/aitk's
-// full config model replaces it. As ai-toolkit does, ${VAR} is taken from the
-// environment and an unset variable is an error.
+// optionsFromConfig reads config.process[0].datasets[index] of an ai-toolkit job config
+// as run.py does (internal/aitk: YAML or JSON, ${VAR} from the environment, an unset one
+// an error) into dataset.Options (train.DatasetOptions), and returns the dataset's folder.
 func optionsFromConfig(path string, index int) (dataset.Options, string, error) {
-	o := dataset.DefaultOptions()
-	raw, err := os.ReadFile(path)
+	cfg, err := aitk.ReadFile(path, aitk.ParseOptions{Expand: true})
 	if err != nil {
-		return o, "", err
+		return dataset.DefaultOptions(), "", err
 	}
-	var missing []string
-	text := envRef.ReplaceAllStringFunc(string(raw), func(m string) string {
-		name := envRef.FindStringSubmatch(m)[1]
-		v, ok := os.LookupEnv(name)
-		if !ok {
-			missing = append(missing, name)
-		}
-		return v
-	})
-	if len(missing) > 0 {
-		return o, "", fmt.Errorf("environment variable(s) %s not set (ai-toolkit refuses the config too)", strings.Join(missing, ", "))
+	if len(cfg.Config.Process) == 0 {
+		return dataset.DefaultOptions(), "", fmt.Errorf("no config.process entry")
 	}
-	var job aitkJob
-	if err := yaml.Unmarshal([]byte(text), &job); err != nil {
-		return o, "", err
-	}
-	if len(job.Config.Process) == 0 {
-		return o, "", fmt.Errorf("no config.process entry")
-	}
-	p := job.Config.Process[0]
+	p := &cfg.Config.Process[0]
 	if index < 0 || index >= len(p.Datasets) {
-		return o, "", fmt.Errorf("dataset %d: the config has %d", index, len(p.Datasets))
+		return dataset.DefaultOptions(), "", fmt.Errorf("dataset %d: the config has %d", index, len(p.Datasets))
 	}
 	d := p.Datasets[index]
-	setInt := func(dst *int, v *int) {
-		if v != nil {
-			*dst = *v
-		}
-	}
-	setBool := func(dst *bool, v *bool) {
-		if v != nil {
-			*dst = *v
-		}
-	}
-	setStr := func(dst *string, v *string) {
-		if v != nil {
-			*dst = *v
-		}
-	}
-	setInt(&o.NumFrames, d.NumFrames)
-	setBool(&o.ShrinkVideoToFrames, d.Shrink)
-	setBool(&o.AutoFrameCount, d.AutoFrameCount)
-	setBool(&o.TrimAutoFrameCountTail, d.TrimTail)
-	setInt(&o.FPS, d.FPS)
-	setStr(&o.CaptionExt, d.CaptionExt)
-	setStr(&o.DefaultCaption, d.DefaultCaption)
-	setStr(&o.TriggerWord, p.TriggerWord)
-	setStr(&o.TriggerWord, d.TriggerWord) // the dataset's own wins
-	setInt(&o.NumRepeats, d.NumRepeats)
-	setBool(&o.CacheLatentsToDisk, d.CacheLatentsToDisk)
-	setBool(&o.CacheTextEmbeddings, d.CacheTextEmbeddings)
-	setBool(&o.CacheTextEmbeddings, p.Train.CacheTextEmbeddings) // train-level is copied onto every dataset
-	setInt(&o.Steps, p.Train.Steps)
-	setInt(&o.BatchSize, p.Train.BatchSize)
-	setInt(&o.BatchSize, d.BatchSize) // per-dataset batch_size overrides train's
-	setInt(&o.GradAccum, p.Train.GradAccum)
-	setBool(&o.UnloadTextEncoder, p.Train.UnloadTextEncoder)
-	switch d.Resolution.Kind {
-	case 0:
-	case yaml.ScalarNode:
-		var r int
-		if err := d.Resolution.Decode(&r); err != nil {
-			return o, "", fmt.Errorf("resolution: %w", err)
-		}
-		o.Resolutions = []int{r}
-	default:
-		var rs []int
-		if err := d.Resolution.Decode(&rs); err != nil {
-			return o, "", fmt.Errorf("resolution: %w", err)
-		}
-		o.Resolutions = rs
-	}
-	if arch, ok := p.Model["arch"].(string); ok && arch != "" {
-		o.Arch = arch
-	}
-	dtype, _ := p.Model["vae_dtype"].(string)
-	if dtype == "" {
-		dtype, _ = p.Model["dtype"].(string)
-	}
-	switch strings.ToLower(dtype) {
-	case "float32", "fp32", "float":
-		o.LatentBytes = 4
-	}
 	folder := d.FolderPath
 	if folder == "" {
 		folder = d.DatasetPath
 	}
-	return o, folder, nil
+	return train.DatasetOptions(p, d), folder, nil
 }

@@ -161,11 +161,27 @@ func syncDataset(ctx context.Context, open func(ctx context.Context, dir string)
 	return st, nil
 }
 
-// datasetOptions are dataset.Check's options for dataset d of process p.
-func datasetOptions(p *aitk.Process, d aitk.Dataset) dataset.Options {
+// DatasetOptions are dataset.Check's options for dataset d of process p: what ai-toolkit
+// will do with that folder under that config (the CLI's `dataset check --config` and
+// `train run` both use it).
+func DatasetOptions(p *aitk.Process, d aitk.Dataset) dataset.Options {
 	o := dataset.DefaultOptions()
 	if p.Model != nil {
 		o.Arch = p.Model.Arch
+	}
+	if v, ok := d.Extra["trim_auto_frame_count_tail"].(bool); ok {
+		o.TrimAutoFrameCountTail = v
+	}
+	// The latent cache holds the VAE's output in its dtype: float32 doubles it.
+	if p.Model != nil {
+		dtype, _ := p.Model.Extra["vae_dtype"].(string)
+		if dtype == "" {
+			dtype, _ = p.Model.Extra["dtype"].(string)
+		}
+		switch strings.ToLower(dtype) {
+		case "float32", "fp32", "float":
+			o.LatentBytes = 4
+		}
 	}
 	o.NumFrames = d.Frames()
 	o.Resolutions = d.ResolutionValues()

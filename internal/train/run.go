@@ -255,7 +255,7 @@ func (t *Trainer) run(ctx context.Context, in RunInput, rs *resumeFrom) (*RunRes
 				}
 			}
 			dir, _ = filepath.Abs(dir)
-			rep, err := dataset.Check(ctx, dir, datasetOptions(p, d))
+			rep, err := dataset.Check(ctx, dir, DatasetOptions(p, d))
 			if err != nil {
 				return res, fmt.Errorf("dataset %s: %w", dir, err)
 			}
