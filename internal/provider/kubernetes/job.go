@@ -162,6 +162,12 @@ func (c *Client) ApplyJob(ctx context.Context, s TrainJobSpec, opt ApplyOptions)
 			before = cur.ResourceVersion
 		}
 		got, err := pvcs.Apply(ctx, cl, ao)
+		if err == nil && before == "" && !opt.ServerDryRun {
+			// kube-apiserver 1.34 rewrites a just-created claim on its first apply even
+			// when nothing differs (a new resourceVersion, the same object); settle it
+			// now so that the next run's apply is a true no-op.
+			got, err = pvcs.Apply(ctx, cl, ao)
+		}
 		if err != nil {
 			return out, c.explain(err, "apply volume claim "+*cl.Name)
 		}

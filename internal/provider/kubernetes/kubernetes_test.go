@@ -187,6 +187,7 @@ func actions(as []kubernetes.Applied) string {
 
 func TestApplyIdempotentAndOneFieldChanges(t *testing.T) {
 	e, c := client(t)
+	t.Logf("kube-apiserver + etcd up in %v", e.Up)
 	ctx := context.Background()
 	s := spec()
 	t0 := time.Now()

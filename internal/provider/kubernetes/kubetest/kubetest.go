@@ -35,8 +35,21 @@ import (
 // Version is the Kubernetes version tools/k8s-lab/build.sh builds.
 const Version = "1.34.4"
 
+// assetsDir is taken when the test binary starts: tests move HOME and XDG_CACHE_HOME.
+var assetsDir = findAssets()
+
 // Assets is the folder holding kube-apiserver and etcd, and whether both are there.
 func Assets() (string, bool) {
+	dir := assetsDir
+	for _, b := range []string{"kube-apiserver", "etcd"} {
+		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.Mode()&0o111 == 0 {
+			return dir, false
+		}
+	}
+	return dir, true
+}
+
+func findAssets() string {
 	dir := os.Getenv("KUBEBUILDER_ASSETS")
 	if dir == "" {
 		cache := os.Getenv("SCOPECTL_K8S_CACHE")
@@ -50,12 +63,7 @@ func Assets() (string, bool) {
 		}
 		dir = filepath.Join(cache, "v"+Version)
 	}
-	for _, b := range []string{"kube-apiserver", "etcd"} {
-		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.Mode()&0o111 == 0 {
-			return dir, false
-		}
-	}
-	return dir, true
+	return dir
 }
 
 // Env is a running control plane.
