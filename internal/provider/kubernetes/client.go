@@ -151,6 +151,11 @@ func New(t Target) (*Client, error) {
 func NewForConfig(cfg *rest.Config, namespace string) (*Client, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "scopectl"
+	if cfg.QPS == 0 {
+		// client-go's default (5/s, burst 10) throttles a deploy's handful of requests;
+		// kubectl uses 50/300.
+		cfg.QPS, cfg.Burst = 50, 300
+	}
 	if cfg.WarningHandler == nil {
 		cfg.WarningHandler = rest.NoWarnings{}
 	}
