@@ -244,6 +244,12 @@ func TestApplyIdempotentAndOneFieldChanges(t *testing.T) {
 	if string(bj) != string(aj) {
 		t.Fatalf("more than the image changed:\n%s\n%s", bj, aj)
 	}
+	// What a StatefulSet cannot change is one line that says what to do.
+	big := s
+	big.VolumeSize = "100Gi"
+	if _, err := c.Apply(ctx, big, kubernetes.ApplyOptions{}); err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "cannot change once created") {
+		t.Fatalf("volume size change: %v", err)
+	}
 	// A changed token rolls the pods (the template's hash) but is never in it.
 	s.SecretEnv = map[string]secret.Secret{"HF_TOKEN": secret.New(hfToken + "x")}
 	fourth, err := c.Apply(ctx, s, kubernetes.ApplyOptions{})
