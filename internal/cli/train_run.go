@@ -21,6 +21,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/aitk"
 	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/lorasync"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/scope"
@@ -33,7 +34,7 @@ import (
 func (a *app) trainRunCmds() []*cobra.Command {
 	return []*cobra.Command{a.trainRun(), a.trainStatus(), a.trainLogs(), a.trainLs(), a.trainCtl("stop", "Stop a job: the stop flag, then SIGINT, then SIGKILL (never during a save)"),
 		a.trainCtl("save-now", "Save a checkpoint at the next step"), a.trainCtl("sample-now", "Make samples at the next step"),
-		a.trainResume(), a.trainCollect(), a.trainWatch(), a.trainSupervise(), a.trainSuperviseCtl()}
+		a.trainResume(), a.trainCollect(), a.trainWatch(), a.trainCompare(), a.trainSupervise(), a.trainSuperviseCtl()}
 }
 
 // trainer is the laptop side with this invocation's library and remote settings.
@@ -210,20 +211,48 @@ func (a *app) printProblems(res *train.RunResult) {
 }
 
 // previewFlags put each new checkpoint on a running Scope: its LoRA folder (a sync
-// target) and, with a pipeline, its HTTP API to load the pipeline with it.
+// target, or a pod id) and its HTTP API, to load the running pipeline with it.
 type previewFlags struct {
 	target, scopeURL, pipeline string
 }
 
 func (p *previewFlags) add(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&p.target, "preview", "", "put each new checkpoint into this Scope LoRA folder (a sync remote, e.g. ssh://root@pod:22/workspace/models/lora)")
-	f.StringVar(&p.scopeURL, "preview-scope", "", "with --preview: Scope's URL, to load --preview-pipeline with the checkpoint")
-	f.StringVar(&p.pipeline, "preview-pipeline", "", "with --preview-scope: the pipeline to load")
+	f.StringVar(&p.target, "preview", "", "put each new checkpoint on a running Scope and load it: a pod id (its "+deploy.DefaultLoRADir+", Scope through the pod's HTTP port) or a LoRA folder (a sync remote, e.g. ssh://root@host:22"+deploy.DefaultLoRADir+", or a local folder)")
+	f.StringVar(&p.scopeURL, "preview-scope", "", "with --preview: Scope's URL (default for a pod: its proxy URL)")
+	f.StringVar(&p.pipeline, "preview-pipeline", "", "with --preview: the pipeline to load (default: the one Scope has loaded)")
 }
 
-// preview installs the newest checkpoint collected and loads it into Scope; a failure
-// is a warning (the training goes on).
+// previewTarget is where a preview goes: the LoRA folder (a sync remote), the path
+// Scope sees it under, and Scope's URL ("" when not known).
+func (a *app) previewTarget(ctx context.Context, p previewFlags, rf remoteFlags) (folder, scopeDir, scopeURL string, err error) {
+	scopeURL = p.scopeURL
+	if strings.Contains(p.target, "://") || strings.ContainsAny(p.target, `/\`) || p.target == "." {
+		folder, scopeDir = p.target, p.target
+		if u, perr := url.Parse(p.target); perr == nil && u.Scheme != "" && u.Scheme != "file" {
+			scopeDir = u.Path
+		} else if abs, aerr := filepath.Abs(strings.TrimPrefix(p.target, "file://")); aerr == nil {
+			scopeDir = abs
+		}
+		return folder, scopeDir, scopeURL, nil
+	}
+	c, pod, err := a.podWithClient(ctx, p.target, rf)
+	if err != nil {
+		return "", "", "", err
+	}
+	if _, direct := pod.SSHURL(); !direct {
+		return "", "", "", fmt.Errorf("pod %s has no public SSH port (status %s)", pod.ID, pod.Status)
+	}
+	if scopeURL == "" {
+		scopeURL = podScopeURL(c, pod)
+	}
+	return podSSHURL(pod) + deploy.DefaultLoRADir, deploy.DefaultLoRADir, scopeURL, nil
+}
+
+// preview installs the newest checkpoint collected (as `lora install`: Scope's exact
+// form, with the manifest) and loads the running pipeline with it, in place of the
+// job's earlier checkpoints (other LoRAs stay); a failure is a warning (the training
+// goes on).
 func (a *app) preview(ctx context.Context, p previewFlags, rf remoteFlags, res *train.CollectResult) {
 	var newest *train.Collected
 	for i := range res.Checkpoints {
@@ -234,36 +263,79 @@ func (a *app) preview(ctx context.Context, p previewFlags, rf remoteFlags, res *
 	if p.target == "" || newest == nil {
 		return
 	}
-	u, err := url.Parse(p.target)
-	loraDir := ""
-	if err == nil {
-		loraDir = u.Path
+	if err := a.previewOne(ctx, p, rf, newest); err != nil {
+		a.warn("preview: step " + strconv.Itoa(newest.Step) + ": " + oneLineErr(err))
+	}
+}
+
+func (a *app) previewOne(ctx context.Context, p previewFlags, rf remoteFlags, c *train.Collected) error {
+	folder, scopeDir, scopeURL, err := a.previewTarget(ctx, p, rf)
+	if err != nil {
+		return err
+	}
+	var sc *scope.Client
+	pipeline := p.pipeline
+	var keep []scope.LoRALoad
+	if scopeURL != "" {
+		sc = &scope.Client{Base: scopeURL}
+		st, err := sc.PipelineStatus(ctx)
+		if err != nil {
+			return fmt.Errorf("Scope at %s: %w", scopeURL, err)
+		}
+		if pipeline == "" && (st.Status == "loaded" || st.Status == "loading") {
+			pipeline = st.PipelineID
+		}
+		if st.PipelineID == pipeline {
+			for _, l := range st.LoadedLoRAs {
+				if !sameJobLoRA(path.Base(l.Path), c.Name) {
+					keep = append(keep, scope.LoRALoad{Path: l.Path, Scale: l.Scale})
+				}
+			}
+		}
 	}
 	lib, err := a.library()
 	if err != nil {
-		a.warn("preview: " + oneLineErr(err))
-		return
+		return err
 	}
-	pr, err := lib.Prepare(ctx, newest.Name, library.InstallOptions{Pipeline: p.pipeline})
+	pr, err := lib.Prepare(ctx, c.Name, library.InstallOptions{Pipeline: pipeline})
 	if err != nil {
-		a.warn("preview: " + oneLineErr(err))
-		return
+		return err
 	}
-	w := wantedLoRA{Ref: newest.Name, Load: scope.LoRALoad{Path: path.Join(loraDir, pr.File), Scale: 1}}
-	if _, err := a.syncLoRAs(ctx, p.target, []wantedLoRA{w}, p.pipeline, rf, time.Minute); err != nil {
-		a.warn("preview: " + oneLineErr(err))
-		return
+	load := scope.LoRALoad{Path: path.Join(scopeDir, pr.File), Scale: 1}
+	r, err := a.openRemote(ctx, folder, rf)
+	if err != nil {
+		return err
 	}
-	if p.scopeURL != "" && p.pipeline != "" {
-		sc := &scope.Client{Base: p.scopeURL}
-		if err := sc.LoadPipeline(ctx, p.pipeline, []scope.LoRALoad{w.Load}, nil); err != nil {
-			a.warn("preview: loading " + p.pipeline + ": " + oneLineErr(err))
-			return
+	defer r.Close()
+	if _, err := lorasync.Sync(ctx, lib, r, lorasync.Options{Names: []string{c.Name}, Pipeline: pipeline, Progress: a.progress()}); err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("preview: step %d (%s) installed on %s", c.Step, c.Name, remote.Redact(folder))
+	if sc != nil && pipeline != "" {
+		if err := sc.LoadPipeline(ctx, pipeline, append([]scope.LoRALoad{load}, keep...), nil); err != nil {
+			return fmt.Errorf("loading %s: %w", pipeline, err)
 		}
+		msg += "; loading " + pipeline + " with it"
+	} else if sc != nil {
+		msg += " (no pipeline loaded in Scope: give --preview-pipeline)"
 	}
 	if !a.json {
-		fmt.Fprintf(a.stderr, "preview: step %d (%s) on %s\n", newest.Step, newest.Name, remote.Redact(p.target))
+		fmt.Fprintln(a.stderr, msg)
 	}
+	return nil
+}
+
+// sameJobLoRA: file is a checkpoint of the same job as name (NAME_000000250 and its
+// installed forms), which a newer preview replaces.
+func sameJobLoRA(file, name string) bool {
+	stem := name
+	if i := strings.LastIndexByte(name, '_'); i > 0 {
+		if _, err := strconv.Atoi(name[i+1:]); err == nil {
+			stem = name[:i]
+		}
+	}
+	rest, ok := strings.CutPrefix(file, stem)
+	return ok && (strings.HasPrefix(rest, "_") || strings.HasPrefix(rest, "."))
 }
 
 // watchJob follows a job to its end with a progress line (TTY) or JSON lines.

@@ -100,7 +100,7 @@ func (t *Trainer) collect(ctx context.Context, job store.TrainJob, st *State) (*
 	}
 	// Samples of each step, once, tied to that step's LoRA.
 	for i, col := range res.Checkpoints {
-		if len(col.Samples) == 0 {
+		if len(col.Checkpoint.Samples) == 0 { // the step's samples on the machine (col.Samples: those added now)
 			continue
 		}
 		known := map[string]bool{}
@@ -109,7 +109,7 @@ func (t *Trainer) collect(ctx context.Context, job store.TrainJob, st *State) (*
 				known[sm.Name] = true
 			}
 		}
-		for _, name := range col.Samples {
+		for _, name := range col.Checkpoint.Samples {
 			if known[name] {
 				continue
 			}

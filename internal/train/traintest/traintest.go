@@ -8,16 +8,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/aitk/aitktest"
 	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/scope"
 	"github.com/daydreamlive/scopectl/internal/store"
 	"github.com/daydreamlive/scopectl/internal/testkit"
 	"github.com/daydreamlive/scopectl/internal/train"
@@ -151,4 +154,47 @@ func CheckLibrary(t *testing.T, w *World, id string, want int) {
 			t.Errorf("%s: no loss", c.File)
 		}
 	}
+}
+
+// StartScope runs the Scope stand-in on 127.0.0.1 with its LoRA folder at loraDir,
+// waits for it to answer, and returns its URL.
+func StartScope(t *testing.T, loraDir string, args ...string) string {
+	t.Helper()
+	stub := testkit.GoBuild(t, testkit.Build{Pkg: "./internal/scope/scopestub", Static: true})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(stub, append([]string{"--host", "127.0.0.1", "--port", strconv.Itoa(port)}, args...)...)
+	cmd.Env = append(os.Environ(), "DAYDREAM_SCOPE_LORA_DIR="+loraDir)
+	testkit.KillWithParent(cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	u := "http://127.0.0.1:" + strconv.Itoa(port)
+	sc := &scope.Client{Base: u}
+	if _, err := sc.WaitHealthy(context.Background(), 20*time.Second); err != nil {
+		t.Fatalf("Scope stand-in: %v", err)
+	}
+	return u
+}
+
+// ScopectlCode runs the CLI and returns stdout, stderr and the exit code.
+func (w *World) ScopectlCode(args ...string) (string, string, int) {
+	w.T.Helper()
+	cmd := exec.Command(w.Bin, args...)
+	cmd.Env = w.Env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		w.T.Fatal(err)
+	}
+	return out.String(), errb.String(), code
 }
