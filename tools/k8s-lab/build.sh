@@ -3,7 +3,8 @@
 # only the first run on a machine pays (~22 min cold on 2 cores for kube-apiserver, ~1 min etcd).
 # Prints the folder holding both binaries (use it as KUBEBUILDER_ASSETS).
 #
-#   KUBEBUILDER_ASSETS=$(tools/k8s-lab/build.sh)
+#   KUBEBUILDER_ASSETS=$(tools/k8s-lab/build.sh)      # kube-apiserver + etcd (envtest)
+#   tools/k8s-lab/build.sh all                        # + kube-scheduler, kube-controller-manager
 #
 # Cache: $SCOPECTL_K8S_CACHE, else $XDG_CACHE_HOME/scopectl-k8s, else ~/.cache/scopectl-k8s;
 # binaries land in <cache>/v<K8S_VERSION>/ under their own names, written atomically.
@@ -34,4 +35,12 @@ build etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
 vpkg=k8s.io/component-base/version
 build kube-apiserver apiserver k8s.io/kubernetes/cmd/kube-apiserver \
 	"-s -w -X $vpkg.gitVersion=v$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=34 -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
+# With "all": the scheduler and the controller manager too (the optional tests that run
+# the real StatefulSet/Job controllers and scheduler against the same API server).
+if [ "${1:-}" = all ]; then
+	for b in kube-scheduler kube-controller-manager; do
+		build $b apiserver k8s.io/kubernetes/cmd/$b \
+			"-s -w -X $vpkg.gitVersion=v$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=34 -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
+	done
+fi
 echo "$out"

@@ -1,7 +1,12 @@
 //go:build tools
 
-// Package tools pins k8s.io/kubernetes so that build.sh can build kube-apiserver for envtest.
-// It lives in its own module: scopectl's go.mod never pulls k8s.io/kubernetes.
+// Package tools pins k8s.io/kubernetes so that build.sh can build kube-apiserver (and,
+// with "all", kube-scheduler and kube-controller-manager) for the tests. It lives in its
+// own module: scopectl's go.mod never pulls k8s.io/kubernetes.
 package tools
 
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)

@@ -13,7 +13,9 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -107,6 +109,7 @@ func Start(t testing.TB) *Env {
 // (use it in TestMain instead of testkit.Main).
 func Main(m *testing.M) {
 	code := m.Run()
+	stopControllers()
 	if shared != nil {
 		_ = shared.env.Stop()
 	}
@@ -164,3 +167,76 @@ func Kubeconfig(t testing.TB, dir string, cfg *rest.Config, ctxName, ns string) 
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// Controllers are a real kube-scheduler and kube-controller-manager running against
+// the control plane (tools/k8s-lab/build.sh all builds them): StatefulSets and Jobs get
+// real pods and claims, the scheduler places them on nodes the test creates, and the
+// garbage collector deletes what an owner leaves. No kubelet: tests still write pod
+// status (Ready, Failed) and delete pods bound to a node with grace 0, as a kubelet would.
+type Controllers struct {
+	procs []*exec.Cmd
+	Logs  *strings.Builder
+}
+
+var (
+	ctlOnce sync.Once
+	ctl     *Controllers
+	ctlErr  error
+)
+
+// StartControllers starts the scheduler and the controller manager once per test
+// binary; Main stops them.
+func (e *Env) StartControllers(t testing.TB) *Controllers {
+	t.Helper()
+	dir, _ := Assets()
+	for _, b := range []string{"kube-scheduler", "kube-controller-manager"} {
+		_, err := os.Stat(filepath.Join(dir, b))
+		testkit.Need(t, err == nil, fmt.Sprintf("no %s in %s (build it once: tools/k8s-lab/build.sh all)", b, dir))
+	}
+	ctlOnce.Do(func() {
+		kdir, err := os.MkdirTemp("", "scopectl-kubetest-")
+		if err != nil {
+			ctlErr = err
+			return
+		}
+		ctlDir = kdir
+		kc := Kubeconfig(t, kdir, e.Config, "admin", "default")
+		c := &Controllers{Logs: &strings.Builder{}}
+		args := map[string][]string{
+			"kube-scheduler": {"--kubeconfig=" + kc, "--leader-elect=false", "--secure-port=0"},
+			"kube-controller-manager": {"--kubeconfig=" + kc, "--leader-elect=false", "--secure-port=0",
+				"--controllers=statefulset-controller,job-controller,garbage-collector-controller,serviceaccount-controller," +
+					"persistentvolume-binder-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller",
+				"--concurrent-statefulset-syncs=2", "--pvclaimbinder-sync-period=1s"},
+		}
+		for _, b := range []string{"kube-scheduler", "kube-controller-manager"} {
+			cmd := exec.Command(filepath.Join(dir, b), args[b]...)
+			cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+			testkit.KillWithParent(cmd)
+			if err := cmd.Start(); err != nil {
+				ctlErr = err
+				return
+			}
+			c.procs = append(c.procs, cmd)
+		}
+		ctl = c
+	})
+	if ctlErr != nil {
+		t.Fatalf("starting kube-scheduler and kube-controller-manager: %v", ctlErr)
+	}
+	return ctl
+}
+
+var ctlDir string
+
+func stopControllers() {
+	if ctl != nil {
+		for _, p := range ctl.procs {
+			_ = p.Process.Kill()
+			_, _ = p.Process.Wait()
+		}
+	}
+	if ctlDir != "" {
+		os.RemoveAll(ctlDir)
+	}
+}
