@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/daydreamlive/scopectl/internal/ledger"
+	"github.com/daydreamlive/scopectl/internal/pods"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
 	"github.com/daydreamlive/scopectl/internal/provider/sshhost"
@@ -285,25 +286,13 @@ func printPod(w io.Writer, c provider.Provider, p *provider.Pod, rec *store.Pod)
 	}
 }
 
-// podView is a pod as the API and the store see it together.
-type podView struct {
-	provider.Pod
-	Recorded bool             `json:"recorded"` // scopectl created it
-	Limits   *provider.Limits `json:"limits,omitempty"`
-	Note     string           `json:"note,omitempty"`
-}
+// podView is a pod as the API and the store see it together: the pods service's View,
+// which the server's /api/v1/pods shows too.
+type podView = pods.View
 
 // limitsOf is a pod's limits: those it carries (any scopectl's pod), else the record's
 // (a pod created before limits travelled with pods), else nil.
-func limitsOf(p provider.Pod, rec *store.Pod) *provider.Limits {
-	if l, ok := provider.LimitsFromEnv(p.Env); ok {
-		return &l
-	}
-	if rec != nil {
-		return &provider.Limits{IdleStop: rec.IdleStop, MaxHours: rec.MaxHours}
-	}
-	return nil
-}
+func limitsOf(p provider.Pod, rec *store.Pod) *provider.Limits { return pods.LimitsOf(p, rec) }
 
 func limitsText(l *provider.Limits) string {
 	if l == nil {
@@ -379,68 +368,9 @@ func (a *app) podLs() *cobra.Command {
 }
 
 // reconcile lists the API's pods, updates the store's records, marks records whose pod
-// is gone as terminated, and settles records left CREATING by a crash.
+// is gone as terminated, and settles records left CREATING by a crash (pods.Reconcile).
 func reconcile(ctx context.Context, c *runpod.Client, ps store.PodStore) ([]podView, error) {
-	pods, err := c.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	all, err := ps.ListPods(ctx, true)
-	if err != nil {
-		return nil, err
-	}
-	var recs []store.Pod
-	for _, r := range all {
-		if r.Provider == c.Name() {
-			recs = append(recs, r)
-		}
-	}
-	byID, byTag := map[string]*store.Pod{}, map[string]*store.Pod{}
-	for i := range recs {
-		byTag[recs[i].RequestID] = &recs[i]
-		if recs[i].ID != "" {
-			byID[recs[i].ID] = &recs[i]
-		}
-	}
-	now := time.Now().UTC()
-	seen := map[string]bool{}
-	views := []podView{}
-	for _, p := range pods {
-		v := podView{Pod: p}
-		rec := byID[p.ID]
-		if rec == nil && p.Tag != "" {
-			rec = byTag[p.Tag]
-			if rec != nil {
-				v.Note = "found after an interrupted create"
-			}
-		}
-		if rec != nil {
-			v.Recorded = true
-			seen[rec.RequestID] = true
-			rec.ID, rec.LastSeenStatus, rec.LastSeenAt, rec.CostPerHr = p.ID, p.Status, &now, p.CostPerHr
-			if err := ps.PutPod(ctx, *rec); err != nil {
-				return nil, err
-			}
-		} else {
-			v.Note = "not created by scopectl"
-		}
-		v.Limits = limitsOf(p, rec)
-		views = append(views, v)
-	}
-	for i := range recs {
-		r := &recs[i]
-		if seen[r.RequestID] {
-			continue
-		}
-		if r.LastSeenStatus == provider.StatusCreating && time.Since(r.CreatedAt) < 5*time.Minute {
-			continue // a create may still be in flight
-		}
-		r.TerminatedAt, r.LastSeenStatus = &now, provider.StatusTerminated
-		if err := ps.PutPod(ctx, *r); err != nil {
-			return nil, err
-		}
-	}
-	return views, nil
+	return pods.Reconcile(ctx, c, ps)
 }
 
 func (a *app) resolvePod(ctx context.Context, ref string) (string, error) {

@@ -60,6 +60,10 @@ type podStatusView struct {
 	UptimeS   float64   `json:"uptime_s"`
 	CostSoFar float64   `json:"cost_so_far"`
 	SSH       string    `json:"ssh"` // root@IP:PORT (direct) or "gateway"
+	// Limits the pod carries (the guard on it enforces them) and the ledger's last
+	// stop of it, with its reason (the guard's, the watch's or the user's), as pod get.
+	Limits   *provider.Limits `json:"limits,omitempty"`
+	LastStop *store.Run       `json:"last_stop,omitempty"`
 }
 
 type statusView struct {
@@ -156,6 +160,7 @@ func (a *app) statusCmd() *cobra.Command {
 				if host, port, ok := p.SSH(); ok {
 					pv.SSH = "root@" + net.JoinHostPort(host, strconv.Itoa(port))
 				}
+				pv.Limits, pv.LastStop = limitsOf(*p, nil), a.lastStop(ctx, p.ID)
 				v.Pod = pv
 				if !explicitScope {
 					base = podScopeURL(c, p)
@@ -257,6 +262,12 @@ func printStatus(w io.Writer, v *statusView) {
 		}
 		row("cost", "$%.3f/h, %s, $%.2f so far", p.CostPerHr, up, p.CostSoFar)
 		row("ssh", "%s", p.SSH)
+		if p.Limits != nil {
+			row("limits", "%s", limitsText(p.Limits))
+		}
+		if s := p.LastStop; s != nil && s.EndedAt != nil {
+			row("last stop", "%s by %s: %s", s.EndedAt.Local().Format(time.DateTime), s.EndSource, s.EndReason)
+		}
 	}
 	if c := v.Container; c != nil {
 		if !c.Exists {

@@ -66,6 +66,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/pods"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/store"
 )
@@ -280,6 +281,7 @@ func (w *Watcher) Tick(ctx context.Context) ([]Decision, error) {
 				continue
 			}
 			claimed[j.pod.ID] = rec.RequestID
+			j.rec = withPodLimits(j.rec, *j.pod)
 		}
 	}
 	// Forget pods whose records are gone or terminated: the map stays bounded.
@@ -314,6 +316,24 @@ func (w *Watcher) Tick(ctx context.Context) ([]Decision, error) {
 		out = append(out, d)
 	}
 	return out, errors.Join(errs...)
+}
+
+// withPodLimits is rec with the limits the pod itself carries (its environment, which
+// the guard on the pod enforces too; pods.LimitsOf), so that every scopectl watching
+// the pod applies the same limits whatever its own store recorded. A value the pod
+// lacks or that cannot be read leaves the record's in place.
+func withPodLimits(rec store.Pod, pod provider.Pod) store.Pod {
+	l := pods.LimitsOf(pod, nil)
+	if l == nil || !l.FromPod {
+		return rec
+	}
+	if _, ok := pod.Env[provider.EnvIdleStop]; ok && !strings.Contains(l.Problem, provider.EnvIdleStop) {
+		rec.IdleStop = l.IdleStop
+	}
+	if _, ok := pod.Env[provider.EnvMaxHours]; ok && !strings.Contains(l.Problem, provider.EnvMaxHours) {
+		rec.MaxHours = l.MaxHours
+	}
+	return rec
 }
 
 // maxDuration converts MaxHours to a Duration, saturating instead of overflowing.

@@ -904,3 +904,52 @@ func TestOtherProvidersIgnored(t *testing.T) {
 		t.Fatalf("%+v", ds)
 	}
 }
+
+// The limits a pod carries in its environment (SCOPECTL_IDLE_STOP, SCOPECTL_MAX_HOURS)
+// win over the local record's: a pod created elsewhere with a 10m idle stop is stopped
+// at 10m though this store says 30m; an unreadable value keeps the record's.
+func TestLimitsFromPod(t *testing.T) {
+	e := newEnv(t)
+	t0 := e.clk.Now()
+	mk := func(reqID string, env map[string]string, rec store.Pod) provider.Pod {
+		p, err := e.c.Create(ctxT(t), provider.CreateSpec{Name: "scope", GPUType: gpu4090, Image: "daydreamlive/scope:main",
+			VolumeGB: 20, Ports: []string{"8000/http", "22/tcp"}, RequestID: reqID, Env: env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod := e.waitStatus(p.ID, provider.StatusRunning)
+		rec.RequestID, rec.Provider, rec.ID, rec.Name, rec.CreatedAt, rec.LastSeenStatus = reqID, runpod.Name, p.ID, p.Name, t0, pod.Status
+		if err := e.st.PutPod(ctxT(t), rec); err != nil {
+			t.Fatal(err)
+		}
+		e.gpus.set(pod.ID, 0, nil)
+		return pod
+	}
+	short := mk("sc-podlim", provider.Limits{IdleStop: 10 * time.Minute}.Env(), store.Pod{IdleStop: 30 * time.Minute})
+	bad := mk("sc-podlim-bad", map[string]string{provider.EnvIdleStop: "soon"}, store.Pod{IdleStop: 30 * time.Minute})
+	capped := mk("sc-podlim-max", map[string]string{provider.EnvIdleStop: "0", provider.EnvMaxHours: "0.25"}, store.Pod{IdleStop: 5 * time.Minute})
+
+	e.clk.Set(t0.Add(9 * time.Minute))
+	ds := e.tick()
+	if d := find(t, ds, "sc-podlim"); d.Action != ActionNone || !strings.Contains(d.Reason, "of 10m0s") {
+		t.Fatalf("%+v", d)
+	}
+	if d := find(t, ds, "sc-podlim-max"); d.Action != ActionNone || !strings.Contains(d.Reason, "idle stop disabled") {
+		t.Fatalf("the pod's idle stop 0 should win over the record's 5m: %+v", d)
+	}
+	e.clk.Set(t0.Add(10 * time.Minute))
+	ds = e.tick()
+	if d := find(t, ds, "sc-podlim"); d.Action != ActionStop || !strings.Contains(d.Reason, "idle-stop 10m0s") {
+		t.Fatalf("%+v", d)
+	}
+	if d := find(t, ds, "sc-podlim-bad"); d.Action != ActionNone || !strings.Contains(d.Reason, "of 30m0s") {
+		t.Fatalf("an unreadable value on the pod should keep the record's 30m: %+v", d)
+	}
+	e.clk.Set(t0.Add(15 * time.Minute))
+	if d := find(t, e.tick(), "sc-podlim-max"); d.Action != ActionStop || !strings.Contains(d.Reason, "max-hours 0.25") {
+		t.Fatalf("%+v", d)
+	}
+	if e.status(short.ID) != provider.StatusExited || e.status(capped.ID) != provider.StatusExited || e.status(bad.ID) != provider.StatusRunning {
+		t.Fatal("wrong pods stopped")
+	}
+}
