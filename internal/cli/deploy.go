@@ -6,21 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
-	"path"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/daydreamlive/scopectl/internal/deploy"
-	"github.com/daydreamlive/scopectl/internal/httpx"
-	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/lorasync"
 	"github.com/daydreamlive/scopectl/internal/remote"
-	"github.com/daydreamlive/scopectl/internal/remote/ssh"
 	"github.com/daydreamlive/scopectl/internal/scope"
-	"github.com/daydreamlive/scopectl/internal/secret"
+	"github.com/daydreamlive/scopectl/internal/store"
 )
 
 // deployFlags are deploy's flags; the RunPod ones are in deploy_runpod.go.
@@ -129,63 +124,85 @@ func (a *app) deploySSHHost(cmd *cobra.Command, o *deployFlags) (done bool, err 
 var hostOnlyFlags = []string{"port", "gpus", "volume", "pull"}
 
 func (a *app) deployHost(cmd *cobra.Command, o *deployFlags) error {
-	ctx := cmd.Context()
 	if o.host == "" {
 		return usageError("deploy needs a target: --host ssh://user@host:port (Docker), --pod ID or --new --gpu TYPE (RunPod)")
 	}
 	if err := o.rp.refuseWithoutRunPod(cmd); err != nil {
 		return err
 	}
-	u, err := url.Parse(o.host)
-	if err != nil || (u.Scheme != "ssh" && u.Scheme != "ssh+pty") {
-		return usageError("--host %s: expected ssh:// or ssh+pty://", remote.Redact(o.host))
-	}
-	s := o.s
-	if s.Env, err = parseEnv(o.envs); err != nil {
-		return err
-	}
-	if a.cfg.HFToken.IsSet() {
-		s.SecretEnv = map[string]secret.Secret{"HF_TOKEN": a.cfg.HFToken}
-	}
-	ns, err := deploy.Normalize(s)
+	in, err := o.input()
 	if err != nil {
 		return err
 	}
-	var wanted []wantedLoRA
-	if len(o.loras) > 0 {
-		if wanted, err = a.prepareLoRAs(ctx, o.loras, o.pipeline, ns.LoRADir); err != nil {
-			return err
-		}
-	}
-	r, run, err := a.openRunner(ctx, o.host, o.rf)
+	d, err := a.deployer(o.rf, false)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	steps, err := deploy.Apply(ctx, run, s, o.dryRun)
-	res := map[string]any{"host": r.String(), "steps": steps, "dry_run": o.dryRun}
-	if err != nil || o.dryRun {
-		a.out(res, func(w io.Writer) { printSteps(w, steps, o.dryRun) })
-		return err
-	}
-	// LoRAs go to the host folder mounted at /workspace.
-	if len(wanted) > 0 {
-		lu := *u
-		lu.Path = path.Join(ns.Volume, strings.TrimPrefix(ns.LoRADir, "/workspace"))
-		sres, err := a.syncLoRAs(ctx, lu.String(), wanted, o.pipeline, o.rf, 0)
-		if err != nil {
-			return err
+	res, err := d.Deploy(cmd.Context(), in)
+	if err != nil {
+		if res != nil { // the plan so far, as it stands
+			a.out(res, func(w io.Writer) { printSteps(w, res.Steps, o.dryRun) })
 		}
-		res["sync"] = sres
+		return deployError(err)
 	}
-	sc := &scope.Client{Base: fmt.Sprintf("http://%s:%d", u.Hostname(), ns.Port)}
-	if err := a.scopeUp(ctx, sc, o.wait, o.pipeline, wanted, res); err != nil {
-		return err
+	if o.dryRun {
+		return a.out(res, func(w io.Writer) { printSteps(w, res.Steps, true) })
 	}
 	return a.out(res, func(w io.Writer) {
-		printSteps(w, steps, false)
-		printScopeUp(w, res, o.pipeline, len(wanted))
+		printSteps(w, res.Steps, false)
+		printScopeUp(w, res, o.pipeline, res.LoRAs)
 	})
+}
+
+// input is the deploy the flags ask for.
+func (o *deployFlags) input() (deploy.DeployInput, error) {
+	env, err := parseEnv(o.envs)
+	if err != nil {
+		return deploy.DeployInput{}, err
+	}
+	return deploy.DeployInput{Host: o.host, Pod: o.rp.pod, New: o.rp.isNew, Spec: o.s, Env: env, LoRAs: o.loras,
+		Pipeline: o.pipeline, DryRun: o.dryRun, Wait: o.wait, Create: o.rp.create, IdleStop: o.rp.idle,
+		MaxHours: o.rp.maxHours, SSHKey: o.rp.sshKey, Keep: o.rp.keep, KnownHosts: o.rf.knownHosts}, nil
+}
+
+// deployer is the deploy core with this command's remotes, records and reporters;
+// withRunPod opens the RunPod client too.
+func (a *app) deployer(rf remoteFlags, withRunPod bool) (*deploy.Deployer, error) {
+	lib, err := a.library()
+	if err != nil {
+		return nil, err
+	}
+	d := &deploy.Deployer{Lib: lib, DataDir: a.cfg.DataDir, HFToken: a.cfg.HFToken, Progress: a.progress(), Reporter: a.reporter(), Warn: a.warn,
+		OpenRemote: func(ctx context.Context, target, knownHosts string) (remote.Remote, error) {
+			f := rf
+			if knownHosts != "" {
+				f.knownHosts, f.acceptNewHostKey = knownHosts, true
+			}
+			return a.openRemote(ctx, target, f)
+		}}
+	if ps, ok := lib.Store.(store.PodStore); ok {
+		d.Pods = ps
+	}
+	if withRunPod {
+		d.RunPod, d.RunPodErr = a.runpod()
+	}
+	return d, nil
+}
+
+// deployError gives the core's errors their exit status.
+func deployError(err error) error {
+	var ie *deploy.InputError
+	var re *deploy.RefusedError
+	var le *deploy.LookupError
+	switch {
+	case errors.As(err, &ie):
+		return withCode(ExitUsage, err)
+	case errors.As(err, &re):
+		return withCode(ExitRefused, err)
+	case errors.As(err, &le):
+		return notFound(le.Err)
+	}
+	return err
 }
 
 func parseEnv(envs []string) (map[string]string, error) {
@@ -202,116 +219,48 @@ func parseEnv(envs []string) (map[string]string, error) {
 
 // wantedLoRA is a --lora: the library entry, its file name in Scope's LoRA dir and the
 // load request for it.
-type wantedLoRA struct {
-	Ref  string
-	Load scope.LoRALoad
-}
+type wantedLoRA = deploy.WantedLoRA
 
 // prepareLoRAs parses NAME[:SCALE] flags and checks, before anything is deployed,
 // that each names a library LoRA that passes the base-model gate for pipeline
-// (converting it for Scope if needed: the sync that follows reuses that).
+// (deploy.Deployer.PrepareLoRAs).
 func (a *app) prepareLoRAs(ctx context.Context, flags []string, pipeline, loraDir string) ([]wantedLoRA, error) {
-	lib, err := a.library()
+	d, err := a.deployer(remoteFlags{}, false)
 	if err != nil {
 		return nil, err
 	}
-	var out []wantedLoRA
-	for _, l := range flags {
-		name, scale := l, 1.0
-		if n, sc, ok := strings.Cut(l, ":"); ok {
-			if _, err := fmt.Sscanf(sc, "%g", &scale); err != nil {
-				return nil, usageError("--lora %q: scale must be a number", l)
-			}
-			name = n
-		}
-		if scale < -10 || scale > 10 {
-			return nil, usageError("--lora %q: Scope takes scales from -10 to 10", l)
-		}
-		pr, err := lib.Prepare(ctx, name, library.InstallOptions{Pipeline: pipeline})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, wantedLoRA{Ref: name, Load: scope.LoRALoad{Path: path.Join(loraDir, pr.File), Scale: scale}})
-	}
-	return out, nil
+	out, err := d.PrepareLoRAs(ctx, flags, pipeline, loraDir)
+	return out, deployError(err)
 }
 
-// syncLoRAs sends the wanted LoRAs to target (a folder URL) with the transfer engine.
-// A target that cannot be reached yet (a pod's sshd still starting) is tried again
-// until retryFor has passed; a refused host key is never retried.
+// syncLoRAs sends the wanted LoRAs to target (a folder URL) with the transfer engine,
+// trying a target that cannot be reached yet until retryFor has passed
+// (deploy.Deployer.SyncLoRAs).
 func (a *app) syncLoRAs(ctx context.Context, target string, wanted []wantedLoRA, pipeline string, rf remoteFlags, retryFor time.Duration) (*lorasync.Result, error) {
-	lib, err := a.library()
+	d, err := a.deployer(rf, false)
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, len(wanted))
-	for i, w := range wanted {
-		names[i] = w.Ref
-	}
-	deadline := time.Now().Add(retryFor)
-	bo := httpx.Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Second}
-	var r remote.Remote
-	for n := 1; ; n++ {
-		r, err = a.openRemote(ctx, target, rf)
-		if err == nil || errors.Is(err, ssh.ErrUnknownHostKey) || errors.Is(err, ssh.ErrHostKeyChanged) || !deployRetryable(err) {
-			break
-		}
-		delay := bo.Delay(n, "")
-		if time.Now().Add(delay).After(deadline) {
-			break
-		}
-		a.reporter().Retry("connecting to "+target, n, 0, err.Error(), delay)
-		if httpx.Sleep(ctx, delay) != nil {
-			return nil, err
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	return lorasync.Sync(ctx, lib, r, lorasync.Options{Names: names, Pipeline: pipeline, Progress: a.progress()})
-}
-
-// deployRetryable: a pod that just started refuses connections until its sshd is up, so a
-// refused connection is worth waiting out here; otherwise the shared rules apply (a name
-// that does not resolve, a TLS failure: at once).
-func deployRetryable(err error) bool {
-	if u := httpx.Unreachable("", err); u != nil {
-		return u.Refused
-	}
-	return !httpx.Permanent(err)
+	return d.SyncLoRAs(ctx, target, "", wanted, pipeline, retryFor)
 }
 
 // scopeUp waits for Scope's health and, with a pipeline, loads it with the LoRAs and
 // waits until it is loaded; it fills res["health"], res["url"] and res["pipeline"].
 func (a *app) scopeUp(ctx context.Context, sc *scope.Client, wait time.Duration, pipeline string, wanted []wantedLoRA, res map[string]any) error {
-	h, err := sc.WaitHealthy(ctx, wait)
-	if err != nil {
-		return fmt.Errorf("Scope on %s did not become healthy: %w", sc.Base, err)
+	var r deploy.DeployResult
+	err := (&deploy.Deployer{}).ScopeUp(ctx, sc, wait, pipeline, wanted, &r)
+	if r.Health != nil {
+		res["health"], res["url"] = r.Health, r.URL
 	}
-	res["health"], res["url"] = h, sc.Base
-	if pipeline == "" {
-		return nil
+	if r.Pipeline != nil {
+		res["pipeline"] = r.Pipeline
 	}
-	loads := make([]scope.LoRALoad, len(wanted))
-	for i, w := range wanted {
-		loads[i] = w.Load
-	}
-	if err := sc.LoadPipeline(ctx, pipeline, loads, nil); err != nil {
-		return err
-	}
-	st, err := sc.WaitLoaded(ctx, wait)
-	if err != nil {
-		return err
-	}
-	res["pipeline"] = st
-	return nil
+	return err
 }
 
-func printScopeUp(w io.Writer, res map[string]any, pipeline string, nLoRAs int) {
-	h, _ := res["health"].(*scope.Health)
-	if h != nil {
-		fmt.Fprintf(w, "Scope %s is healthy at %s\n", h.Version, res["url"])
+func printScopeUp(w io.Writer, res *deploy.DeployResult, pipeline string, nLoRAs int) {
+	if h := res.Health; h != nil {
+		fmt.Fprintf(w, "Scope %s is healthy at %s\n", h.Version, res.URL)
 	}
 	if pipeline != "" {
 		fmt.Fprintf(w, "pipeline %s loaded with %s\n", pipeline, plural(nLoRAs, "LoRA"))

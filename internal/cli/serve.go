@@ -21,6 +21,7 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/atomicfile"
 	"github.com/daydreamlive/scopectl/internal/gpu"
+	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/server"
@@ -106,6 +107,16 @@ func (a *app) serveCmd() *cobra.Command {
 			} else {
 				a.warn("RUNPOD_API_KEY is not set: RunPod pods are not shown")
 			}
+			// POST /api/v1/deploys runs the same deploy core as `scopectl deploy`.
+			dep, err := a.deployer(rf, false)
+			if err != nil {
+				return err
+			}
+			dep.Progress, dep.RunPod = progress.Reporter{}, opt.RunPod
+			if dep.RunPod != nil {
+				a.podHooks(dep, budgetFlags{}, rf)
+			}
+			opt.Deployer = dep
 			if ts, ok := lib.Store.(store.TrainStore); ok {
 				opt.Trainer = &train.Trainer{Lib: lib, Jobs: ts, Env: env}
 				if opt.RunPod != nil {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,10 +17,12 @@ import (
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/aitk"
+	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/gpu"
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/pods"
 	"github.com/daydreamlive/scopectl/internal/provider"
+	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/store"
 	"github.com/daydreamlive/scopectl/internal/train"
 )
@@ -521,8 +524,130 @@ func (s *Server) listDeploys(r *http.Request) (any, error) {
 	return page(out, func(d Deploy) string { return d.Pod.ID }, p), nil
 }
 
+// DeployRequest is POST /api/v1/deploys: the flags of `scopectl deploy`, as JSON.
+// One of host (ssh://user@host:port, a Docker host), pod (an existing RunPod pod) or
+// new (a RunPod pod created for it, with gpu).
+type DeployRequest struct {
+	Host     string            `json:"host,omitempty"`
+	Pod      string            `json:"pod,omitempty"`
+	New      bool              `json:"new,omitempty"`
+	Image    string            `json:"image,omitempty"`
+	Name     string            `json:"name,omitempty"`
+	Port     int               `json:"port,omitempty"`
+	NoGPUs   bool              `json:"no_gpus,omitempty"`
+	Volume   string            `json:"volume,omitempty"`
+	LoRADir  string            `json:"scope_lora_dir,omitempty"`
+	Pull     string            `json:"pull,omitempty"`
+	Env      map[string]string `json:"env,omitempty"`
+	LoRAs    []string          `json:"loras,omitempty"` // NAME[:SCALE]
+	Pipeline string            `json:"pipeline,omitempty"`
+	DryRun   bool              `json:"dry_run,omitempty"`
+	Wait     string            `json:"wait,omitempty"` // a duration, default 10m
+	// With new:
+	GPU             string  `json:"gpu,omitempty"`
+	GPUCount        int     `json:"gpu_count,omitempty"`
+	Cloud           string  `json:"cloud,omitempty"`
+	VolumeGB        int     `json:"volume_gb,omitempty"`
+	ContainerDiskGB int     `json:"container_disk_gb,omitempty"`
+	NetworkVolume   string  `json:"network_volume,omitempty"`
+	MaxPrice        float64 `json:"max_price,omitempty"`
+	IdleStop        string  `json:"idle_stop,omitempty"` // a duration, default 30m; "0" disables
+	MaxHours        float64 `json:"max_hours,omitempty"`
+	Keep            bool    `json:"keep,omitempty"`
+}
+
+// input is the deploy core's input for req, with the CLI's defaults.
+func (req DeployRequest) input() (deploy.DeployInput, error) {
+	in := deploy.DeployInput{Host: req.Host, Pod: req.Pod, New: req.New, Env: req.Env, LoRAs: req.LoRAs, Pipeline: req.Pipeline,
+		DryRun: req.DryRun, Keep: req.Keep, MaxHours: req.MaxHours, IdleStop: DefaultIdleStop,
+		Spec: deploy.Spec{Image: req.Image, Name: req.Name, Port: req.Port, GPUs: !req.NoGPUs, Volume: req.Volume, LoRADir: req.LoRADir, Pull: req.Pull},
+		Create: provider.CreateSpec{GPUType: req.GPU, GPUCount: max(req.GPUCount, 1), Cloud: cmp.Or(req.Cloud, "secure"),
+			VolumeGB: cmp.Or(req.VolumeGB, 50), ContainerDiskGB: cmp.Or(req.ContainerDiskGB, 30), NetworkVolumeID: req.NetworkVolume, MaxPrice: req.MaxPrice},
+		VolumeGBSet: req.VolumeGB != 0}
+	for _, d := range []struct {
+		name, v string
+		to      *time.Duration
+	}{{"wait", req.Wait, &in.Wait}, {"idle_stop", req.IdleStop, &in.IdleStop}} {
+		if d.v == "" {
+			continue
+		}
+		if d.v == "0" {
+			*d.to = 0
+			continue
+		}
+		v, err := time.ParseDuration(d.v)
+		if err != nil || v < 0 {
+			return in, errorf(http.StatusBadRequest, "%s: %q is not a duration (e.g. 30m)", d.name, d.v)
+		}
+		*d.to = v
+	}
+	if req.MaxHours < 0 || req.MaxPrice < 0 || req.Port < 0 || req.GPUCount < 0 || req.VolumeGB < 0 || req.ContainerDiskGB < 0 {
+		return in, errorf(http.StatusBadRequest, "numbers must not be negative")
+	}
+	if in.Wait == 0 {
+		in.Wait = 10 * time.Minute
+	}
+	return in, nil
+}
+
+// DefaultIdleStop is the idle limit a pod a deploy creates gets unless told otherwise
+// (as `scopectl deploy --new`).
+const DefaultIdleStop = 30 * time.Minute
+
+// deployer is the deploy core: the face's (Options.Deployer), else one over the
+// library, RunPod and the remote env that cannot create pods.
+func (s *Server) deployer() *deploy.Deployer {
+	if s.opt.Deployer != nil {
+		return s.opt.Deployer
+	}
+	d := &deploy.Deployer{Lib: s.opt.Lib, RunPod: s.opt.RunPod, OpenRemote: func(ctx context.Context, target, knownHosts string) (remote.Remote, error) {
+		env := s.opt.RemoteEnv
+		if knownHosts != "" {
+			env.KnownHosts, env.AcceptNewHostKey = knownHosts, true
+		}
+		return remote.Open(ctx, target, env)
+	}}
+	if s.opt.Lib != nil {
+		if ps, ok := s.opt.Lib.Store.(store.PodStore); ok {
+			d.Pods = ps
+		}
+	}
+	return d
+}
+
+// createDeploy runs a deploy as `scopectl deploy` does, to its end (it can take minutes:
+// the pod, Scope's health, the pipeline), and answers what it did.
 func (s *Server) createDeploy(r *http.Request) (any, error) {
-	return nil, errorf(http.StatusNotImplemented, "deploying from the API is not available yet: run scopectl deploy")
+	var req DeployRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	in, err := req.input()
+	if err != nil {
+		return nil, err
+	}
+	d := s.deployer()
+	if (in.Pod != "" || in.New) && s.opt.RunPod == nil && d.RunPod == nil {
+		return nil, errorf(http.StatusServiceUnavailable, "RUNPOD_API_KEY is not set: RunPod pods cannot be deployed to")
+	}
+	res, err := d.Deploy(r.Context(), in)
+	if err != nil {
+		var ie *deploy.InputError
+		var re *deploy.RefusedError
+		var le *deploy.LookupError
+		switch {
+		case errors.Is(err, deploy.ErrCannotCreate):
+			return nil, errorf(http.StatusNotImplemented, "this server cannot create pods: run scopectl deploy --new, or deploy to an existing pod")
+		case errors.As(err, &ie):
+			return nil, errorf(http.StatusBadRequest, "%s", ie.Msg)
+		case errors.As(err, &re):
+			return nil, errorf(http.StatusConflict, "%s", re.Error())
+		case errors.As(err, &le) && errors.Is(err, provider.ErrNotFound):
+			return nil, errorf(http.StatusNotFound, "pod %q not found", in.Pod)
+		}
+		return nil, errorf(http.StatusBadGateway, "deploy failed: %s", oneLine(s.red.Redact(err.Error())))
+	}
+	return res, nil
 }
 
 // JobItem is a training job: its record, its state on the machine, its cost.

@@ -276,7 +276,7 @@ func TestBadInput(t *testing.T) {
 		{"POST", "/api/v1/loras/slime/sync", `{"to":"pod:nope"}`, auth(), 404},
 		{"POST", "/api/v1/pods/" + h.podID + "/explode", `{}`, auth(), 404},
 		{"POST", "/api/v1/jobs/" + h.jobID + "/explode", `{}`, auth(), 404},
-		{"POST", "/api/v1/deploys", `{}`, auth(), 501},
+		{"POST", "/api/v1/deploys", `{}`, auth(), 400},
 		{"POST", "/api/v1/pods/" + h.podID + "/stop", `{}`, map[string]string{"Authorization": "Bearer wrong"}, 401},
 		{"POST", "/api/v1/pods/" + h.podID + "/stop", `{}`, map[string]string{"Authorization": "Bearer " + canaryToken, "Origin": "https://evil.example"}, 403},
 		{"POST", "/api/v1/pods/" + h.podID + "/stop", `{}`, map[string]string{"Authorization": "Bearer " + canaryToken, "Sec-Fetch-Site": "cross-site"}, 403},

@@ -29,6 +29,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/gpu"
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/provider"
@@ -69,6 +70,9 @@ type Options struct {
 	Log     *slog.Logger
 	// HTTP is the client for Scope (default: 5 s timeout).
 	HTTP *http.Client
+	// Deployer runs POST /api/v1/deploys, the same core as `scopectl deploy`; nil: one
+	// over Lib, RunPod and RemoteEnv that deploys to hosts and existing pods only.
+	Deployer *deploy.Deployer
 }
 
 // Server serves the page, the API and the metrics.

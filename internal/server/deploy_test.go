@@ -1,0 +1,121 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/daydreamlive/scopectl/internal/deploy"
+	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/provider"
+	"github.com/daydreamlive/scopectl/internal/provider/runpod"
+	"github.com/daydreamlive/scopectl/internal/provider/runpod/runpodtest"
+	"github.com/daydreamlive/scopectl/internal/secret"
+	"github.com/daydreamlive/scopectl/internal/server"
+	"github.com/daydreamlive/scopectl/internal/store"
+)
+
+// POST /api/v1/deploys runs the deploy core `scopectl deploy` runs, against the fake
+// RunPod: an existing pod (found by scopectl's request id) is made to match and Scope
+// (the stand-in, behind the pod's proxy URL) answers healthy with the pipeline loaded;
+// a dry run of --new plans a pod; bad input is a JSON error.
+func TestAPIDeploy(t *testing.T) {
+	ctx := context.Background()
+	lib, err := library.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lib.Close() })
+	scopeURL := startScope(t)
+	// Every pod's container is the stand-in, reached through the fake RunPod's proxy.
+	rt := func(runpodtest.PodView) (*runpodtest.Container, error) {
+		return &runpodtest.Container{HTTP: map[int]string{deploy.ContainerPort: scopeURL}}, nil
+	}
+	rp := runpodtest.New(t, runpodtest.Options{APIKey: canaryRunPod, BootDelay: 10 * time.Millisecond, Runtime: rt})
+	opts := runpod.OptionsFromEnv(func(string) string { return "" })
+	opts.APIKey, opts.APIURL, opts.GraphQLURL = secret.New(canaryRunPod), rp.RESTURL(), rp.GraphQLURL()
+	opts.ProxyURL = rp.ProxyURL()
+	c, err := runpod.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const reqID = "fedcba9876543210fedcba9876543210"
+	p, err := c.Create(ctx, provider.CreateSpec{Name: "scope", GPUType: "NVIDIA GeForce RTX 4090", Image: "daydreamlive/scope:main",
+		Ports: deploy.PodPorts, VolumeGB: 50, RequestID: reqID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deploytestWait(ctx, c, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	lib.Store.(store.PodStore).PutPod(ctx, store.Pod{RequestID: reqID, Provider: runpod.Name, ID: p.ID, Name: "scope", CreatedAt: time.Now()})
+	red := &secret.Redactor{}
+	red.Add(secret.New(canaryToken))
+	srv, err := server.New(server.Options{Lib: lib, RunPod: c, Token: secret.New(canaryToken), Redactor: red, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	h := &harness{t: t, http: hs}
+
+	code, body, hdr := h.do("POST", "/api/v1/deploys", `{"pod":"`+reqID+`","image":"daydreamlive/scope:v2","env":{"FOO":"bar"},"pipeline":"longlive","wait":"30s"}`, auth())
+	if code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "application/json") {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	var res deploy.DeployResult
+	if err := json.Unmarshal([]byte(body), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Pod == nil || res.Pod.ID != p.ID || res.Pod.Image != "daydreamlive/scope:v2" || res.Pod.Env["FOO"] != "bar" || res.Created == nil || *res.Created ||
+		res.Health == nil || res.URL != c.ProxyURL(p.ID, deploy.ContainerPort) || res.Pipeline == nil || len(res.Steps) == 0 || res.Steps[0].Action != "update" {
+		t.Fatalf("deploy result: %s", body)
+	}
+	got, err := c.Get(ctx, p.ID)
+	if err != nil || got.Image != "daydreamlive/scope:v2" || got.Status != provider.StatusRunning {
+		t.Fatalf("pod after deploy: %+v %v", got, err)
+	}
+	// Again: nothing to change.
+	code, body, _ = h.do("POST", "/api/v1/deploys", `{"pod":"`+p.ID+`","image":"daydreamlive/scope:v2","env":{"FOO":"bar"},"dry_run":true}`, auth())
+	if code != 200 || strings.Contains(body, `"update"`) || !strings.Contains(body, `"dry_run":true`) {
+		t.Fatalf("deploy again (dry run): %d %s", code, body)
+	}
+
+	// --new, dry run: the plan (under another name: a pod named scope exists, on another
+	// GPU: refused below); for real this server (no pod records of its own) says 501.
+	code, body, _ = h.do("POST", "/api/v1/deploys", `{"new":true,"name":"another","gpu":"NVIDIA RTX A6000","dry_run":true}`, auth())
+	if code != 200 || !strings.Contains(body, `"action":"create"`) || !strings.Contains(body, "NVIDIA RTX A6000") || !strings.Contains(body, "50 GB volume") {
+		t.Fatalf("deploy --new dry run: %d %s", code, body)
+	}
+	before := len(rp.Pods())
+	for _, c := range []struct {
+		body string
+		code int
+	}{
+		{`{}`, 400},
+		{`{"host":"http://example.com"}`, 400},
+		{`{"host":"ssh://a@b:22","pod":"x"}`, 400},
+		{`{"new":true}`, 400},
+		{`{"new":true,"name":"another","gpu":"NVIDIA RTX A6000"}`, 501},
+		{`{"new":true,"gpu":"NVIDIA RTX A6000","dry_run":true}`, 409}, // the pod named scope runs on a 4090
+		{`{"pod":"nope"}`, 404},
+		{`{"pod":"` + p.ID + `","wait":"soon"}`, 400},
+		{`{"pod":"` + p.ID + `","loras":["slime:99"]}`, 400},
+		{`{"pod":"` + p.ID + `","bogus":1}`, 400},
+	} {
+		code, body, _ := h.do("POST", "/api/v1/deploys", c.body, auth())
+		if code != c.code || !strings.Contains(body, `"error"`) {
+			t.Errorf("%s: %d %s, want %d", c.body, code, body, c.code)
+		}
+	}
+	if len(rp.Pods()) != before {
+		t.Error("a refused deploy created a pod")
+	}
+	// Actions need the token.
+	if code, _, _ := h.do("POST", "/api/v1/deploys", `{"pod":"`+p.ID+`","dry_run":true}`, nil); code != 401 {
+		t.Errorf("deploy without the token: %d", code)
+	}
+}
