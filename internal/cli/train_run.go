@@ -374,6 +374,24 @@ func (a *app) watchJob(ctx context.Context, t *train.Trainer, id string, interva
 				}
 			}
 		},
+		PodGone: func(ctx context.Context, job store.TrainJob) (string, bool) {
+			c, err := a.runpod()
+			if err != nil {
+				return "", false
+			}
+			p, err := c.Get(ctx, job.PodID)
+			switch {
+			case errors.Is(err, provider.ErrNotFound):
+				return "was terminated", true
+			case err != nil:
+				return "", false
+			case p.Status == provider.StatusTerminated:
+				return "was terminated", true
+			case p.Status == provider.StatusExited:
+				return "was stopped (`scopectl pod start " + job.PodID + "`, then `scopectl train resume " + job.ID + "`, continues on it)", true
+			}
+			return "", false
+		},
 		StopMachine: func(ctx context.Context, job store.TrainJob) error {
 			c, _, err := a.podWithClient(ctx, job.PodID, rf)
 			if err != nil {

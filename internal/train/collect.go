@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -212,7 +213,13 @@ type WatchOptions struct {
 	OnCollect func(*CollectResult)
 	// StopMachine is called at the end unless the job keeps its machine (pods).
 	StopMachine func(ctx context.Context, job store.TrainJob) error
+	// PodGone says, when the job's machine cannot be reached, whether its pod was
+	// stopped or terminated (and how, in a few words): the end of this watch.
+	PodGone func(ctx context.Context, job store.TrainJob) (how string, gone bool)
 }
+
+// ErrPodGone: the job's pod stopped or was terminated before the job ended.
+var ErrPodGone = errors.New("pod gone")
 
 // Watch follows a job to its end, collecting checkpoints as they are staged, and
 // returns the final collection. Connection failures are retried until ctx ends: the
@@ -279,6 +286,16 @@ func (t *Trainer) Watch(ctx context.Context, id string, opt WatchOptions) (*Coll
 		if err != nil {
 			if ctx.Err() != nil {
 				return last, ctx.Err()
+			}
+			if opt.PodGone != nil && job.PodID != "" {
+				if how, gone := opt.PodGone(ctx, job); gone {
+					n := 0
+					if have, lerr := t.Jobs.ListTrainCheckpoints(ctx, job.ID); lerr == nil {
+						n = len(have)
+					}
+					return last, fmt.Errorf("%w: job %s: pod %s %s mid-run; the %d checkpoint(s) collected so far are in the library; `scopectl train resume %s --pod NEW_POD` continues from the newest: %w",
+						ErrPodGone, job.ID, job.PodID, how, n, job.ID, err)
+				}
 			}
 			t.note("watch: %v (retrying)", err)
 		}
