@@ -218,21 +218,30 @@ func (a *app) deployKube(cmd *cobra.Command, o *deployFlags) error {
 		if c, _, err := kf.client(o.host); err == nil {
 			namespace = c.Namespace
 		}
-		objs := ns.Build(namespace)
-		y, err := objs.YAML()
-		if err != nil {
-			return err
-		}
 		if kf.output == "yaml" {
+			y, err := ns.Build(namespace).YAML()
+			if err != nil {
+				return err
+			}
 			_, err = a.stdout.Write(y)
 			return err
 		}
-		return a.out(map[string]any{"dry_run": true, "manifests": string(y)}, func(w io.Writer) {
-			fmt.Fprintf(w, "would apply to namespace %s (field manager %s): Service %s, StatefulSet %s (%d × %s=%d)", namespace, kubernetes.FieldManager, ns.Name, ns.Name, ns.Replicas, ns.GPUResource, ns.GPUCount)
-			if objs.Secret != nil {
-				fmt.Fprintf(w, ", Secret %s", ns.SecretName())
+		// The plan: a server-side dry run (admission, validation, RBAC and conflicts
+		// included; nothing stored) says what each object would go through.
+		c, _, err := kf.client(o.host)
+		if err != nil {
+			return err
+		}
+		plan, err := c.Apply(ctx, s, kubernetes.ApplyOptions{Force: kf.forceConflicts, ServerDryRun: true})
+		if err != nil {
+			return err
+		}
+		return a.out(map[string]any{"dry_run": true, "target": c.Target().String(), "plan": plan}, func(w io.Writer) {
+			for _, p := range plan {
+				verb := map[string]string{kubernetes.ActionCreated: "create", kubernetes.ActionConfigured: "configure", kubernetes.ActionUnchanged: "keep"}[p.Action]
+				fmt.Fprintf(w, "would %-10s %s/%s\n", verb, p.Kind, p.Name)
 			}
-			fmt.Fprintln(w, "\n(-o yaml prints the manifests)")
+			fmt.Fprintf(w, "in %s, field manager %s (-o yaml prints the manifests)\n", c.Target(), kubernetes.FieldManager)
 		})
 	}
 	c, _, err := kf.client(o.host)

@@ -28,6 +28,10 @@ func TestKubernetesCLI(t *testing.T) {
 	if l, _ := k.CS.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{}); len(l.Items) != 0 {
 		t.Fatal("dry run applied")
 	}
+	// --dry-run alone is the API server's plan.
+	if out := e.mustRun("deploy", "--provider", "kubernetes", "--replicas", "2", "--dry-run"); !strings.Contains(out, "would create     StatefulSet/scope") {
+		t.Fatalf("plan:\n%s", out)
+	}
 	out := e.mustRun("deploy", "--provider", "kubernetes", "--replicas", "2", "--wait", "0")
 	if !strings.Contains(out, "created     StatefulSet/scope") {
 		t.Fatalf("deploy:\n%s", out)
@@ -35,6 +39,9 @@ func TestKubernetesCLI(t *testing.T) {
 	out = e.mustRun("deploy", "--provider", "kubernetes", "--replicas", "2", "--wait", "0")
 	if strings.Count(out, "unchanged") != 3 {
 		t.Fatalf("second deploy:\n%s", out)
+	}
+	if out := e.mustRun("deploy", "--provider", "kubernetes", "--replicas", "3", "--dry-run"); !strings.Contains(out, "would configure  StatefulSet/scope") || !strings.Contains(out, "would keep       Service/scope") {
+		t.Fatalf("plan of a change:\n%s", out)
 	}
 	out = e.mustRun("pod", "ls", "--provider", "kubernetes")
 	if !strings.Contains(out, "scope") || !strings.Contains(out, "RUNNING") || !strings.Contains(out, "2 × nvidia.com/gpu") {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"reflect"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/daydreamlive/scopectl/internal/secret"
 )
@@ -86,52 +89,65 @@ func (c *Client) Apply(ctx context.Context, s ScopeSpec, opt ApplyOptions) ([]Ap
 		ao.DryRun = []string{metav1.DryRunAll}
 	}
 	var out []Applied
+	dry := opt.ServerDryRun
 	if o.Secret != nil {
 		secrets := c.CS.CoreV1().Secrets(c.Namespace)
-		before := ""
-		if cur, err := secrets.Get(ctx, s.SecretName(), metav1.GetOptions{}); err == nil {
-			before = cur.ResourceVersion
-		}
+		cur, _ := secrets.Get(ctx, s.SecretName(), metav1.GetOptions{})
 		got, err := secrets.Apply(ctx, o.Secret, ao)
 		if err != nil {
 			return out, c.explain(err, "apply secret "+s.SecretName())
 		}
-		out = append(out, applied("Secret", got.Name, before, got.ResourceVersion))
+		out = append(out, applied("Secret", cur, got, dry))
 	}
 	services := c.CS.CoreV1().Services(c.Namespace)
-	before := ""
-	if cur, err := services.Get(ctx, s.Name, metav1.GetOptions{}); err == nil {
-		before = cur.ResourceVersion
-	}
+	curSvc, _ := services.Get(ctx, s.Name, metav1.GetOptions{})
 	svc, err := services.Apply(ctx, o.Service, ao)
 	if err != nil {
 		return out, c.explain(err, "apply service "+s.Name)
 	}
-	out = append(out, applied("Service", svc.Name, before, svc.ResourceVersion))
+	out = append(out, applied("Service", curSvc, svc, dry))
 	sets := c.CS.AppsV1().StatefulSets(c.Namespace)
-	before = ""
-	if cur, err := sets.Get(ctx, s.Name, metav1.GetOptions{}); err == nil {
-		before = cur.ResourceVersion
-	}
+	curSts, _ := sets.Get(ctx, s.Name, metav1.GetOptions{})
 	sts, err := sets.Apply(ctx, o.StatefulSet, ao)
 	if err != nil {
 		return out, c.explain(err, "apply statefulset "+s.Name)
 	}
-	out = append(out, applied("StatefulSet", sts.Name, before, sts.ResourceVersion))
+	out = append(out, applied("StatefulSet", curSts, sts, dry))
 	return out, nil
 }
 
-func applied(kind, name, before, after string) Applied {
-	a := Applied{Kind: kind, Name: name, ResourceVersion: after}
+// applied says what an apply did to one object: created (before is nil, or Get found
+// nothing), unchanged (the same resourceVersion; in a server-side dry run, which stores
+// nothing, the same object but for its bookkeeping), or configured.
+func applied[T interface {
+	metav1.Object
+	runtime.Object
+}](kind string, before, after T, dry bool) Applied {
+	a := Applied{Kind: kind, Name: after.GetName(), ResourceVersion: after.GetResourceVersion()}
 	switch {
-	case before == "":
+	case reflect.ValueOf(before).IsNil() || before.GetResourceVersion() == "":
 		a.Action = ActionCreated
-	case before == after:
+	case before.GetResourceVersion() == after.GetResourceVersion() && (!dry || sameObject(before, after)):
 		a.Action = ActionUnchanged
 	default:
 		a.Action = ActionConfigured
 	}
 	return a
+}
+
+// sameObject compares two versions of an object without resourceVersion, generation and
+// managed fields.
+func sameObject(a, b runtime.Object) bool {
+	strip := func(o runtime.Object) string {
+		o = o.DeepCopyObject()
+		m := o.(metav1.Object)
+		m.SetResourceVersion("")
+		m.SetGeneration(0)
+		m.SetManagedFields(nil)
+		j, _ := json.Marshal(o)
+		return string(j)
+	}
+	return strip(a) == strip(b)
 }
 
 // AgentToken is the agent sidecar's token of deployment name, from its Secret.

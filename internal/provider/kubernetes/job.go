@@ -155,14 +155,12 @@ func (c *Client) ApplyJob(ctx context.Context, s TrainJobSpec, opt ApplyOptions)
 		ao.DryRun = []string{metav1.DryRunAll}
 	}
 	var out []Applied
+	dry := opt.ServerDryRun
 	pvcs := c.CS.CoreV1().PersistentVolumeClaims(c.Namespace)
 	for _, cl := range o.Claims {
-		before := ""
-		if cur, err := pvcs.Get(ctx, *cl.Name, metav1.GetOptions{}); err == nil {
-			before = cur.ResourceVersion
-		}
+		cur, _ := pvcs.Get(ctx, *cl.Name, metav1.GetOptions{})
 		got, err := pvcs.Apply(ctx, cl, ao)
-		if err == nil && before == "" && !opt.ServerDryRun {
+		if err == nil && cur.ResourceVersion == "" && !dry {
 			// kube-apiserver 1.34 rewrites a just-created claim on its first apply even
 			// when nothing differs (a new resourceVersion, the same object); settle it
 			// now so that the next run's apply is a true no-op.
@@ -171,29 +169,24 @@ func (c *Client) ApplyJob(ctx context.Context, s TrainJobSpec, opt ApplyOptions)
 		if err != nil {
 			return out, c.explain(err, "apply volume claim "+*cl.Name)
 		}
-		out = append(out, applied("PersistentVolumeClaim", got.Name, before, got.ResourceVersion))
+		out = append(out, applied("PersistentVolumeClaim", cur, got, dry))
 	}
 	if o.Secret != nil {
-		before := ""
-		if cur, err := c.CS.CoreV1().Secrets(c.Namespace).Get(ctx, *o.Secret.Name, metav1.GetOptions{}); err == nil {
-			before = cur.ResourceVersion
-		}
-		got, err := c.CS.CoreV1().Secrets(c.Namespace).Apply(ctx, o.Secret, ao)
+		secrets := c.CS.CoreV1().Secrets(c.Namespace)
+		cur, _ := secrets.Get(ctx, *o.Secret.Name, metav1.GetOptions{})
+		got, err := secrets.Apply(ctx, o.Secret, ao)
 		if err != nil {
 			return out, c.explain(err, "apply secret "+*o.Secret.Name)
 		}
-		out = append(out, applied("Secret", got.Name, before, got.ResourceVersion))
+		out = append(out, applied("Secret", cur, got, dry))
 	}
 	jobs := c.CS.BatchV1().Jobs(c.Namespace)
-	before := ""
-	if cur, err := jobs.Get(ctx, s.Name, metav1.GetOptions{}); err == nil {
-		before = cur.ResourceVersion
-	}
+	cur, _ := jobs.Get(ctx, s.Name, metav1.GetOptions{})
 	got, err := jobs.Apply(ctx, o.Job, ao)
 	if err != nil {
 		return out, c.explain(err, "apply job "+s.Name)
 	}
-	out = append(out, applied("Job", got.Name, before, got.ResourceVersion))
+	out = append(out, applied("Job", cur, got, dry))
 	return out, nil
 }
 

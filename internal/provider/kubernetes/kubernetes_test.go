@@ -190,6 +190,14 @@ func TestApplyIdempotentAndOneFieldChanges(t *testing.T) {
 	t.Logf("kube-apiserver + etcd up in %v", e.Up)
 	ctx := context.Background()
 	s := spec()
+	// A server-side dry run is the plan: everything would be created, nothing is.
+	plan, err := c.Apply(ctx, s, kubernetes.ApplyOptions{ServerDryRun: true})
+	if err != nil || actions(plan) != "Secret=created Service=created StatefulSet=created" {
+		t.Fatalf("dry run: %s %v", actions(plan), err)
+	}
+	if l, _ := e.CS.AppsV1().StatefulSets(c.Namespace).List(ctx, metav1.ListOptions{}); len(l.Items) != 0 {
+		t.Fatal("the dry run stored a StatefulSet")
+	}
 	t0 := time.Now()
 	first, err := c.Apply(ctx, s, kubernetes.ApplyOptions{})
 	if err != nil {
@@ -225,8 +233,15 @@ func TestApplyIdempotentAndOneFieldChanges(t *testing.T) {
 	if mf := before.ManagedFields; len(mf) != 1 || mf[0].Manager != "scopectl" || mf[0].Operation != metav1.ManagedFieldsOperationApply {
 		t.Fatalf("managed fields %+v", mf)
 	}
-	// A changed flag changes that field only.
+	// A changed flag changes that field only; the dry run says so first and stores nothing.
 	s.Image = "example.com/scope:2"
+	plan, err = c.Apply(ctx, s, kubernetes.ApplyOptions{ServerDryRun: true})
+	if err != nil || actions(plan) != "Secret=unchanged Service=unchanged StatefulSet=configured" {
+		t.Fatalf("dry run of a change: %s %v", actions(plan), err)
+	}
+	if now, _ := e.CS.AppsV1().StatefulSets(c.Namespace).Get(ctx, "scope", metav1.GetOptions{}); now.ResourceVersion != before.ResourceVersion {
+		t.Fatal("the dry run changed the StatefulSet")
+	}
 	third, err := c.Apply(ctx, s, kubernetes.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
