@@ -49,13 +49,24 @@ func (c *Client) WaitReady(ctx context.Context, name string, opt WaitOptions) ([
 	readyAt := map[string]time.Duration{}
 	last := map[string]Replica{}
 	reasons := map[string]string{} // scheduler events, by pod
+	var lastReps []Replica
+	var lastSts *appsv1.StatefulSet
+	timedOut := func() error {
+		return fmt.Errorf("kubernetes: %s: %w after %s: %s", name, ErrNotReady, time.Since(start).Round(time.Second), notReadyText(lastReps, lastSts))
+	}
 	for {
 		sts, err := sets.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
+			if ctx.Err() != nil && lastSts != nil {
+				return lastReps, timedOut()
+			}
 			return nil, c.explain(err, "statefulset "+name)
 		}
 		pl, err := pods.List(ctx, metav1.ListOptions{LabelSelector: sel})
 		if err != nil {
+			if ctx.Err() != nil && lastSts != nil {
+				return lastReps, timedOut()
+			}
 			return nil, c.explain(err, "list pods of "+name)
 		}
 		reps, done := c.evaluate(ctx, sts, pl.Items, start, readyAt, reasons, opt.Events)
@@ -71,6 +82,7 @@ func (c *Client) WaitReady(ctx context.Context, name string, opt WaitOptions) ([
 		if done {
 			return reps, nil
 		}
+		lastReps, lastSts = reps, sts
 		// Watch both from what was just read; any event re-reads the whole picture.
 		ws, err := sets.Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(), ResourceVersion: sts.ResourceVersion})
 		if err != nil {
@@ -94,7 +106,7 @@ func (c *Client) WaitReady(ctx context.Context, name string, opt WaitOptions) ([
 		ws.Stop()
 		wp.Stop()
 		if werr != nil {
-			return reps, fmt.Errorf("kubernetes: %s: %w after %s: %s", name, ErrNotReady, time.Since(start).Round(time.Second), notReadyText(reps, sts))
+			return reps, timedOut()
 		}
 	}
 }
