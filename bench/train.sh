@@ -62,9 +62,9 @@ run=(train run --host "$host" --aitk-dir "$root/aitk" --workspace "$root/ws" --f
 
 # B side: stamp the job's train.log appearing and each "Saved checkpoint" line.
 watchlog() { # job-name-glob out
-  ( while :; do f=$(ls "$root"/ws/.scopectl/jobs/$1*/train.log 2>/dev/null | head -1); [ -n "$f" ] && break; sleep 0.005; done
+  ( while :; do f=$(ls "$root"/ws/.scopectl/jobs/$1*/train.log 2>/dev/null | head -1 || true); [ -n "$f" ] && break; sleep 0.005; done
     echo "start $(date +%s.%N)"
-    tail -n +1 -F "$f" 2>/dev/null | tr '\r' '\n' | while IFS= read -r l; do case "$l" in *"Saved checkpoint"*) echo "saved $(date +%s.%N) $l";; esac; done ) >"$2" &
+    tail -n +1 -F "$f" 2>/dev/null | while IFS= read -r l; do case "$l" in *"Saved checkpoint"*) echo "saved $(date +%s.%N) $l";; esac; done ) >"$2" &
   pids+=($!)
 }
 
