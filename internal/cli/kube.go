@@ -380,6 +380,7 @@ func (a *app) kubeScopeUp(ctx context.Context, c *kubernetes.Client, name string
 		if err != nil {
 			return err
 		}
+		secret.Default.Add(tok) // redacted from every message, as config's secrets are
 		a.cfg.AgentToken = tok
 	}
 	per := map[string]any{}
