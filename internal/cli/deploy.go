@@ -184,7 +184,11 @@ func (a *app) deployer(rf remoteFlags, withRunPod bool) (*deploy.Deployer, error
 		d.Pods = ps
 	}
 	if withRunPod {
-		d.RunPod, d.RunPodErr = a.runpod()
+		if c, err := a.runpod(); err != nil {
+			d.RunPodErr = err
+		} else {
+			d.RunPod = c
+		}
 	}
 	return d, nil
 }

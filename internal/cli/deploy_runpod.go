@@ -89,7 +89,9 @@ func (a *app) deployRunPod(cmd *cobra.Command, o *deployFlags) error {
 	if err != nil {
 		return err
 	}
-	a.podHooks(d, rp.budget, o.rf)
+	if c, ok := d.RunPod.(*runpod.Client); ok {
+		a.podHooks(d, c, rp.budget, o.rf)
+	}
 	res, err := d.Deploy(ctx, in)
 	if err != nil {
 		return deployError(err)
@@ -106,15 +108,15 @@ func (a *app) deployRunPod(cmd *cobra.Command, o *deployFlags) error {
 
 // podHooks gives d what creating a RunPod pod takes on this machine: the create with
 // its record, the budget gate, the guard.
-func (a *app) podHooks(d *deploy.Deployer, budget budgetFlags, rf remoteFlags) {
+func (a *app) podHooks(d *deploy.Deployer, c *runpod.Client, budget budgetFlags, rf remoteFlags) {
 	d.CreatePod = func(ctx context.Context, cs provider.CreateSpec, in deploy.DeployInput) (*provider.Pod, *store.Pod, error) {
-		return a.createPod(ctx, d.RunPod, cs, in.IdleStop, in.MaxHours, in.SSHKey)
+		return a.createPod(ctx, c, cs, in.IdleStop, in.MaxHours, in.SSHKey)
 	}
 	d.BudgetGate = func(ctx context.Context, cs provider.CreateSpec, in deploy.DeployInput) error {
-		return a.budgetGate(ctx, d.RunPod, budget, cs, in.MaxHours)
+		return a.budgetGate(ctx, c, budget, cs, in.MaxHours)
 	}
 	d.InstallGuard = func(ctx context.Context, p *provider.Pod) (map[string]any, error) {
-		return a.installGuard(ctx, d.RunPod, p, rf, "")
+		return a.installGuard(ctx, c, p, rf, "")
 	}
 }
 

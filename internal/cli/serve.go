@@ -112,9 +112,10 @@ func (a *app) serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			dep.Progress, dep.RunPod = progress.Reporter{}, opt.RunPod
-			if dep.RunPod != nil {
-				a.podHooks(dep, budgetFlags{}, rf)
+			dep.Progress = progress.Reporter{}
+			if opt.RunPod != nil {
+				dep.RunPod = opt.RunPod
+				a.podHooks(dep, opt.RunPod, budgetFlags{}, rf)
 			}
 			opt.Deployer = dep
 			if ts, ok := lib.Store.(store.TrainStore); ok {

@@ -24,7 +24,6 @@ import (
 	"github.com/daydreamlive/scopectl/internal/lorasync"
 	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/provider"
-	"github.com/daydreamlive/scopectl/internal/provider/runpod"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/remote/ssh"
 	"github.com/daydreamlive/scopectl/internal/scope"
@@ -104,7 +103,7 @@ func (e *LookupError) Unwrap() error { return e.Err }
 type Deployer struct {
 	Lib *library.Library
 	// RunPod: nil when RUNPOD_API_KEY is not set.
-	RunPod *runpod.Client
+	RunPod RunPod
 	// RunPodErr says why RunPod is nil (returned by a RunPod deploy).
 	RunPodErr error
 	Pods      store.PodStore
@@ -124,6 +123,15 @@ type Deployer struct {
 	Progress progress.Reporter // transfers
 	Reporter progress.Reporter // retries
 	Warn     func(string)
+}
+
+// RunPod is what a RunPod deploy needs of the provider (runpod.Client): the pods, their
+// HTTP proxy URLs, and a pod found by the request id it carries.
+type RunPod interface {
+	provider.Provider
+	Name() string
+	ProxyURL(podID string, port int) string
+	FindByTag(ctx context.Context, tag string) ([]provider.Pod, error)
 }
 
 // WantedLoRA is a LoRA to load: the library entry and the load request for it.

@@ -600,13 +600,16 @@ func (s *Server) deployer() *deploy.Deployer {
 	if s.opt.Deployer != nil {
 		return s.opt.Deployer
 	}
-	d := &deploy.Deployer{Lib: s.opt.Lib, RunPod: s.opt.RunPod, OpenRemote: func(ctx context.Context, target, knownHosts string) (remote.Remote, error) {
+	d := &deploy.Deployer{Lib: s.opt.Lib, OpenRemote: func(ctx context.Context, target, knownHosts string) (remote.Remote, error) {
 		env := s.opt.RemoteEnv
 		if knownHosts != "" {
 			env.KnownHosts, env.AcceptNewHostKey = knownHosts, true
 		}
 		return remote.Open(ctx, target, env)
 	}}
+	if s.opt.RunPod != nil { // never a typed nil in the interface
+		d.RunPod = s.opt.RunPod
+	}
 	if s.opt.Lib != nil {
 		if ps, ok := s.opt.Lib.Store.(store.PodStore); ok {
 			d.Pods = ps
@@ -627,7 +630,7 @@ func (s *Server) createDeploy(r *http.Request) (any, error) {
 		return nil, err
 	}
 	d := s.deployer()
-	if (in.Pod != "" || in.New) && s.opt.RunPod == nil && d.RunPod == nil {
+	if (in.Pod != "" || in.New) && d.RunPod == nil {
 		return nil, errorf(http.StatusServiceUnavailable, "RUNPOD_API_KEY is not set: RunPod pods cannot be deployed to")
 	}
 	res, err := d.Deploy(r.Context(), in)
