@@ -420,3 +420,27 @@ type kubeReplicaView struct {
 	Pipeline *scope.PipelineStatus `json:"pipeline,omitempty"`
 	Error    string                `json:"error,omitempty"`
 }
+
+// kubeGPUs lists the GPU resources the cluster's nodes offer (pod gpus --provider kubernetes).
+func (a *app) kubeGPUs(ctx context.Context, rf remoteFlags) error {
+	c, _, err := rf.kube.client("")
+	if err != nil {
+		return err
+	}
+	ts, err := c.GPUTypes(ctx)
+	if err != nil {
+		return err
+	}
+	if ts == nil {
+		ts = []provider.GPUType{}
+	}
+	return a.out(ts, func(w io.Writer) {
+		if len(ts) == 0 {
+			fmt.Fprintln(w, "no node offers a GPU resource (is the device plugin running?)")
+			return
+		}
+		for _, t := range ts {
+			fmt.Fprintln(w, t.Name)
+		}
+	})
+}

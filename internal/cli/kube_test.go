@@ -66,6 +66,10 @@ func TestKubernetesCLI(t *testing.T) {
 	if _, err := k.CS.AppsV1().StatefulSets(ns).Get(ctx, "scope", metav1.GetOptions{}); err == nil {
 		t.Fatal("rm left the StatefulSet")
 	}
+	// The GPUs the nodes offer.
+	if out := e.mustRun("pod", "gpus", "--provider", "kubernetes"); !strings.Contains(out, "no node offers a GPU") {
+		t.Fatalf("gpus without nodes:\n%s", out)
+	}
 	// Bad input: a namespace that does not exist is one line.
 	_, errs, code := e.run("deploy", "--provider", "kubernetes", "-n", "nope", "--wait", "0")
 	if code == 0 || !strings.Contains(errs, `namespace "nope"`) || strings.Count(strings.TrimSpace(errs), "\n") > 0 {

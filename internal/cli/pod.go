@@ -88,9 +88,11 @@ func (a *app) podGPUs() *cobra.Command {
 			switch prov {
 			case sshhost.Name:
 				return a.sshHostGPUs(cmd.Context(), rf)
+			case "kubernetes":
+				return a.kubeGPUs(cmd.Context(), rf)
 			case runpod.Name:
 			default:
-				return usageError("--provider %q: runpod or ssh", prov)
+				return usageError("--provider %q: runpod, ssh or kubernetes", prov)
 			}
 			c, err := a.runpod()
 			if err != nil {
@@ -113,8 +115,9 @@ func (a *app) podGPUs() *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&prov, "provider", runpod.Name, "runpod, or ssh: the GPUs nvidia-smi reports on each SSH host")
+	cmd.Flags().StringVar(&prov, "provider", runpod.Name, "runpod, ssh (the GPUs nvidia-smi reports on each SSH host), or kubernetes (the GPUs the nodes offer)")
 	rf.addSSH(cmd)
+	rf.kube.addTarget(cmd)
 	return cmd
 }
 
