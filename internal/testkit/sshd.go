@@ -56,7 +56,7 @@ func StartSSHD(t testing.TB, home, extra string) int {
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		var log syncBuffer
+		var log SyncBuffer
 		cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", cfgPath)
 		cmd.Stderr = &log
 		KillWithParent(cmd)
