@@ -14,6 +14,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/deploy/deploytest"
 	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/lora/loratest"
+	"github.com/daydreamlive/scopectl/internal/testkit"
 )
 
 // TestDeployOverSSH deploys a Scope stand-in image on "a GPU host": this machine's Docker
@@ -41,7 +42,7 @@ func TestDeployOverSSH(t *testing.T) {
 	e.mustRun("lora", "add", p)
 	vol := filepath.Join(e.root, "workspace")
 	scopePort := fmt.Sprint(deploytest.FreePort(t))
-	host := fmt.Sprintf("ssh://root@127.0.0.1:%d/", port)
+	host := fmt.Sprintf("ssh://"+testkit.User()+"@127.0.0.1:%d/", port)
 	args := []string{"deploy", "--host", host, "--image", img, "--name", name, "--gpus=false",
 		"--volume", vol, "--port", scopePort, "--lora", "style:0.8", "--pipeline", "longlive", "--wait", "60s", "--json"}
 	out := e.mustRunBin(bin, args...)

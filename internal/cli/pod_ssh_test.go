@@ -17,6 +17,7 @@ import (
 	xssh "golang.org/x/crypto/ssh"
 
 	"github.com/daydreamlive/scopectl/internal/provider/runpod/runpodtest"
+	"github.com/daydreamlive/scopectl/internal/testkit"
 )
 
 // ptyGateway starts a real sshd that behaves like RunPod's ssh.runpod.io: every session
@@ -92,11 +93,11 @@ func TestPodSSHGateway(t *testing.T) {
 	}
 
 	// The gateway itself refuses exec (it is PTY-only): ssh:// cannot use it.
-	if _, errs, code := e.run("gpu", "--host", "ssh://root@"+gw+"/"); code == 0 || !strings.Contains(errs, "ssh+pty://") {
+	if _, errs, code := e.run("gpu", "--host", "ssh://"+testkit.User()+"@"+gw+"/"); code == 0 || !strings.Contains(errs, "ssh+pty://") {
 		t.Fatalf("exec on the PTY-only gateway: exit %d %q", code, errs)
 	}
 
-	t.Setenv("SCOPECTL_RUNPOD_SSH_GATEWAY", "root@"+gw)
+	t.Setenv("SCOPECTL_RUNPOD_SSH_GATEWAY", testkit.User()+"@"+gw)
 	out := e.mustRun("pod", "ssh", id, "--", "echo", "hi", "from", "$(uname", "-s)")
 	if strings.TrimSpace(out) != "hi from Linux" {
 		t.Fatalf("pod ssh -- echo: %q", out)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/deploy/deploytest"
+	"github.com/daydreamlive/scopectl/internal/testkit"
 )
 
 // tcpRelay forwards 127.0.0.1:<its port> to target until stop is called; then the
@@ -82,7 +83,7 @@ func TestPodSSHHost(t *testing.T) {
 	e := newEnv(t)
 	sshdPort := startSSHDWith(t, e.root, "SetEnv PATH="+sessionPath(fakeNvidiaSMI(t))+"\n")
 	t.Setenv("SSH_AUTH_SOCK", "")
-	host := fmt.Sprintf("ssh://root@127.0.0.1:%d", sshdPort)
+	host := fmt.Sprintf("ssh://"+testkit.User()+"@127.0.0.1:%d", sshdPort)
 
 	// Unknown host key: refused, one line; bad URLs: usage.
 	if _, errs, code := e.run("pod", "create", "--provider", "ssh", "--host", host, "--known-hosts", filepath.Join(e.root, "empty_known_hosts")); code == 0 ||
@@ -147,7 +148,7 @@ func TestPodSSHHost(t *testing.T) {
 
 	// A second address of the same machine that goes away: EXITED, unreachable.
 	relay, stop := tcpRelay(t, fmt.Sprintf("127.0.0.1:%d", sshdPort))
-	gone := decode[hostPodJSON](t, e.mustRun("pod", "create", "--provider", "ssh", "--host", fmt.Sprintf("ssh://root@127.0.0.1:%d", relay),
+	gone := decode[hostPodJSON](t, e.mustRun("pod", "create", "--provider", "ssh", "--host", fmt.Sprintf("ssh://"+testkit.User()+"@127.0.0.1:%d", relay),
 		"--name", "flaky", "--accept-new-host-key", "--json"))
 	stop()
 	ls = decode[[]hostPodJSON](t, e.mustRun("pod", "ls", "--json"))

@@ -183,13 +183,13 @@ func TestStatusSSHHostWithoutScope(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	dead := "http://" + l.Addr().String()
 	l.Close()
-	out, _, code := e.run("status", fmt.Sprintf("ssh://root@127.0.0.1:%d", port), "--name", "scopectl-no-such-container", "--scope", dead, "--json")
+	out, _, code := e.run("status", fmt.Sprintf("ssh://"+testkit.User()+"@127.0.0.1:%d", port), "--name", "scopectl-no-such-container", "--scope", dead, "--json")
 	if code != 1 {
 		t.Fatalf("exit %d: %s", code, out)
 	}
 	v := decode[statusJSON](t, out)
 	joined := strings.Join(v.Errors, "\n")
-	for _, want := range []string{"container: ", "scope: " + dead, "gpu: nvidia-smi not found on ssh://root@127.0.0.1:"} {
+	for _, want := range []string{"container: ", "scope: " + dead, "gpu: nvidia-smi not found on ssh://" + testkit.User() + "@127.0.0.1:"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("errors lack %q: %v", want, v.Errors)
 		}

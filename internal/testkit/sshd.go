@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"testing"
 	"time"
@@ -111,4 +112,13 @@ func waitListening(port int, exited <-chan struct{}) bool {
 		time.Sleep(25 * time.Millisecond)
 	}
 	return false
+}
+
+// User is the account a test sshd lets in: the one running the tests (root in CI, the
+// developer elsewhere), for ssh://USER@127.0.0.1:PORT targets.
+func User() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return "root"
 }

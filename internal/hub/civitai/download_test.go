@@ -264,13 +264,19 @@ func TestResumeAfterCancel(t *testing.T) {
 	// A range retried after a slow moment on a busy machine is fine; what matters is
 	// which chunks were fetched at all.
 	starts = slices.Compact(starts)
-	// the probe (chunk 0, discarded), the damaged chunk 2, and chunks 5.. are fetched
-	want := []int64{0, 2}
-	for i := done; i < nchunks; i++ {
-		want = append(want, int64(i))
+	// The probe (chunk 0, discarded), the damaged chunk 2, and the chunks not on record
+	// are fetched. Chunk 5, in flight when the cancel landed, may be on record and still
+	// fetched again: the resume re-checks recorded chunks on disk, and a chunk cut short
+	// by the cancel fails that check. Chunks 0-4 (but 0 and 2) never are.
+	wantFrom := func(first int) []int64 {
+		w := []int64{0, 2}
+		for i := first; i < nchunks; i++ {
+			w = append(w, int64(i))
+		}
+		return w
 	}
-	if !slices.Equal(starts, want) {
-		t.Errorf("resume fetched chunks %v, want %v", starts, want)
+	if !slices.Equal(starts, wantFrom(done)) && !slices.Equal(starts, wantFrom(5)) {
+		t.Errorf("resume fetched chunks %v, want %v", starts, wantFrom(done))
 	}
 }
 
