@@ -69,6 +69,7 @@ func TestPodSSHGateway(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a binary")
 	}
+	testkit.NeedRoot(t, "a terminal from the test sshd (sshd chowns the pty to the login)")
 	e := newEnv(t)
 	srv, id := runningPod(t, e)
 	port := ptyGateway(t, e)

@@ -80,6 +80,7 @@ func TestPodSSHHost(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs sshd, builds an image")
 	}
+	deploytest.RequireDocker(t) // the host's Docker, reached over SSH as the user running the tests
 	e := newEnv(t)
 	sshdPort := startSSHDWith(t, e.root, "SetEnv PATH="+sessionPath(fakeNvidiaSMI(t))+"\n")
 	t.Setenv("SSH_AUTH_SOCK", "")

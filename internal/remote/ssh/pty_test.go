@@ -11,6 +11,7 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/remote/remotetest"
+	"github.com/daydreamlive/scopectl/internal/testkit"
 )
 
 // gateway starts an sshd that behaves like RunPod's ssh.runpod.io: every session runs a
@@ -31,6 +32,7 @@ func gateway(t *testing.T) *server {
 }
 
 func TestPTYGatewayConformance(t *testing.T) {
+	testkit.NeedRoot(t, "a terminal from the test sshd (sshd chowns the pty to the login)")
 	s := gateway(t)
 	clientHome(t, s, true)
 	var n int
