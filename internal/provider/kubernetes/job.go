@@ -122,22 +122,7 @@ func (s TrainJobSpec) BuildJob(ns string) (JobObjects, error) {
 	pod := coreac.PodSpec().WithRestartPolicy(corev1.RestartPolicyNever).WithContainers(ct).WithVolumes(
 		coreac.Volume().WithName("dataset").WithPersistentVolumeClaim(coreac.PersistentVolumeClaimVolumeSource().WithClaimName(s.DatasetClaim)),
 		coreac.Volume().WithName("output").WithPersistentVolumeClaim(coreac.PersistentVolumeClaimVolumeSource().WithClaimName(s.OutputClaim)))
-	if len(s.NodeSelector) > 0 {
-		pod.WithNodeSelector(s.NodeSelector)
-	}
-	for _, t := range s.Tolerations {
-		tc := coreac.Toleration().WithOperator(t.Operator)
-		if t.Key != "" {
-			tc.WithKey(t.Key)
-		}
-		if t.Value != "" {
-			tc.WithValue(t.Value)
-		}
-		if t.Effect != "" {
-			tc.WithEffect(t.Effect)
-		}
-		pod.WithTolerations(tc)
-	}
+	place(pod, s.NodeSelector, s.Tolerations)
 	o.Job = batchac.Job(s.Name, ns).WithLabels(lbl).WithSpec(batchac.JobSpec().
 		WithBackoffLimit(0).
 		WithTemplate(coreac.PodTemplateSpec().WithLabels(lbl).WithSpec(pod)))

@@ -215,22 +215,7 @@ func (s ScopeSpec) Build(ns string) Objects {
 		}
 		pod.WithContainers(agent)
 	}
-	if len(s.NodeSelector) > 0 {
-		pod.WithNodeSelector(s.NodeSelector)
-	}
-	for _, t := range s.Tolerations {
-		tc := coreac.Toleration().WithOperator(t.Operator)
-		if t.Key != "" {
-			tc.WithKey(t.Key)
-		}
-		if t.Value != "" {
-			tc.WithValue(t.Value)
-		}
-		if t.Effect != "" {
-			tc.WithEffect(t.Effect)
-		}
-		pod.WithTolerations(tc)
-	}
+	place(pod, s.NodeSelector, s.Tolerations)
 	if s.HostNetwork {
 		pod.WithHostNetwork(true).WithDNSPolicy(corev1.DNSClusterFirstWithHostNet)
 	}
@@ -346,4 +331,25 @@ func ParseToleration(v string) (corev1.Toleration, error) {
 		return t, fmt.Errorf("kubernetes: --toleration %q: effect must be NoSchedule, PreferNoSchedule or NoExecute", v)
 	}
 	return t, nil
+}
+
+// place puts a pod on the nodes chosen by selector and tolerations (GPU nodes are often
+// labelled and tainted), the same for Scope's StatefulSet and a training Job.
+func place(pod *coreac.PodSpecApplyConfiguration, selector map[string]string, tolerations []corev1.Toleration) {
+	if len(selector) > 0 {
+		pod.WithNodeSelector(selector)
+	}
+	for _, t := range tolerations {
+		tc := coreac.Toleration().WithOperator(t.Operator)
+		if t.Key != "" {
+			tc.WithKey(t.Key)
+		}
+		if t.Value != "" {
+			tc.WithValue(t.Value)
+		}
+		if t.Effect != "" {
+			tc.WithEffect(t.Effect)
+		}
+		pod.WithTolerations(tc)
+	}
 }
