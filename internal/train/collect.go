@@ -38,15 +38,10 @@ type CollectResult struct {
 // (resumable, sha256-verified), adds it with its lineage (job, step, base model;
 // config and dataset hashes and loss in the job's records) and its samples.
 func (t *Trainer) Collect(ctx context.Context, id string) (*CollectResult, error) {
-	job, err := t.Jobs.GetTrainJob(ctx, id)
+	job, st, err := t.current(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	st, err := t.ctl(ctx, job, CtlStatus)
-	if err != nil {
-		return nil, err
-	}
-	t.record(ctx, &job, st)
 	return t.collect(ctx, job, st)
 }
 

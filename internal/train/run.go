@@ -555,16 +555,25 @@ type StatusResult struct {
 
 // Status asks the machine how the job goes and records what it says.
 func (t *Trainer) Status(ctx context.Context, id string) (*StatusResult, error) {
-	job, err := t.Jobs.GetTrainJob(ctx, id)
+	job, st, err := t.current(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	return &StatusResult{Job: job, State: st, Cost: cost(job)}, nil
+}
+
+// current reads job id's record, asks its machine how it goes and records the answer.
+func (t *Trainer) current(ctx context.Context, id string) (store.TrainJob, *State, error) {
+	job, err := t.Jobs.GetTrainJob(ctx, id)
+	if err != nil {
+		return job, nil, err
 	}
 	st, err := t.ctl(ctx, job, CtlStatus)
 	if err != nil {
-		return nil, err
+		return job, nil, err
 	}
 	t.record(ctx, &job, st)
-	return &StatusResult{Job: job, State: st, Cost: cost(job)}, nil
+	return job, st, nil
 }
 
 func cost(j store.TrainJob) float64 {
