@@ -236,7 +236,11 @@ func TestPodSSHHost(t *testing.T) {
 	if out := e.mustRun("pod", "ssh", "box", "--", "cat", "~/.scopectl/guard-"+name+"/stop.json"); !strings.Contains(out, `"kind": "idle"`) {
 		t.Fatalf("stop.json on the host: %s", out)
 	}
-	e.mustRun("pod", "ssh", "box", "--", "kill", fmt.Sprint(int(pid)), ";", "rm", "-rf", "~/.scopectl/guard-"+name, "~/.scopectl/guard.log")
+	// kill is asynchronous: wait (bounded) for the guard to be gone before removing
+	// the folder it writes in, or rm races its last write.
+	e.mustRun("pod", "ssh", "box", "--", "kill", fmt.Sprint(int(pid)), ";",
+		"for", "i", "in", "$(seq", "100);", "do", "kill", "-0", fmt.Sprint(int(pid)), "2>/dev/null", "||", "break;", "sleep", "0.05;", "done;",
+		"rm", "-rf", "~/.scopectl/guard-"+name, "~/.scopectl/guard.log")
 
 	// Forgotten: the container stays; with no host and no RunPod key, pod ls says what is missing.
 	e.mustRun("pod", "rm", id, "--json")
