@@ -33,7 +33,8 @@ echo "building..."
   && go build -o "$root/bin/trainconf" ./bench/trainconf)
 cp "$root/aitk/bin/python" "$root/aitk/bin/python3"; cp "$root/aitk/bin/python" "$root/aitk/.venv/bin/python"; : > "$root/aitk/run.py"
 for i in 0 1 2; do echo x > "$root/ds/clip0$i.jpg"; echo "a clip" > "$root/ds/clip0$i.txt"; done
-"$root/bin/trainconf" -name benchlora -dataset "$root/ds" -steps 20 -save-every 10 > "$root/job.json"
+# rank 64: room for a real-size checkpoint (the stand-in stops adding tensors at CKPT_BYTES)
+"$root/bin/trainconf" -name benchlora -dataset "$root/ds" -steps 20 -save-every 10 -rank 64 > "$root/job.json"
 "$root/bin/trainconf" -name benchwarm -dataset "$root/ds" -steps 2 -save-every 10 > "$root/warm.json"
 S=$root/bin/scopectl
 export HOME=$root/home SCOPECTL_DATA_DIR=$root/data HF_TOKEN=
