@@ -107,6 +107,19 @@ func TestTrainNewAndPodTerminated(t *testing.T) {
 
 	// --pod: the same pod started again; terminated mid-run.
 	w.Scopectl("pod", "start", p.ID, "--json")
+	// --keep: the job ends, its final LoRA is collected, and the pod stays up for the user.
+	out = w.Scopectl(append([]string{"train", "run", w.Config, "--pod", p.ID, "--keep", "--env", aitktest.EnvStepMS + "=20"}, common...)...)
+	var kept train.CollectResult
+	if err := json.Unmarshal([]byte(out), &kept); err != nil || kept.Phase != train.PhaseDone {
+		t.Fatalf("--keep: %v\n%s", err, out)
+	}
+	for _, q := range srv.Pods() {
+		if q.ID == p.ID && q.Status != provider.StatusRunning {
+			t.Fatalf("--keep: the pod is %s after the job's end, want %s", q.Status, provider.StatusRunning)
+		}
+	}
+	CheckLibrary(t, w, kept.JobID, 3)
+
 	cmd := exec.Command(w.Bin, append([]string{"train", "run", w.Config, "--pod", p.ID, "--env", aitktest.EnvStepMS + "=600"}, common...)...)
 	cmd.Env = w.Env
 	var stdout, stderr bytes.Buffer
@@ -121,7 +134,7 @@ func TestTrainNewAndPodTerminated(t *testing.T) {
 		var jobs []store.TrainJob
 		json.Unmarshal([]byte(w.Scopectl("train", "ls", "--json")), &jobs)
 		for _, j := range jobs {
-			if j.ID != res.JobID && j.PodID == p.ID {
+			if j.ID != res.JobID && j.ID != kept.JobID && j.PodID == p.ID {
 				id = j.ID
 			}
 		}
