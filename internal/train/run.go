@@ -599,9 +599,29 @@ func (t *Trainer) record(ctx context.Context, job *store.TrainJob, st *State) {
 	_ = t.Jobs.SetTrainJobState(ctx, job.ID, job.Phase, job.Step, job.EndedAt)
 }
 
-// Stop asks the supervisor to stop the job (flag, then SIGINT, then SIGKILL).
+// Stop asks the supervisor to stop the job (flag, then SIGINT, then SIGKILL). When
+// the supervisor is gone but its trainer runs on (the supervisor was killed), the flag
+// alone would leave a hung trainer running on the user's money: a new supervisor is
+// started, takes the trainer over and carries the stop out with the same escalation.
 func (t *Trainer) Stop(ctx context.Context, id string) (*State, error) {
-	return t.control(ctx, id, CtlStop)
+	job, err := t.Jobs.GetTrainJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	st, err := t.ctl(ctx, job, CtlStop)
+	if err != nil || !st.Orphan {
+		return st, err
+	}
+	m, err := t.connectJob(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	if err := startSupervisor(ctx, m, job); err != nil {
+		return nil, fmt.Errorf("job %s: its supervisor is gone and a new one did not start to stop the trainer: %w", id, err)
+	}
+	t.note("job %s: the supervisor was not running; started one, which took the trainer over to stop it", id)
+	return t.ctl(ctx, job, CtlStatus)
 }
 
 // SaveNow asks the trainer to save a checkpoint at the next step.

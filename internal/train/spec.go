@@ -139,6 +139,9 @@ type State struct {
 
 	// SupervisorAlive is set by `supervise-ctl status` (not stored).
 	SupervisorAlive *bool `json:"supervisor_alive,omitempty"`
+	// Orphan: the supervisor is gone but its trainer runs on (set by supervise-ctl).
+	// A stop then needs a supervisor again, which takes the trainer over.
+	Orphan bool `json:"orphan,omitempty"`
 }
 
 // Checkpoint is one save the supervisor verified and copied into collect/.

@@ -896,7 +896,12 @@ func Control(ctx context.Context, dir string, action ControlAction) (*State, err
 	alive := lockHeld(filepath.Join(dir, LockFile))
 	st.SupervisorAlive = &alive
 	if !alive && !Terminal(st.Phase) {
-		st.Info = "the supervisor is not running (machine restarted?); resume the job"
+		st.Orphan = st.PID > 0 && trainerAlive(st.PID, spec.JobID)
+		if st.Orphan {
+			st.Info = "the supervisor is not running but the trainer is; a new supervisor takes it over"
+		} else {
+			st.Info = "the supervisor is not running (machine restarted?); resume the job"
+		}
 	}
 	return st, nil
 }

@@ -193,3 +193,37 @@ func TestSuperviseAdoptsRunningTrainer(t *testing.T) {
 	}
 	checkStaged(t, jd, st)
 }
+
+// A stop while the supervisor is gone and the trainer runs on: supervise-ctl says the
+// trainer is an orphan, and the supervisor started for it takes it over and stops it.
+func TestStopOrphanTrainer(t *testing.T) {
+	jd, _ := job(t, aitktest.Config{Name: "tlora", Steps: 1000, SaveEvery: 10, Keep: 2}, aitktest.EnvStepMS+"=60")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Supervise(ctx, jd, nil) }()
+	for i := 0; i < 300; i++ {
+		time.Sleep(50 * time.Millisecond)
+		if st, err := ReadState(jd); err == nil && len(st.Checkpoints) > 0 {
+			break
+		}
+	}
+	cancel() // the supervisor ends; its trainer does not
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st, err := Control(context.Background(), jd, CtlStop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SupervisorAlive == nil || *st.SupervisorAlive || !st.Orphan {
+		t.Fatalf("after the supervisor's end: alive %v orphan %v (%s)", st.SupervisorAlive, st.Orphan, st.Info)
+	}
+	st = supervise(t, jd)
+	if !st.Adopted || st.Phase != PhaseStopped {
+		t.Fatalf("adopted %v phase %s (%s)", st.Adopted, st.Phase, st.Reason)
+	}
+	if st, _ := Control(context.Background(), jd, CtlStatus); st.Orphan {
+		t.Fatalf("still an orphan after the stop: %+v", st)
+	}
+	checkStaged(t, jd, st)
+}
