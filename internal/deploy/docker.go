@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/docker"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/secret"
 )
@@ -26,17 +27,17 @@ import (
 // Defaults of Spec's fields.
 const (
 	DefaultImage   = "daydreamlive/scope:main"
-	DefaultName    = "daydream-scope"
+	DefaultName    = docker.DefaultName
 	DefaultPort    = 8000
 	DefaultVolume  = "/workspace"
 	DefaultLoRADir = "/workspace/models/lora"
 
 	// ContainerPort is the port Scope listens on inside its image.
-	ContainerPort = 8000
+	ContainerPort = docker.ContainerPort
 	// SettingsLabel holds the settings hash of a container scopectl created.
-	SettingsLabel = "scopectl.settings"
+	SettingsLabel = docker.SettingsLabel
 	// ManagedLabel marks containers scopectl created.
-	ManagedLabel = "scopectl.managed"
+	ManagedLabel = docker.ManagedLabel
 )
 
 // Pull policies.
@@ -68,10 +69,7 @@ type Step struct {
 	Reason string `json:"reason"`
 }
 
-var (
-	nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
-	envRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-)
+var envRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // managedEnv are the variables Apply sets itself; Env and SecretEnv may not set them.
 var managedEnv = []string{"DAYDREAM_SCOPE_MODELS_DIR", "DAYDREAM_SCOPE_LOGS_DIR", "DAYDREAM_SCOPE_LORA_DIR", "SCOPE_LORA_DIR"}
@@ -104,7 +102,7 @@ func Normalize(s Spec) (Spec, error) {
 	if strings.ContainsAny(s.Image, " \t\r\n'\"") || strings.HasPrefix(s.Image, "-") {
 		return s, fmt.Errorf("deploy: image %q: not an image reference", s.Image)
 	}
-	if !nameRE.MatchString(s.Name) {
+	if !docker.ValidName(s.Name) {
 		return s, fmt.Errorf("deploy: container name %q: want letters, digits, _ . - (starting with a letter or digit)", s.Name)
 	}
 	if s.Port < 1 || s.Port > 65535 {
@@ -204,39 +202,25 @@ func SettingsHash(s Spec) string {
 }
 
 // q single-quotes one shell argument.
-func q(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+var q = docker.Quote
 
 func run(ctx context.Context, r remote.Runner, script string) (string, int, error) {
 	out, code, err := r.Run(ctx, script)
 	return out, code, err
 }
 
-// oneLine is trimOut on one line: a docker error quoted in a one-line error message.
-func oneLine(out string) string {
-	return trimOut(strings.Join(strings.Fields(out), " "))
-}
-
-func trimOut(out string) string {
-	out = strings.TrimSpace(out)
-	if len(out) > 500 {
-		out = out[:500] + "…"
+// wrap says that a Docker primitive failed during a deploy.
+func wrap(err error) error {
+	if err == nil {
+		return nil
 	}
-	return out
+	return fmt.Errorf("deploy: %w", err)
 }
 
 // imageID returns the local image ID of ref, or "" when the host does not have it.
 func imageID(ctx context.Context, r remote.Runner, ref string) (string, error) {
-	out, code, err := run(ctx, r, "docker image inspect --format '{{.Id}}' "+q(ref)+" 2>&1")
-	if err != nil {
-		return "", fmt.Errorf("deploy: docker image inspect %s: %w", ref, err)
-	}
-	if code != 0 {
-		if strings.Contains(strings.ToLower(out), "no such image") {
-			return "", nil
-		}
-		return "", fmt.Errorf("deploy: docker image inspect %s (exit %d): %s", ref, code, trimOut(out))
-	}
-	return strings.TrimSpace(out), nil
+	id, err := docker.ImageID(ctx, r, ref)
+	return id, wrap(err)
 }
 
 type containerState struct {
@@ -247,66 +231,14 @@ type containerState struct {
 	Status   string
 }
 
-// Container is a container as `docker container inspect` describes it: what
-// `scopectl status` shows and what Plan compares.
-type Container struct {
-	Name         string `json:"name"`
-	Exists       bool   `json:"exists"`
-	Managed      bool   `json:"managed"`          // created by scopectl (ManagedLabel)
-	Status       string `json:"status,omitempty"` // created | running | restarting | exited | paused | dead
-	Running      bool   `json:"running"`
-	ExitCode     int    `json:"exit_code"`
-	StartedAt    string `json:"started_at,omitempty"` // RFC 3339, as Docker reports it
-	RestartCount int    `json:"restart_count"`
-	Image        string `json:"image,omitempty"`    // the reference it was created from
-	ImageID      string `json:"image_id,omitempty"` // sha256:…
-	HostPort     int    `json:"host_port,omitempty"`
-	Settings     string `json:"-"`
-}
+// Container is a container as `docker container inspect` describes it.
+type Container = docker.Container
 
-// Inspect reads the container name on the host r reaches (docker container inspect).
+// Inspect reads the container name on the host r reaches (docker.Inspect).
 // A container that does not exist is not an error: Exists is false.
 func Inspect(ctx context.Context, r remote.Runner, name string) (*Container, error) {
-	out, code, err := run(ctx, r, "docker container inspect --format '{{json .}}' "+q(name)+" 2>&1")
-	if err != nil {
-		return nil, fmt.Errorf("deploy: docker container inspect %s: %w", name, err)
-	}
-	if code != 0 {
-		if strings.Contains(strings.ToLower(out), "no such container") || strings.Contains(strings.ToLower(out), "no such object") {
-			return &Container{Name: name}, nil
-		}
-		return nil, fmt.Errorf("deploy: docker container inspect %s (exit %d): %s", name, code, oneLine(out))
-	}
-	var c struct {
-		Image        string
-		RestartCount int
-		Config       struct {
-			Image  string
-			Labels map[string]string
-		}
-		State struct {
-			Running   bool
-			Status    string
-			ExitCode  int
-			StartedAt string
-		}
-		HostConfig struct {
-			PortBindings map[string][]struct{ HostPort string }
-		}
-	}
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &c); err != nil {
-		return nil, fmt.Errorf("deploy: docker container inspect %s: %v", name, err)
-	}
-	ct := &Container{Name: name, Exists: true, Managed: c.Config.Labels[ManagedLabel] == "true",
-		Status: c.State.Status, Running: c.State.Running, ExitCode: c.State.ExitCode, StartedAt: c.State.StartedAt,
-		RestartCount: c.RestartCount, Image: c.Config.Image, ImageID: c.Image, Settings: c.Config.Labels[SettingsLabel]}
-	for _, b := range c.HostConfig.PortBindings[strconv.Itoa(ContainerPort)+"/tcp"] {
-		if p, err := strconv.Atoi(b.HostPort); err == nil && p > 0 {
-			ct.HostPort = p
-			break
-		}
-	}
-	return ct, nil
+	c, err := docker.Inspect(ctx, r, name)
+	return c, wrap(err)
 }
 
 func inspectContainer(ctx context.Context, r remote.Runner, name string) (containerState, error) {
@@ -415,12 +347,8 @@ func apply(ctx context.Context, r remote.Runner, s Spec) ([]Step, error) {
 		return nil, err
 	}
 	if s.Pull == PullAlways || (s.Pull == PullMissing && before == "") {
-		out, code, err := run(ctx, r, "docker pull --quiet "+q(s.Image)+" 2>&1")
-		if err != nil {
-			return nil, fmt.Errorf("deploy: docker pull %s: %w", s.Image, err)
-		}
-		if code != 0 {
-			return nil, fmt.Errorf("deploy: docker pull %s (exit %d): %s", s.Image, code, oneLine(out))
+		if err := docker.Pull(ctx, r, s.Image); err != nil {
+			return nil, wrap(err)
 		}
 	}
 	planned, img, err := plan(ctx, r, s, false)
@@ -445,8 +373,8 @@ func apply(ctx context.Context, r remote.Runner, s Spec) ([]Step, error) {
 				return steps, err
 			}
 		case "replace":
-			if err := docker(ctx, r, "rm --force", s.Name); err != nil {
-				return steps, err
+			if err := docker.Remove(ctx, r, s.Name); err != nil {
+				return steps, wrap(err)
 			}
 			if err := create(ctx, r, s); err != nil {
 				return steps, err
@@ -463,25 +391,13 @@ func apply(ctx context.Context, r remote.Runner, s Spec) ([]Step, error) {
 
 // Start starts the container name (docker start; a running one stays as it is).
 func Start(ctx context.Context, r remote.Runner, name string) error {
-	return docker(ctx, r, "start", name)
+	return wrap(docker.Start(ctx, r, name))
 }
 
 // Stop stops the container name (docker stop; a stopped one stays as it is). Its
 // restart policy does not bring it back until it is started again.
 func Stop(ctx context.Context, r remote.Runner, name string) error {
-	return docker(ctx, r, "stop", name)
-}
-
-// docker runs `docker VERB NAME` on the host; a failure is one line with docker's words.
-func docker(ctx context.Context, r remote.Runner, verb, name string) error {
-	out, code, err := run(ctx, r, "docker "+verb+" "+q(name)+" 2>&1")
-	if err != nil {
-		return fmt.Errorf("deploy: docker %s %s: %w", verb, name, err)
-	}
-	if code != 0 {
-		return fmt.Errorf("deploy: docker %s %s (exit %d): %s", verb, name, code, oneLine(out))
-	}
-	return nil
+	return wrap(docker.Stop(ctx, r, name))
 }
 
 // envFileScript is the script that writes the secret env file: it carries the secret
@@ -499,8 +415,11 @@ func envFileScript(s Spec) (string, error) {
 
 // createCommand is the docker run command line (shell-quoted) for s, with envFile ("" for
 // none) as its --env-file. It never contains secret values.
-func createCommand(s Spec, envFile string) string {
-	args := []string{"run", "--detach", "--name", s.Name,
+func createCommand(s Spec, envFile string) string { return docker.RunCommand(createArgs(s, envFile)) }
+
+// createArgs are the arguments of docker run for s (see createCommand).
+func createArgs(s Spec, envFile string) []string {
+	args := []string{"--detach", "--name", s.Name,
 		"--restart", "unless-stopped",
 		"--publish", strconv.Itoa(s.Port) + ":" + strconv.Itoa(ContainerPort),
 		"--volume", s.Volume + ":/workspace",
@@ -516,13 +435,7 @@ func createCommand(s Spec, envFile string) string {
 	if envFile != "" {
 		args = append(args, "--env-file", envFile)
 	}
-	args = append(args, s.Image)
-	var b strings.Builder
-	b.WriteString("docker")
-	for _, a := range args {
-		b.WriteString(" " + q(a))
-	}
-	return b.String()
+	return append(args, s.Image)
 }
 
 func create(ctx context.Context, r remote.Runner, s Spec) (err error) {
@@ -549,68 +462,28 @@ func create(ctx context.Context, r remote.Runner, s Spec) (err error) {
 		}
 		envFile = strings.TrimSpace(out)
 		if code != 0 || envFile == "" || strings.ContainsAny(envFile, "\n'") {
-			return fmt.Errorf("deploy: writing the secret env file failed (exit %d): %s", code, trimOut(out))
+			return fmt.Errorf("deploy: writing the secret env file failed (exit %d): %s", code, docker.Trim(out))
 		}
 		defer func() {
 			// Docker reads the file when the container is created; it is not needed after.
 			out, code, rerr := run(context.WithoutCancel(ctx), r, "rm -f "+q(envFile))
 			if rerr == nil && code != 0 {
-				rerr = fmt.Errorf("exit %d: %s", code, trimOut(out))
+				rerr = fmt.Errorf("exit %d: %s", code, docker.Trim(out))
 			}
 			if rerr != nil && err == nil {
 				err = fmt.Errorf("deploy: removing the secret env file %s: %w", envFile, rerr)
 			}
 		}()
 	}
-	out, code, rerr := run(ctx, r, createCommand(s, envFile)+" 2>&1")
-	if rerr != nil {
-		return fmt.Errorf("deploy: docker run %s: %w", s.Name, rerr)
-	}
-	if code != 0 {
-		return fmt.Errorf("deploy: docker run %s (exit %d): %s", s.Name, code, trimOut(out))
-	}
-	return nil
+	return wrap(docker.Run(ctx, r, s.Name, createArgs(s, envFile)))
 }
 
 // LogLine is one line of a container's log, with the time docker stamped it.
-type LogLine struct {
-	Time time.Time `json:"time"`
-	Text string    `json:"text"`
-}
+type LogLine = docker.LogLine
 
 // Logs returns the last tail lines of the container's output (stdout and stderr), or,
 // when since is not zero, the lines docker stamped after since (tail still bounds them).
 func Logs(ctx context.Context, r remote.Runner, name string, tail int, since time.Time) ([]LogLine, error) {
-	if !nameRE.MatchString(name) {
-		return nil, fmt.Errorf("deploy: container name %q: expected letters, digits, '_', '.', '-'", name)
-	}
-	cmd := fmt.Sprintf("docker logs --timestamps --tail %d", max(tail, 1))
-	if !since.IsZero() {
-		// docker's --since is inclusive at second granularity: ask a second early and drop
-		// what was already shown below.
-		cmd += fmt.Sprintf(" --since %d", since.Unix()-1)
-	}
-	out, code, err := run(ctx, r, cmd+" "+q(name)+" 2>&1")
-	if err != nil {
-		return nil, fmt.Errorf("deploy: docker logs %s: %w", name, err)
-	}
-	if code != 0 {
-		return nil, fmt.Errorf("deploy: docker logs %s: %s", name, oneLine(out))
-	}
-	var lines []LogLine
-	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
-		if l == "" {
-			continue
-		}
-		ts, text, _ := strings.Cut(l, " ")
-		t, err := time.Parse(time.RFC3339Nano, ts)
-		if err != nil {
-			t, text = time.Time{}, l // not stamped (a docker warning): keep it as is
-		}
-		if !since.IsZero() && !t.IsZero() && !t.After(since) {
-			continue
-		}
-		lines = append(lines, LogLine{Time: t, Text: text})
-	}
-	return lines, nil
+	ls, err := docker.Logs(ctx, r, name, tail, since)
+	return ls, wrap(err)
 }

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/docker"
 	"github.com/daydreamlive/scopectl/internal/httpx"
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/lorasync"
@@ -461,7 +462,7 @@ func (d *Deployer) deployRunPod(ctx context.Context, in DeployInput) (*DeployRes
 	if d.InstallGuard != nil {
 		if info, gerr := d.InstallGuard(ctx, pod); gerr != nil {
 			if d.Warn != nil {
-				d.Warn(oneLine(gerr.Error()))
+				d.Warn(docker.OneLine(gerr.Error()))
 			}
 		} else {
 			res.Guard = info

@@ -26,7 +26,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/daydreamlive/scopectl/internal/deploy"
+	"github.com/daydreamlive/scopectl/internal/docker"
 	"github.com/daydreamlive/scopectl/internal/gpu"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/remote"
@@ -43,9 +43,17 @@ type Runner interface {
 	String() string
 }
 
+// Records is where the provider keeps its hosts: the caller's store (store.PodStore
+// is one). GetPod returns an error wrapping store.ErrNotFound for an unknown id.
+type Records interface {
+	GetPod(ctx context.Context, ref string) (store.Pod, error)
+	PutPod(ctx context.Context, p store.Pod) error
+	ListPods(ctx context.Context, liveOnly bool) ([]store.Pod, error)
+}
+
 // Provider manages the SSH hosts recorded in Store.
 type Provider struct {
-	Store store.PodStore
+	Store Records
 	// Dial connects to an ssh://user@host:port/ URL, checking the host key.
 	Dial func(ctx context.Context, url string) (Runner, error)
 	// CheckTimeout bounds the check of one host (default 20 s).
@@ -91,7 +99,7 @@ type check struct {
 	gpus      []gpu.GPU
 	gpuErr    error
 	docker    bool
-	container *deploy.Container // nil without Docker
+	container *docker.Container // nil without Docker
 	ctErr     error
 }
 
@@ -115,7 +123,7 @@ func (p *Provider) check(ctx context.Context, addr, container string) check {
 	}
 	c.docker = code == 0 && strings.TrimSpace(out) != ""
 	if c.docker {
-		c.container, c.ctErr = deploy.Inspect(ctx, r, container)
+		c.container, c.ctErr = docker.Inspect(ctx, r, container)
 	}
 	return c
 }
@@ -124,7 +132,7 @@ func containerName(rec store.Pod) string {
 	if rec.Container != "" {
 		return rec.Container
 	}
-	return deploy.DefaultName
+	return docker.DefaultName
 }
 
 // pod describes the host of rec as check c found it.
@@ -153,7 +161,7 @@ func pod(rec store.Pod, c check) *provider.Pod {
 	default:
 		p.Image = ct.Image
 		if ct.HostPort > 0 {
-			p.Ports[strconv.Itoa(deploy.ContainerPort)+"/http"] = ct.HostPort
+			p.Ports[strconv.Itoa(docker.ContainerPort)+"/http"] = ct.HostPort
 		}
 		if !ct.Running {
 			p.Status = provider.StatusExited
@@ -275,7 +283,7 @@ func (p *Provider) List(ctx context.Context) ([]provider.Pod, error) {
 }
 
 // container runs fn on host id's Scope container, which must exist.
-func (p *Provider) container(ctx context.Context, id string, fn func(context.Context, remote.Runner, string) error) error {
+func (p *Provider) container(ctx context.Context, id string, fn func(context.Context, docker.Runner, string) error) error {
 	rec, err := p.record(ctx, id)
 	if err != nil {
 		return err
@@ -286,7 +294,7 @@ func (p *Provider) container(ctx context.Context, id string, fn func(context.Con
 	}
 	defer r.Close()
 	name := containerName(rec)
-	ct, err := deploy.Inspect(ctx, r, name)
+	ct, err := docker.Inspect(ctx, r, name)
 	if err != nil {
 		return fmt.Errorf("ssh host %s: %w", id, err)
 	}
@@ -298,12 +306,12 @@ func (p *Provider) container(ctx context.Context, id string, fn func(context.Con
 
 // Start starts the host's Scope container (docker start).
 func (p *Provider) Start(ctx context.Context, id string) error {
-	return p.container(ctx, id, deploy.Start)
+	return p.container(ctx, id, docker.Start)
 }
 
 // Stop stops the host's Scope container (docker stop): its GPU is free again.
 func (p *Provider) Stop(ctx context.Context, id string) error {
-	return p.container(ctx, id, deploy.Stop)
+	return p.container(ctx, id, docker.Stop)
 }
 
 // Terminate forgets the host. Nothing on it is touched: its container and files stay.
