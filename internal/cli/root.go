@@ -19,6 +19,7 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/config"
 	"github.com/daydreamlive/scopectl/internal/hub/hf"
+	"github.com/daydreamlive/scopectl/internal/inflight"
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/secret"
@@ -313,13 +314,17 @@ func (a *app) library() (*library.Library, error) {
 }
 
 func (a *app) progress() progress.Reporter {
+	var r progress.Reporter
 	switch {
 	case a.json:
-		return progress.Reporter{Mode: progress.JSON, W: a.stderr}
+		r = progress.Reporter{Mode: progress.JSON, W: a.stderr}
 	case a.tty:
-		return progress.Reporter{Mode: progress.Bar, W: a.stderr}
+		r = progress.Reporter{Mode: progress.Bar, W: a.stderr}
 	}
-	return progress.Reporter{}
+	if a.cfg != nil && a.cfg.DataDir != "" { // transfers in flight, for scopectl serve
+		r.Publish = inflight.Folder(a.cfg.DataDir).Publish
+	}
+	return r
 }
 
 // out prints v as JSON with --json, else calls text.

@@ -27,6 +27,11 @@ const (
 type Reporter struct {
 	Mode Mode
 	W    io.Writer // stderr normally
+	// Publish, when set, also shows every operation to other processes (the shared
+	// registry of transfers in flight, inflight.Dir.Publish, that `scopectl serve`
+	// reads): Start calls it, and the function it returns gets the bytes done on every
+	// Add and, with end set, once at Finish.
+	Publish func(op, item string, total int64) func(done int64, end bool)
 }
 
 // Auto picks Bar when w is a terminal, JSON when asJSON, else Off.
@@ -51,11 +56,15 @@ type Tracker struct {
 	done  int64
 	last  time.Time
 	bar   *progressbar.ProgressBar
+	pub   func(done int64, end bool)
 }
 
 // Start begins tracking op on item (a file name) over total bytes.
 func (r Reporter) Start(op, item string, total int64) *Tracker {
 	t := &Tracker{r: r, op: op, item: item, total: total}
+	if r.Publish != nil {
+		t.pub = r.Publish(op, item, total)
+	}
 	switch r.Mode {
 	case Bar:
 		t.bar = progressbar.NewOptions64(total,
@@ -85,6 +94,9 @@ func (t *Tracker) Add(n int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.done += n
+	if t.pub != nil {
+		t.pub(t.done, false)
+	}
 	switch t.r.Mode {
 	case Bar:
 		_ = t.bar.Add64(n)
@@ -102,6 +114,9 @@ func (t *Tracker) Finish() {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.pub != nil {
+		t.pub(t.done, true)
+	}
 	switch t.r.Mode {
 	case Bar:
 		_ = t.bar.Finish()
