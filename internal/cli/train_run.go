@@ -22,6 +22,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/lorasync"
+	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/scope"
@@ -52,6 +53,8 @@ func (a *app) trainer(rf remoteFlags) (*train.Trainer, error) {
 	if rf.compress != "" {
 		t.Env.Options["compress"] = rf.compress
 	}
+	// collections show on scopectl serve's transfers (no bar: the job's own line is shown)
+	t.Progress = progress.Reporter{Publish: a.progress().Publish}
 	if !a.json {
 		t.Notify = func(msg string) { fmt.Fprintln(a.stderr, msg) }
 	}

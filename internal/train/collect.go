@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/store"
 )
@@ -79,7 +80,7 @@ func (t *Trainer) collect(ctx context.Context, job store.TrainJob, st *State) (*
 			}
 		}
 		local := filepath.Join(stage, c.File)
-		if err := fetchVerified(ctx, cr, c.File, c.Size, c.SHA256, local); err != nil {
+		if err := fetchVerified(ctx, cr, c.File, c.Size, c.SHA256, local, t.Progress); err != nil {
 			return res, fmt.Errorf("collect %s: %w", c.File, err)
 		}
 		name, err := t.addCheckpoint(ctx, job, c, local)
@@ -115,7 +116,7 @@ func (t *Trainer) collect(ctx context.Context, job store.TrainJob, st *State) (*
 				}
 			}
 			local := filepath.Join(stage, "samples", name)
-			if err := fetchVerified(ctx, sr, name, -1, "", local); err != nil {
+			if err := fetchVerified(ctx, sr, name, -1, "", local, progress.Reporter{}); err != nil {
 				t.note("sample %s: %v", name, err)
 				continue
 			}
@@ -146,8 +147,9 @@ func (t *Trainer) addCheckpoint(ctx context.Context, job store.TrainJob, c Check
 }
 
 // fetchVerified downloads name into local, continuing a partial download, and checks
-// the size and sha256 when given (size < 0, sha "": unchecked).
-func fetchVerified(ctx context.Context, r remote.Remote, name string, size int64, sha, local string) error {
+// the size and sha256 when given (size < 0, sha "": unchecked); prog follows the bytes
+// (as op "collect").
+func fetchVerified(ctx context.Context, r remote.Remote, name string, size int64, sha, local string, prog progress.Reporter) error {
 	if err := os.MkdirAll(filepath.Dir(local), 0o700); err != nil {
 		return err
 	}
@@ -175,7 +177,10 @@ func fetchVerified(ctx context.Context, r remote.Remote, name string, size int64
 				f.Close()
 				return err
 			}
-			_, err = io.Copy(f, rc)
+			tr := prog.Start("collect", name, max(size, 0))
+			tr.Add(off)
+			_, err = io.Copy(io.MultiWriter(f, tr), rc)
+			tr.Finish()
 			rc.Close()
 			if cerr := f.Close(); err == nil {
 				err = cerr

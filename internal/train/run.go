@@ -22,6 +22,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/aitk"
 	"github.com/daydreamlive/scopectl/internal/dataset"
 	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/store"
@@ -49,6 +50,8 @@ type Trainer struct {
 	// Resolve gives a pod's current ssh:// address (a pod's IP and port change when
 	// it restarts); nil, or a job without a pod, uses the recorded Target.
 	Resolve func(ctx context.Context, job store.TrainJob) (string, error)
+	// Progress follows the checkpoints a collection fetches (the zero value: silent).
+	Progress progress.Reporter
 }
 
 // target is where the job's machine is now.
