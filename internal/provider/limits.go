@@ -122,3 +122,39 @@ func LimitsFromEnv(env map[string]string) (l Limits, ok bool) {
 	l.Problem = strings.Join(problems, "; ")
 	return l, true
 }
+
+// Docker labels that carry an SSH host's limits on its Scope container (deploy sets
+// them; `pod ls`/`pod get` and the guard on the host read them back), as a RunPod
+// pod's environment carries them.
+const (
+	LabelIdleStop     = "scopectl.idle-stop"
+	LabelMaxHours     = "scopectl.max-hours"
+	LabelStopOnJobEnd = "scopectl.stop-on-job-end"
+)
+
+// labelEnv maps each limit label to its environment variable.
+var labelEnv = map[string]string{LabelIdleStop: EnvIdleStop, LabelMaxHours: EnvMaxHours, LabelStopOnJobEnd: EnvStopOnJobEnd}
+
+// Labels is l as container labels (the values Env gives).
+func (l Limits) Labels() map[string]string {
+	out := map[string]string{}
+	env := l.Env()
+	for lab, e := range labelEnv {
+		if v, ok := env[e]; ok {
+			out[lab] = v
+		}
+	}
+	return out
+}
+
+// LimitsEnvFromLabels is the limit variables a container's labels carry, as the
+// environment LimitsFromEnv reads (empty when it carries none).
+func LimitsEnvFromLabels(labels map[string]string) map[string]string {
+	env := map[string]string{}
+	for lab, e := range labelEnv {
+		if v, ok := labels[lab]; ok {
+			env[e] = v
+		}
+	}
+	return env
+}
