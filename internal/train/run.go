@@ -52,6 +52,10 @@ type Trainer struct {
 	Resolve func(ctx context.Context, job store.TrainJob) (string, error)
 	// Progress follows the checkpoints a collection fetches (the zero value: silent).
 	Progress progress.Reporter
+	// Dial opens a folder on a machine that is not reached over SSH: a Kubernetes
+	// Job's pod, k8s://CONTEXT/NAMESPACE/JOB followed by the folder (its agent sidecar
+	// for files, exec for commands). nil: SSH machines only.
+	Dial func(ctx context.Context, addr string) (remote.Remote, error)
 }
 
 // target is where the job's machine is now.
@@ -149,6 +153,9 @@ type machine struct {
 }
 
 func baseURL(target string) (string, error) {
+	if strings.HasPrefix(target, "k8s://") {
+		return target, nil // k8s://CONTEXT/NAMESPACE/JOB: folders follow it
+	}
 	u, err := url.Parse(target)
 	if err != nil || u.Scheme != "ssh" || u.Host == "" {
 		return "", fmt.Errorf("%s: want ssh://user@host:port", remote.Redact(target))
@@ -159,6 +166,9 @@ func baseURL(target string) (string, error) {
 
 // open opens dir on the machine (pod: the pod's id, or "").
 func (t *Trainer) open(ctx context.Context, base, dir, pod string) (remote.Remote, error) {
+	if t.Dial != nil && strings.HasPrefix(base, "k8s://") {
+		return t.Dial(ctx, base+dir)
+	}
 	env := t.Env
 	if pod != "" && t.PodEnv != nil {
 		env = t.PodEnv(pod)
