@@ -14,8 +14,9 @@ import (
 )
 
 func (a *app) datasetCmd() *cobra.Command {
-	cmd := group(&cobra.Command{Use: "dataset", Short: "Check training datasets the way ai-toolkit reads them"})
+	cmd := group(&cobra.Command{Use: "dataset", Short: "Check training datasets the way ai-toolkit reads them, and keep them in the library"})
 	cmd.AddCommand(a.datasetCheckCmd())
+	cmd.AddCommand(a.datasetLibCmds()...)
 	return cmd
 }
 

@@ -41,16 +41,28 @@ func (a *app) trainInit() *cobra.Command {
 	var out string
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "init --base BASE --dataset DIR",
+		Use:   "init --base BASE --dataset DIR|NAME[@VERSION]",
 		Short: "Write an ai-toolkit config from ai-toolkit's own Wan presets, sized for the GPU",
 		Long: "Write an ai-toolkit job config for a Wan LoRA from ai-toolkit's own defaults (its UI presets and\n" +
 			"example configs): clips as 4n+1 frames, quantization and low_vram for the GPU's memory, outputs in\n" +
 			"/workspace/output, loss logged every step. Bases: " + strings.Join(baseNames(), ", ") + ".\n" +
-			"The file is YAML unless -o ends in .json; an existing file is kept unless --force.",
+			"The file is YAML unless -o ends in .json; an existing file is kept unless --force.\n" +
+			"--dataset is a folder (as the training machine sees it, or here for `train run` to send) or a\n" +
+			"library dataset (`scopectl dataset add`): NAME is written pinned to its newest version, NAME@N.",
 		Args: cobra.NoArgs,
-		RunE: func(_ *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Base == "" || o.DatasetDir == "" {
 				return usageError("--base and --dataset are needed")
+			}
+			ds, inLib, err := a.libraryDataset(cmd.Context(), o.DatasetDir)
+			if err != nil {
+				return err
+			}
+			if inLib {
+				o.DatasetDir = fmt.Sprintf("%s@%d", ds.Name, ds.Version)
+				if o.Name == "" {
+					o.Name = jobNameFor(ds.Name)
+				}
 			}
 			if _, ok := aitk.LookupBase(o.Base); !ok {
 				return usageError("unknown --base %q (one of %s)", o.Base, strings.Join(baseNames(), ", "))
@@ -58,6 +70,10 @@ func (a *app) trainInit() *cobra.Command {
 			cfg, err := aitk.Init(o)
 			if err != nil {
 				return err
+			}
+			if inLib {
+				cfg.Notes = append(cfg.Notes, fmt.Sprintf("dataset: library dataset %s (id %.12s, %d file(s), %d item(s)); `train run` sends it and records its id",
+					o.DatasetDir, ds.ManifestSHA, ds.Files, ds.Items))
 			}
 			if out == "" {
 				out = cfg.Config.Name + ".yaml"
@@ -109,7 +125,7 @@ func (a *app) trainInit() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Base, "base", "", "base model: "+strings.Join(baseNames(), ", "))
-	f.StringVar(&o.DatasetDir, "dataset", "", "dataset folder as the training machine sees it")
+	f.StringVar(&o.DatasetDir, "dataset", "", "dataset folder as the training machine sees it, or a library dataset NAME[@VERSION]")
 	f.StringVar(&o.Name, "name", "", "job name: letters, digits, _ and - (default: from the dataset folder)")
 	f.StringVar(&o.TriggerWord, "trigger", "", "trigger word added to captions and sample prompts")
 	f.Float64Var(&o.GPUMemGiB, "gpu-mem", aitk.DefaultGPUMemGiB, "GPU memory in GiB to size the job for")

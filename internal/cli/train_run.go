@@ -460,6 +460,9 @@ func (a *app) trainStatus() *cobra.Command {
 			return a.out(res, func(w io.Writer) {
 				st := res.State
 				fmt.Fprintln(w, stateLine(st))
+				if l := a.datasetLabel(cmd.Context(), res.Job.DatasetSHA); l != "" {
+					fmt.Fprintf(w, "  dataset: %s (id %.12s)\n", l, res.Job.DatasetSHA)
+				}
 				if st.Info != "" {
 					fmt.Fprintf(w, "  info: %s\n", st.Info)
 				}

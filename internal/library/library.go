@@ -392,7 +392,7 @@ func (l *Library) ingestTo(src, sha, dst string, opt ingestOpts) (string, error)
 	return method, nil
 }
 
-// Remove deletes an entry, and its blob when the library owns it.
+// Remove deletes an entry, and its blob when the library owns it and no dataset uses it.
 func (l *Library) Remove(ctx context.Context, ref string) (store.LoRA, error) {
 	e, err := l.Store.GetLoRA(ctx, ref)
 	if err != nil {
@@ -402,6 +402,10 @@ func (l *Library) Remove(ctx context.Context, ref string) (store.LoRA, error) {
 		return e, err
 	}
 	if e.Managed && e.Path == l.BlobPath(e.SHA256) {
+		// A training dataset may hold the same bytes (the blob store is shared).
+		if used, err := l.datasetUses(ctx, e.SHA256); err != nil || used {
+			return e, err
+		}
 		if err := os.Remove(e.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return e, err
 		}

@@ -171,4 +171,30 @@ CREATE TABLE IF NOT EXISTS pod_runs (
 );
 CREATE INDEX IF NOT EXISTS pod_runs_open ON pod_runs(provider, ended_at);
 `,
+	// Training datasets kept in the library (dataset add): each version of a name is a
+	// manifest (its canonical bytes; sha256 = the dataset id) whose files are library
+	// blobs, listed in dataset_blobs so that a blob another dataset or a LoRA still uses
+	// is never removed. IF NOT EXISTS: steps appended by parallel work may land in either order.
+	`
+CREATE TABLE IF NOT EXISTS datasets (
+	name         TEXT NOT NULL,
+	version      INTEGER NOT NULL,
+	manifest_sha TEXT NOT NULL,
+	files        INTEGER NOT NULL,
+	items        INTEGER NOT NULL,
+	bytes        INTEGER NOT NULL,
+	created_at   TEXT NOT NULL,
+	source_dir   TEXT NOT NULL DEFAULT '',
+	manifest     BLOB NOT NULL,
+	check_json   TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (name, version)
+);
+CREATE INDEX IF NOT EXISTS datasets_manifest ON datasets(manifest_sha);
+CREATE TABLE IF NOT EXISTS dataset_blobs (
+	manifest_sha TEXT NOT NULL,
+	sha256       TEXT NOT NULL,
+	PRIMARY KEY (manifest_sha, sha256)
+);
+CREATE INDEX IF NOT EXISTS dataset_blobs_sha ON dataset_blobs(sha256);
+`,
 }

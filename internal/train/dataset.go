@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -15,7 +15,9 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/aitk"
 	"github.com/daydreamlive/scopectl/internal/dataset"
+	"github.com/daydreamlive/scopectl/internal/dataset/datasetlib"
 	"github.com/daydreamlive/scopectl/internal/remote"
+	"github.com/daydreamlive/scopectl/internal/store"
 )
 
 // datasetFile is one file of a dataset folder to send.
@@ -26,56 +28,121 @@ type datasetFile struct {
 	SHA256 string
 }
 
-// skipDatasetEntry leaves out what ai-toolkit writes into a dataset folder itself
-// (latent and text-embedding caches, its size database) and hidden entries, which it
-// never reads.
-func skipDatasetEntry(name string, dir bool) bool {
-	if strings.HasPrefix(name, ".") {
-		return true
-	}
-	return dir && (name == "_latent_cache" || name == "_t_e_cache")
-}
-
-// scanDataset lists and hashes a dataset folder. Its sha256 is that of the sorted
-// "rel\x00size\x00sha256\n" lines: the same files give the same folder on the machine.
-func scanDataset(dir string) ([]datasetFile, string, error) {
-	var files []datasetFile
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == dir {
-			return nil
-		}
-		if skipDatasetEntry(d.Name(), d.IsDir()) {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		sum, n, err := FileSHA256(p)
-		if err != nil {
-			return err
-		}
-		files = append(files, datasetFile{Rel: filepath.ToSlash(rel), Abs: p, Size: n, SHA256: sum})
-		return nil
-	})
+// scanDataset lists and hashes a dataset folder by dataset.ListFolder's rules (what
+// ai-toolkit reads: media, their captions and sidecars, _controls; no hidden files, no
+// caches). Its sha256 is the folder's manifest id (dataset.Manifest.SHA256): what
+// `dataset add` gives the same bytes, so the same files give the same folder on the
+// machine whether they come from a folder or from the library.
+func scanDataset(ctx context.Context, dir string) ([]datasetFile, string, error) {
+	f, m, err := dataset.FolderManifest(ctx, dir)
 	if err != nil {
 		return nil, "", err
 	}
-	sort.Slice(files, func(i, j int) bool { return files[i].Rel < files[j].Rel })
-	h := sha256.New()
-	for _, f := range files {
-		fmt.Fprintf(h, "%s\x00%d\x00%s\n", f.Rel, f.Size, f.SHA256)
+	return datasetFiles(f.Files), m.SHA256(), nil
+}
+
+func datasetFiles(fs []dataset.FolderFile) []datasetFile {
+	out := make([]datasetFile, len(fs))
+	for i, f := range fs {
+		out[i] = datasetFile{Rel: f.Path, Abs: f.Abs, Size: f.Size, SHA256: f.SHA256}
 	}
-	return files, hex.EncodeToString(h.Sum(nil)), nil
+	return out
+}
+
+// DatasetSHA is the dataset hash a job records: the manifest id of its one dataset (a
+// folder or a library dataset version), or for a job with several, the sha256 of their
+// ids one per line in the order the config lists them.
+func DatasetSHA(ids []string) string {
+	if len(ids) == 1 {
+		return ids[0]
+	}
+	h := sha256.New()
+	for _, id := range ids {
+		fmt.Fprintln(h, id)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// datasetSource is where a config's dataset comes from: a folder here, or a version of
+// a library dataset (`scopectl dataset add`).
+type datasetSource struct {
+	dir string // a folder (absolute)
+	lib string // a library dataset, NAME@VERSION
+}
+
+func (s datasetSource) key() string {
+	if s.lib != "" {
+		return "dataset:" + s.lib
+	}
+	return s.dir
+}
+
+func (s datasetSource) String() string {
+	if s.lib != "" {
+		return "library dataset " + s.lib
+	}
+	return s.dir
+}
+
+// resolveDataset reads a folder_path: a folder (absolute, relative to the working
+// directory, or to the config's folder) when one is there, else a library dataset
+// (NAME or NAME@VERSION; a bare NAME is its newest version, pinned for this run).
+func (t *Trainer) resolveDataset(ctx context.Context, folder, config string) (datasetSource, error) {
+	dir := folder
+	if !filepath.IsAbs(dir) {
+		if _, err := os.Stat(dir); err != nil {
+			dir = filepath.Join(filepath.Dir(config), dir)
+		}
+	}
+	if fi, err := os.Stat(dir); err == nil && fi.IsDir() || filepath.IsAbs(folder) || t.Lib == nil {
+		abs, _ := filepath.Abs(dir)
+		return datasetSource{dir: abs}, nil
+	}
+	ref, rerr := datasetlib.ParseRef(folder)
+	if rerr != nil {
+		return datasetSource{}, fmt.Errorf("%s: no such folder here (nor a library dataset name: %v)", folder, rerr)
+	}
+	dl, err := datasetlib.New(t.Lib)
+	if err != nil {
+		return datasetSource{}, err
+	}
+	d, _, err := dl.Get(ctx, ref.String())
+	if errors.Is(err, store.ErrNotFound) {
+		return datasetSource{}, fmt.Errorf("%s: no such folder here, nor a library dataset (`scopectl dataset ls`)", folder)
+	}
+	if err != nil {
+		return datasetSource{}, err
+	}
+	return datasetSource{lib: fmt.Sprintf("%s@%d", d.Name, d.Version)}, nil
+}
+
+// checkDataset runs dataset check on a source with a config's options.
+func (t *Trainer) checkDataset(ctx context.Context, src datasetSource, opts dataset.Options) (*dataset.Report, error) {
+	if src.lib == "" {
+		return dataset.Check(ctx, src.dir, opts)
+	}
+	dl, err := datasetlib.New(t.Lib)
+	if err != nil {
+		return nil, err
+	}
+	return dl.Check(ctx, src.lib, opts)
+}
+
+// datasetFilesOf lists a source's files to send (a library dataset's are read from its
+// blobs) and its manifest id.
+func (t *Trainer) datasetFilesOf(ctx context.Context, src datasetSource) ([]datasetFile, string, error) {
+	if src.lib == "" {
+		return scanDataset(ctx, src.dir)
+	}
+	dl, err := datasetlib.New(t.Lib)
+	if err != nil {
+		return nil, "", err
+	}
+	d, files, err := dl.Files(ctx, src.lib)
+	if err != nil {
+		return nil, "", err
+	}
+	return datasetFiles(files), d.ManifestSHA, nil
 }
 
 // SyncStats says what a dataset sync moved.

@@ -253,33 +253,30 @@ func (t *Trainer) run(ctx context.Context, in RunInput, rs *resumeFrom) (*RunRes
 	}
 	// Datasets: check each, as ai-toolkit will read it.
 	type dsRef struct{ p, d int }
-	local := map[string][]dsRef{}
-	var order []string
+	local := map[datasetSource][]dsRef{}
+	var order []datasetSource
 	for pi := range cfg.Config.Process {
 		p := &cfg.Config.Process[pi]
 		for di, d := range p.Datasets {
-			dir := d.FolderPath
-			if dir == "" {
+			if d.FolderPath == "" {
 				return res, fmt.Errorf("config.process[%d].datasets[%d]: only folder_path datasets can be sent", pi, di)
 			}
-			if !filepath.IsAbs(dir) {
-				if _, err := os.Stat(dir); err != nil {
-					dir = filepath.Join(filepath.Dir(in.Config), dir)
-				}
-			}
-			dir, _ = filepath.Abs(dir)
-			rep, err := dataset.Check(ctx, dir, DatasetOptions(p, d))
+			src, err := t.resolveDataset(ctx, d.FolderPath, in.Config)
 			if err != nil {
-				return res, fmt.Errorf("dataset %s: %w", dir, err)
+				return res, fmt.Errorf("config.process[%d].datasets[%d].folder_path: %w", pi, di, err)
+			}
+			rep, err := t.checkDataset(ctx, src, DatasetOptions(p, d))
+			if err != nil {
+				return res, fmt.Errorf("dataset %s: %w", src, err)
 			}
 			res.Datasets = append(res.Datasets, rep)
 			if rep.Fails() {
 				failed = true
 			}
-			if _, ok := local[dir]; !ok {
-				order = append(order, dir)
+			if _, ok := local[src]; !ok {
+				order = append(order, src)
 			}
-			local[dir] = append(local[dir], dsRef{pi, di})
+			local[src] = append(local[src], dsRef{pi, di})
 		}
 	}
 	if failed && !in.Force {
@@ -330,13 +327,13 @@ func (t *Trainer) run(ctx context.Context, in RunInput, rs *resumeFrom) (*RunRes
 	}
 	job.Binary = binPath
 	// Datasets, into content-named folders.
-	dsh := sha256.New()
+	var dsIDs []string
 	for _, dir := range order {
-		files, sum, err := scanDataset(dir)
+		files, sum, err := t.datasetFilesOf(ctx, dir)
 		if err != nil {
 			return res, err
 		}
-		fmt.Fprintln(dsh, sum)
+		dsIDs = append(dsIDs, sum)
 		rdir := path.Join(ws, "datasets", sum[:16])
 		t.note("dataset %s: %d files → %s", dir, len(files), rdir)
 		st, err := syncDataset(ctx, func(ctx context.Context, d string) (remote.Remote, error) { return t.open(ctx, m.base, d, m.pod) }, rdir, files)
@@ -411,7 +408,7 @@ func (t *Trainer) run(ctx context.Context, in RunInput, rs *resumeFrom) (*RunRes
 		}
 		t.note("resume: step %d (%s) sent", rs.ckpt.Step, rs.ckpt.File)
 	}
-	job.DatasetSHA = hex.EncodeToString(dsh.Sum(nil))
+	job.DatasetSHA = DatasetSHA(dsIDs)
 	job.SaveDir = spec.SaveDir
 	job.Steps = spec.TotalSteps
 	job.Phase = PhaseStarting
