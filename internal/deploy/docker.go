@@ -61,6 +61,9 @@ type Spec struct {
 	Volume    string // host directory mounted at /workspace, default /workspace
 	LoRADir   string // in the container, default /workspace/models/lora; must be under /workspace
 	Pull      string // always (default) | missing | never; not part of the settings hash
+	// Labels are more container labels (the pod's limits: provider.Limits.Labels); a
+	// change replaces the container, as labels cannot change on a running one.
+	Labels map[string]string
 }
 
 // Step is one thing Apply does (or would do).
@@ -141,6 +144,11 @@ func Normalize(s Spec) (Spec, error) {
 			return s, fmt.Errorf("deploy: env %s: value contains a line break or NUL", k)
 		}
 	}
+	for k, v := range s.Labels {
+		if k == "" || k == ManagedLabel || k == SettingsLabel || strings.ContainsAny(k, "=\n\r\x00") || strings.ContainsAny(v, "\n\r\x00") {
+			return s, fmt.Errorf("deploy: label %q: want a name without '=' or line breaks, not one scopectl sets itself, and a value on one line", k)
+		}
+	}
 	for k, v := range s.SecretEnv {
 		if !envRE.MatchString(k) {
 			return s, fmt.Errorf("deploy: secret env name %q: not a valid variable name", k)
@@ -195,7 +203,8 @@ func SettingsHash(s Spec) string {
 		SecretHash string   `json:"secret_hash"`
 		Volume     string   `json:"volume"`
 		LoRADir    string   `json:"lora_dir"`
-	}{1, s.Image, s.Name, s.Port, s.GPUs, containerEnv(s), slices.Sorted(maps.Keys(s.SecretEnv)), hex.EncodeToString(sh.Sum(nil)), s.Volume, s.LoRADir}
+		Labels     []string `json:"labels,omitempty"` // absent without labels: the hash of older containers holds
+	}{1, s.Image, s.Name, s.Port, s.GPUs, containerEnv(s), slices.Sorted(maps.Keys(s.SecretEnv)), hex.EncodeToString(sh.Sum(nil)), s.Volume, s.LoRADir, labelArgs(s)}
 	b, _ := json.Marshal(doc)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
@@ -413,6 +422,15 @@ func envFileScript(s Spec) (string, error) {
 	return b.String(), nil
 }
 
+// labelArgs are s.Labels as sorted KEY=VALUE (nil without labels).
+func labelArgs(s Spec) []string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(s.Labels)) {
+		out = append(out, k+"="+s.Labels[k])
+	}
+	return out
+}
+
 // createCommand is the docker run command line (shell-quoted) for s, with envFile ("" for
 // none) as its --env-file. It never contains secret values.
 func createCommand(s Spec, envFile string) string { return docker.RunCommand(createArgs(s, envFile)) }
@@ -425,6 +443,9 @@ func createArgs(s Spec, envFile string) []string {
 		"--volume", s.Volume + ":/workspace",
 		"--label", ManagedLabel + "=true",
 		"--label", SettingsLabel + "=" + SettingsHash(s),
+	}
+	for _, l := range labelArgs(s) {
+		args = append(args, "--label", l)
 	}
 	if s.GPUs {
 		args = append(args, "--gpus", "all")

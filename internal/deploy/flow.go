@@ -173,6 +173,9 @@ func (d *Deployer) deployHost(ctx context.Context, in DeployInput) (*DeployResul
 	if in.HFToken.IsSet() {
 		s.SecretEnv = map[string]secret.Secret{"HF_TOKEN": in.HFToken}
 	}
+	// The limits travel with the container, as a RunPod pod's travel in its env: the
+	// guard on the host and every scopectl that lists the host read them there.
+	s.Labels = provider.Limits{IdleStop: in.IdleStop, MaxHours: in.MaxHours}.Labels()
 	ns, err := Normalize(s)
 	if err != nil {
 		return nil, err
@@ -245,26 +248,27 @@ func (d *Deployer) SyncLoRAs(ctx context.Context, target, knownHosts string, wan
 	for i, w := range wanted {
 		names[i] = w.Ref
 	}
-	deadline := time.Now().Add(retryFor)
-	bo := httpx.Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Second}
-	var r remote.Remote
-	var err error
-	for n := 1; ; n++ {
-		r, err = d.OpenRemote(ctx, target, knownHosts)
-		if err == nil || errors.Is(err, ssh.ErrUnknownHostKey) || errors.Is(err, ssh.ErrHostKeyChanged) || !Retryable(err) {
-			break
-		}
-		delay := bo.Delay(n, "")
-		if time.Now().Add(delay).After(deadline) {
-			break
-		}
-		d.Reporter.Retry("connecting to "+target, n, 0, err.Error(), delay)
-		if httpx.Sleep(ctx, delay) != nil {
-			return nil, err
-		}
+	// A target is tried again, on the shared schedule, while the next try still falls
+	// within retryFor.
+	pol := httpx.Policy{Backoff: httpx.Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Second}, MaxElapsed: retryFor,
+		Retryable: func(err error) bool {
+			return !errors.Is(err, ssh.ErrUnknownHostKey) && !errors.Is(err, ssh.ErrHostKeyChanged) && Retryable(err)
+		},
+		Op: "connecting to " + target,
+		Notify: func(r httpx.Retry) {
+			d.Reporter.Retry(r.Op, r.Attempt, r.Of, r.Reason, r.Wait)
+		}}
+	if retryFor <= 0 {
+		pol.Attempts = 1
 	}
+	var last error
+	r, err := httpx.Do(ctx, pol, func(int) (remote.Remote, error) {
+		r, err := d.OpenRemote(ctx, target, knownHosts)
+		last = err
+		return r, err
+	})
 	if err != nil {
-		return nil, err
+		return nil, last // the target's own words, also when ctx ended during a wait
 	}
 	defer r.Close()
 	return lorasync.Sync(ctx, d.Lib, r, lorasync.Options{Names: names, Pipeline: pipeline, Progress: d.Progress})

@@ -75,6 +75,8 @@ type Container struct {
 	ImageID      string `json:"image_id,omitempty"` // sha256:…
 	HostPort     int    `json:"host_port,omitempty"`
 	Settings     string `json:"-"`
+	// Labels are the container's labels (the limits deploy records there among them).
+	Labels map[string]string `json:"-"`
 }
 
 // Inspect reads the container name on the host r reaches (docker container inspect).
@@ -112,7 +114,8 @@ func Inspect(ctx context.Context, r Runner, name string) (*Container, error) {
 	}
 	ct := &Container{Name: name, Exists: true, Managed: c.Config.Labels[ManagedLabel] == "true",
 		Status: c.State.Status, Running: c.State.Running, ExitCode: c.State.ExitCode, StartedAt: c.State.StartedAt,
-		RestartCount: c.RestartCount, Image: c.Config.Image, ImageID: c.Image, Settings: c.Config.Labels[SettingsLabel]}
+		RestartCount: c.RestartCount, Image: c.Config.Image, ImageID: c.Image, Settings: c.Config.Labels[SettingsLabel],
+		Labels: c.Config.Labels}
 	for _, b := range c.HostConfig.PortBindings[strconv.Itoa(ContainerPort)+"/tcp"] {
 		if p, err := strconv.Atoi(b.HostPort); err == nil && p > 0 {
 			ct.HostPort = p

@@ -1,12 +1,12 @@
 package httpx
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,13 +14,15 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // This file is the one classification of failed HTTP requests that every retrying client
-// in scopectl shares (hf, civitai, runpod, the agent remote, deploy), and the one backoff
-// schedule they wait by. A request that cannot succeed by asking again fails at once:
-// a host name that does not resolve, a connection refused, a TLS certificate that does
-// not verify, a 4xx other than 408 and 429.
+// in scopectl shares (hf, civitai, runpod, the agent remote, deploy, scope), and the one
+// retry loop they run (Do, on cenkalti/backoff). A request that cannot succeed by asking
+// again fails at once: a host name that does not resolve, a connection refused, a TLS
+// certificate that does not verify, a 4xx other than 408 and 429.
 
 // ErrUnreachable matches every *UnreachableError with errors.Is.
 var ErrUnreachable = errors.New("host unreachable")
@@ -130,35 +132,173 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 
 // Backoff is an exponential schedule with jitter: the delay before retry n (1-based) is
 // drawn from [d/2, d], d = Min·2^(n-1) capped at Max ("equal jitter", so that clients
-// that failed together do not retry together).
+// that failed together do not retry together). It is cenkalti/backoff's exponential
+// schedule, for a caller that keeps its own count (Do keeps it for a retry loop).
 type Backoff struct {
 	Min, Max time.Duration
 }
 
 // Delay returns the wait before retry n (1-based). A Retry-After value retryAfter (""
-// for none) replaces it, capped at RetryAfterCap (Max when zero).
+// for none) replaces it, capped at Max.
 func (b Backoff) Delay(n int, retryAfter string) time.Duration {
-	d := b.base(n)
-	d = d/2 + rand.N(d/2+1)
 	if ra, ok := ParseRetryAfter(retryAfter, time.Now()); ok {
-		d = min(ra, b.Max)
+		return max(min(ra, b.limits().Max), 0)
 	}
-	return max(d, 0)
+	s := b.schedule()
+	var d time.Duration
+	for range max(n, 1) {
+		d = s.NextBackOff()
+	}
+	return d
 }
 
-func (b Backoff) base(n int) time.Duration {
-	lo, hi := b.Min, b.Max
-	if lo <= 0 {
-		lo = 500 * time.Millisecond
+// limits are Min and Max with their defaults: 500 ms, and Max no less than Min.
+func (b Backoff) limits() Backoff {
+	if b.Min <= 0 {
+		b.Min = 500 * time.Millisecond
 	}
-	if hi < lo {
-		hi = lo
+	b.Max = max(b.Max, b.Min)
+	return b
+}
+
+// schedule is the schedule as a backoff.BackOff. cenkalti/backoff draws from
+// [i(1-f), i(1+f)] around an interval i that doubles up to its cap: with i = 3/4·d and
+// f = 1/3 that is [d/2, d].
+func (b Backoff) schedule() backoff.BackOff {
+	b = b.limits()
+	return &capped{max: b.Max, b: &backoff.ExponentialBackOff{
+		InitialInterval:     b.Min * 3 / 4,
+		RandomizationFactor: 1.0 / 3,
+		Multiplier:          2,
+		MaxInterval:         b.Max * 3 / 4,
+	}}
+}
+
+// capped keeps a schedule's waits at most max (the library's draw may pass it by 1 ns).
+type capped struct {
+	max time.Duration
+	b   backoff.BackOff
+}
+
+func (c *capped) NextBackOff() time.Duration { return min(c.b.NextBackOff(), c.max) }
+func (c *capped) Reset()                     { c.b.Reset() }
+
+// Policy is how one client retries: which failures are worth another attempt, how many
+// attempts it makes, and the waits between them (Backoff; a server's Retry-After
+// replaces a wait, capped at RetryAfterMax).
+type Policy struct {
+	Backoff
+	// RetryAfterMax caps a server's Retry-After (default Max).
+	RetryAfterMax time.Duration
+	// Attempts is the number of failed attempts in a row it makes, the first included;
+	// 0: no limit (the context, or MaxElapsed, ends the loop).
+	Attempts int
+	// MaxElapsed, when not zero, ends the loop when the next wait would end past it
+	// (counted from the first attempt).
+	MaxElapsed time.Duration
+	// Retryable says whether a failed attempt is worth another (nil: every one is).
+	Retryable func(err error) bool
+	// RetryAfter, when set, reads the server's Retry-After from a failure worth
+	// retrying (ok false: none came).
+	RetryAfter func(err error) (d time.Duration, ok bool)
+	// Progressed, when set, says whether a failed attempt still moved the work on (a
+	// transfer that received bytes before it broke): the count of failures in a row
+	// and the waits start again.
+	Progressed func(err error) bool
+	// Op and Notify report each retry before its wait (Notify may be nil).
+	Op     string
+	Notify Notify
+}
+
+// retryAfter is the server's Retry-After in err, capped at RetryAfterMax.
+func (p Policy) retryAfter(err error) (time.Duration, bool) {
+	if p.RetryAfter == nil {
+		return 0, false
 	}
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
+	ra, ok := p.RetryAfter(err)
+	return max(min(ra, cmp.Or(p.RetryAfterMax, p.limits().Max)), 0), ok
+}
+
+// Wait is a wait Do may take before retry n (1-based) after the failure err: the
+// server's Retry-After, capped, or else the schedule's (Backoff.Delay), for a caller
+// that waits by the same rules outside Do.
+func (p Policy) Wait(n int, err error) time.Duration {
+	if ra, ok := p.retryAfter(err); ok {
+		return ra
 	}
-	return min(d, hi)
+	return p.Delay(n, "")
+}
+
+// RetryAfterHeader reads a Retry-After header value v, for Policy.RetryAfter.
+func RetryAfterHeader(v string) (time.Duration, bool) { return ParseRetryAfter(v, time.Now()) }
+
+// GaveUpError is the last failure of an attempt worth retrying, once Policy.Attempts
+// failures in a row (or Policy.MaxElapsed) are spent. Its text is the failure's.
+type GaveUpError struct {
+	Attempts int // failures in a row
+	Err      error
+}
+
+func (e *GaveUpError) Error() string { return e.Err.Error() }
+func (e *GaveUpError) Unwrap() error { return e.Err }
+
+// again is a failure worth another attempt, in the shape backoff.Retry reads (a
+// *backoff.RetryAfterError among its causes sets the wait).
+type again struct{ errs []error }
+
+func (e *again) Error() string   { return e.errs[0].Error() }
+func (e *again) Unwrap() []error { return e.errs }
+
+// Do runs attempt (n counts every attempt from 1) under cenkalti/backoff until it
+// succeeds, fails with an error Policy.Retryable refuses (returned as is), or the
+// attempts are spent (*GaveUpError). A context that ends stops it at once with the
+// context's error, also when an attempt failed because of it.
+func Do[T any](ctx context.Context, p Policy, attempt func(n int) (T, error)) (T, error) {
+	sched := p.schedule()
+	n, fails := 0, 0
+	var last error
+	op := func() (T, error) {
+		n++
+		v, err := attempt(n)
+		if err == nil {
+			return v, nil
+		}
+		last = err
+		if p.Retryable != nil && !p.Retryable(err) {
+			return v, backoff.Permanent(err)
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			last = cerr
+			return v, backoff.Permanent(cerr)
+		}
+		if p.Progressed != nil && p.Progressed(err) {
+			fails = 0
+			sched.Reset()
+		}
+		if fails++; p.Attempts > 0 && fails >= p.Attempts {
+			last = &GaveUpError{Attempts: fails, Err: err}
+			return v, backoff.Permanent(last)
+		}
+		e := &again{errs: []error{err}}
+		if ra, ok := p.retryAfter(err); ok {
+			e.errs = append(e.errs, &backoff.RetryAfterError{Duration: ra})
+		}
+		return v, e
+	}
+	v, err := backoff.Retry(ctx, op, backoff.WithBackOff(sched), backoff.WithMaxElapsedTime(p.MaxElapsed),
+		backoff.WithNotify(func(_ error, d time.Duration) {
+			p.Notify.Note(Retry{Op: p.Op, Attempt: fails, Of: p.Attempts, Reason: last.Error(), Wait: d})
+		}))
+	var a *again
+	switch {
+	case err == nil:
+		return v, nil
+	case errors.As(err, &a): // MaxElapsed
+		return v, &GaveUpError{Attempts: fails, Err: last}
+	case ctx.Err() != nil && errors.Is(err, context.Cause(ctx)):
+		return v, ctx.Err()
+	}
+	return v, last
 }
 
 // Sleep waits d or until ctx ends (returning its error).

@@ -137,3 +137,66 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("Sleep on a cancelled context: %v", err)
 	}
 }
+
+func TestDo(t *testing.T) {
+	ctx := context.Background()
+	errBusy, errBad := errors.New("busy"), errors.New("bad request")
+	pol := func(retryAfter string) Policy {
+		return Policy{Backoff: Backoff{Min: time.Millisecond, Max: 4 * time.Millisecond}, Attempts: 4, Op: "op",
+			Retryable:  func(err error) bool { return errors.Is(err, errBusy) },
+			RetryAfter: func(error) (time.Duration, bool) { return RetryAfterHeader(retryAfter) }}
+	}
+	// Fails twice, then succeeds: two retries reported, each before its wait.
+	var seen []Retry
+	p := pol("")
+	p.Notify = func(r Retry) { seen = append(seen, r) }
+	v, err := Do(ctx, p, func(n int) (int, error) {
+		if n < 3 {
+			return 0, errBusy
+		}
+		return n, nil
+	})
+	if err != nil || v != 3 || len(seen) != 2 || seen[1].Attempt != 2 || seen[1].Of != 4 || seen[1].Reason != "busy" || seen[1].Wait > 4*time.Millisecond {
+		t.Fatalf("Do = %d, %v; retries %+v", v, err, seen)
+	}
+	// A failure the policy refuses: at once, as is.
+	calls := 0
+	if _, err := Do(ctx, pol(""), func(int) (int, error) { calls++; return 0, errBad }); err != errBad || calls != 1 {
+		t.Fatalf("permanent: %v after %d calls", err, calls)
+	}
+	// Attempts spent: the last failure, with the count.
+	_, err = Do(ctx, pol(""), func(int) (int, error) { return 0, errBusy })
+	var g *GaveUpError
+	if !errors.As(err, &g) || g.Attempts != 4 || !errors.Is(err, errBusy) || err.Error() != "busy" {
+		t.Fatalf("gave up: %v", err)
+	}
+	// Retry-After replaces the wait, capped at RetryAfterMax.
+	p = pol("1")
+	p.RetryAfterMax = 30 * time.Millisecond
+	p.Notify = func(r Retry) { seen = append(seen, r) }
+	seen = nil
+	if _, err := Do(ctx, p, func(n int) (int, error) {
+		if n < 2 {
+			return 0, errBusy
+		}
+		return 0, nil
+	}); err != nil || len(seen) != 1 || seen[0].Wait != 30*time.Millisecond {
+		t.Fatalf("Retry-After: %v %+v", err, seen)
+	}
+	// A context that ends during a wait ends the loop at once with its error.
+	p = pol("")
+	p.Backoff = Backoff{Min: time.Hour, Max: time.Hour}
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := Do(cctx, p, func(int) (int, error) { return 0, errBusy }); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 10*time.Second {
+		t.Fatalf("cancelled: %v after %s", err, time.Since(start))
+	}
+	// MaxElapsed: no wait that would end past it.
+	p = pol("")
+	p.Attempts, p.MaxElapsed = 0, 20*time.Millisecond
+	p.Backoff = Backoff{Min: 50 * time.Millisecond, Max: 50 * time.Millisecond}
+	if _, err := Do(ctx, p, func(int) (int, error) { return 0, errBusy }); !errors.As(err, &g) || g.Attempts != 1 {
+		t.Fatalf("MaxElapsed: %v", err)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/daydreamlive/scopectl/internal/httpx"
 )
 
 // Client talks to a Daydream Scope server's HTTP API.
@@ -225,42 +227,40 @@ func (c *Client) Health(ctx context.Context) (*Health, error) {
 	return h, nil
 }
 
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // Poll intervals: from pollMin, doubling up to pollMax.
 var (
 	pollMin = 250 * time.Millisecond
 	pollMax = 2 * time.Second
 )
 
+// poll is the schedule of WaitHealthy's and WaitLoaded's polls (httpx.Do): again and
+// again until ctx ends, waiting from pollMin, doubling (jittered) up to pollMax; only
+// errPending is polled again.
+func poll() httpx.Policy {
+	return httpx.Policy{Backoff: httpx.Backoff{Min: pollMin, Max: pollMax}, Retryable: func(err error) bool { return errors.Is(err, errPending) }}
+}
+
+// errPending: not there yet, poll again.
+var errPending = errors.New("not yet")
+
 // WaitHealthy polls GET /health with backoff (250 ms doubling to 2 s) until it
 // answers "healthy" (or any status), ctx ends or timeout passes.
 func (c *Client) WaitHealthy(ctx context.Context, timeout time.Duration) (*Health, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	delay := pollMin
 	var last error
-	for {
+	h, err := httpx.Do(ctx, poll(), func(int) (*Health, error) {
 		h, err := c.Health(ctx)
-		if err == nil {
-			return h, nil
+		if err != nil {
+			last = err
+			return nil, errPending
 		}
-		last = err
-		if ctx.Err() != nil || sleep(ctx, delay) != nil {
-			return nil, fmt.Errorf("Scope at %s not healthy after %s: %v", c.Base, timeout, last)
-		}
-		delay = min(delay*2, pollMax)
+		return h, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("Scope at %s not healthy after %s: %v", c.Base, timeout, last)
 	}
+	return h, nil
 }
 
 // PipelineStatus asks GET /api/v1/pipeline/status.
@@ -333,11 +333,10 @@ func (c *Client) WaitLoaded(ctx context.Context, timeout time.Duration) (*Pipeli
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	delay := pollMin
 	sawLoading := false
 	var last *PipelineStatus
 	var lastErr error
-	for {
+	st, err := httpx.Do(ctx, poll(), func(int) (*PipelineStatus, error) {
 		st, err := c.PipelineStatus(ctx)
 		switch {
 		case err != nil:
@@ -353,22 +352,23 @@ func (c *Client) WaitLoaded(ctx context.Context, timeout time.Duration) (*Pipeli
 		default:
 			last, lastErr = st, nil
 		}
-		if sleep(ctx, delay) != nil {
-			msg := fmt.Sprintf("pipeline not loaded after %s", timeout)
-			if last != nil {
-				msg += " (status " + last.Status
-				if last.LoadingStage != "" {
-					msg += ": " + oneLine(last.LoadingStage)
-				}
-				msg += ")"
-			}
-			if lastErr != nil {
-				msg += ": " + lastErr.Error()
-			}
-			return last, errors.New(msg)
-		}
-		delay = min(delay*2, pollMax)
+		return nil, errPending
+	})
+	if err == nil || !errors.Is(err, ctx.Err()) {
+		return st, err
 	}
+	msg := fmt.Sprintf("pipeline not loaded after %s", timeout)
+	if last != nil {
+		msg += " (status " + last.Status
+		if last.LoadingStage != "" {
+			msg += ": " + oneLine(last.LoadingStage)
+		}
+		msg += ")"
+	}
+	if lastErr != nil {
+		msg += ": " + lastErr.Error()
+	}
+	return last, errors.New(msg)
 }
 
 // ErrLoadFailed is wrapped by WaitLoaded's error when Scope failed to load the pipeline.

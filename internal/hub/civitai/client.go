@@ -153,11 +153,11 @@ func (w *watchdog) kick()         { w.t.Reset(w.d) }
 func (w *watchdog) stop()         { w.t.Stop(); w.cancel(nil) }
 func (w *watchdog) stalled() bool { return errors.Is(context.Cause(w.ctx), errStalled) }
 
-// backoff sleeps before retry number attempt (1-based) on the shared schedule
-// (httpx.Backoff: exponential from backoffMin to backoffMax, jittered in [d/2, d]); a
-// Retry-After header replaces it, capped at twice backoffMax. A reason (the failure being
-// retried) is reported through Progress first, so that a retry never passes silently.
-func (c *Client) backoff(ctx context.Context, attempt int, retryAfter string, reason error) error {
+// policy is the client's retry policy: the shared schedule (httpx.Backoff: exponential
+// from backoffMin to backoffMax, jittered in [d/2, d]); a Retry-After header replaces a
+// wait, capped at twice backoffMax; attempts() attempts; only a *retryErr is retried.
+// Each retry is reported through Progress first, so that none passes silently.
+func (c *Client) policy() httpx.Policy {
 	lo, hi := c.backoffMin, c.backoffMax
 	if lo <= 0 {
 		lo = defaultBackoffMin
@@ -165,14 +165,21 @@ func (c *Client) backoff(ctx context.Context, attempt int, retryAfter string, re
 	if hi <= 0 {
 		hi = defaultBackoffMax
 	}
-	d := httpx.Backoff{Min: lo, Max: hi}.Delay(attempt, "")
-	if ra, ok := httpx.ParseRetryAfter(retryAfter, c.clock()); ok && ra > 0 {
-		d = max(d, min(ra, 2*hi))
+	return httpx.Policy{
+		Backoff:       httpx.Backoff{Min: lo, Max: hi},
+		RetryAfterMax: 2 * hi,
+		Attempts:      c.attempts(),
+		Retryable:     func(err error) bool { return errors.As(err, new(*retryErr)) },
+		RetryAfter: func(err error) (time.Duration, bool) {
+			var re *retryErr
+			errors.As(err, &re)
+			return httpx.RetryAfterHeader(re.retryAfter)
+		},
+		Op: "civitai",
+		Notify: func(r httpx.Retry) {
+			c.Progress.Retry(r.Op, r.Attempt, r.Of, strings.TrimPrefix(r.Reason, "civitai: "), r.Wait)
+		},
 	}
-	if reason != nil {
-		c.Progress.Retry("civitai", attempt, c.attempts(), strings.TrimPrefix(reason.Error(), "civitai: "), d)
-	}
-	return httpx.Sleep(ctx, d)
 }
 
 // retryable reports whether a status code is worth retrying (rate limits, server errors).
@@ -299,23 +306,13 @@ func (c *Client) getJSON(ctx context.Context, path string, q url.Values, w what,
 // withRetry runs fn until it succeeds, fails with an error that is not a *retryErr, or
 // has failed attempts() times; between tries it backs off with jitter.
 func (c *Client) withRetry(ctx context.Context, fn func() error) error {
-	var last error
-	for attempt := 1; ; attempt++ {
-		if attempt > 1 {
-			if err := c.backoff(ctx, attempt-1, retryAfterOf(last), last); err != nil {
-				return err
-			}
-		}
-		err := fn()
-		var re *retryErr
-		if err == nil || !errors.As(err, &re) {
-			return err
-		}
-		last = err
-		if attempt >= c.attempts() {
-			return fmt.Errorf("%w (gave up after %d attempts)", re.err, attempt)
-		}
+	_, err := httpx.Do(ctx, c.policy(), func(int) (struct{}, error) { return struct{}{}, fn() })
+	var g *httpx.GaveUpError
+	var re *retryErr
+	if errors.As(err, &g) && errors.As(g.Err, &re) {
+		return fmt.Errorf("%w (gave up after %d attempts)", re.err, g.Attempts)
 	}
+	return err
 }
 
 // retryErr marks a failure worth retrying; retryAfter carries a Retry-After header.
@@ -326,14 +323,6 @@ type retryErr struct {
 
 func (e *retryErr) Error() string { return e.err.Error() }
 func (e *retryErr) Unwrap() error { return e.err }
-
-func retryAfterOf(err error) string {
-	var re *retryErr
-	if errors.As(err, &re) {
-		return re.retryAfter
-	}
-	return ""
-}
 
 func (c *Client) getJSONOnce(ctx context.Context, hc *http.Client, u *url.URL, w what, out any) error {
 	wd := c.newWatchdog(ctx)

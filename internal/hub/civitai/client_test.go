@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"github.com/daydreamlive/scopectl/internal/hub/civitai/civitaitest"
 	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/progress"
@@ -376,24 +377,28 @@ func TestRetriesAndStorms(t *testing.T) {
 }
 
 func TestBackoffBounds(t *testing.T) {
-	c := &Client{backoffMin: 10 * time.Millisecond, backoffMax: 40 * time.Millisecond}
-	for attempt := 1; attempt < 8; attempt++ {
-		start := time.Now()
-		if err := c.backoff(context.Background(), attempt, "", nil); err != nil {
-			t.Fatal(err)
+	waits := func(c *Client, retryAfter string) []time.Duration {
+		p := c.policy()
+		var ws []time.Duration
+		p.Notify = func(r httpx.Retry) { ws = append(ws, r.Wait) }
+		_, err := httpx.Do(context.Background(), p, func(int) (struct{}, error) {
+			return struct{}{}, &retryErr{err: errors.New("busy"), retryAfter: retryAfter}
+		})
+		if !errors.As(err, new(*httpx.GaveUpError)) {
+			t.Fatalf("want the attempts spent, got %v", err)
 		}
-		if d := time.Since(start); d < 5*time.Millisecond || d > 500*time.Millisecond {
-			t.Errorf("attempt %d slept %s", attempt, d)
+		return ws
+	}
+	c := &Client{backoffMin: 10 * time.Millisecond, backoffMax: 40 * time.Millisecond, maxAttempts: 8}
+	for i, d := range waits(c, "") {
+		if d < 5*time.Millisecond || d > 40*time.Millisecond {
+			t.Errorf("retry %d waited %s", i+1, d)
 		}
 	}
-	// Retry-After raises the wait but is capped at twice the maximum backoff
-	c = &Client{backoffMin: time.Millisecond, backoffMax: 20 * time.Millisecond}
-	start := time.Now()
-	if err := c.backoff(context.Background(), 1, "3600", nil); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d < 35*time.Millisecond || d > 2*time.Second {
-		t.Errorf("Retry-After 3600 slept %s, want about 40ms", d)
+	// Retry-After replaces the wait but is capped at twice the maximum backoff
+	c = &Client{backoffMin: time.Millisecond, backoffMax: 20 * time.Millisecond, maxAttempts: 2}
+	if ws := waits(c, "3600"); len(ws) != 1 || ws[0] != 40*time.Millisecond {
+		t.Errorf("Retry-After 3600 waited %v, want 40ms", ws)
 	}
 }
 

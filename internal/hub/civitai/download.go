@@ -765,9 +765,12 @@ func (d *dl) fetchChunk(ctx context.Context, i int, r *cdnResp) error {
 	start, end := d.chunkBounds(i)
 	pos := start
 	h := sha256.New()
-	noProgress := 0
-	for try := 1; ; try++ {
+	moved, tries := false, 0
+	pol := d.c.policy()
+	pol.Progressed = func(error) bool { return moved }
+	_, err := httpx.Do(ctx, pol, func(try int) (struct{}, error) {
 		var err error
+		moved, tries = false, try
 		if r == nil {
 			if !d.ranged {
 				pos, h = 0, sha256.New() // no ranges: start over
@@ -778,15 +781,15 @@ func (d *dl) fetchChunk(ctx context.Context, i int, r *cdnResp) error {
 				re = -1
 			}
 			if r, err = d.open(ctx, rs, re); err != nil {
-				return err
+				return struct{}{}, err
 			}
 			if r.whole != !d.ranged || r.total != d.total && d.total >= 0 {
 				r.resp.Body.Close()
 				r.wd.stop()
 				if r.total != d.total {
-					return fmt.Errorf("civitai: %s: the file on the download server changed size during the download (%d → %d bytes): %w", d.w.desc, d.total, r.total, ErrIntegrity)
+					return struct{}{}, fmt.Errorf("civitai: %s: the file on the download server changed size during the download (%d → %d bytes): %w", d.w.desc, d.total, r.total, ErrIntegrity)
 				}
-				return fmt.Errorf("civitai: %s: the download server changed how it answers Range requests: %w", d.w.desc, ErrProtocol)
+				return struct{}{}, fmt.Errorf("civitai: %s: the download server changed how it answers Range requests: %w", d.w.desc, ErrProtocol)
 			}
 		}
 		n, err := d.copyBody(r, pos, end, h)
@@ -796,15 +799,16 @@ func (d *dl) fetchChunk(ctx context.Context, i int, r *cdnResp) error {
 		host := r.resp.Request.URL.Host
 		r = nil
 		pos += n
+		moved = n > 0
 		if err == nil && pos == end {
-			return d.markDone(i, h.Sum(nil))
+			return struct{}{}, d.markDone(i, h.Sum(nil))
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return struct{}{}, ctx.Err()
 		}
 		var fatal *fatalErr
 		if errors.As(err, &fatal) {
-			return fatal.err
+			return struct{}{}, fatal.err
 		}
 		why := "closed the connection early"
 		switch {
@@ -814,19 +818,23 @@ func (d *dl) fetchChunk(ctx context.Context, i int, r *cdnResp) error {
 			ne, _ := netError(clip(host), err)
 			why = ne.Error()
 		}
-		if n > 0 {
-			noProgress = 0
-		} else {
-			noProgress++
+		cut := &retryErr{err: fmt.Errorf("the download server %s %s at byte %d of %d", clip(host), why, pos, d.total)}
+		if try >= maxChunkTries {
+			return struct{}{}, d.cutGaveUp(cut, try)
 		}
-		if noProgress >= d.c.attempts() || try >= maxChunkTries {
-			return fmt.Errorf("civitai: %s: the download server %s %s at byte %d of %d (gave up after %d attempts); run the pull again later to resume: %w",
-				d.w.desc, clip(host), why, pos, d.total, try, ErrRetry)
-		}
-		if err := d.c.backoff(ctx, max(noProgress, 1), "", fmt.Errorf("the download server %s %s at byte %d of %d", clip(host), why, pos, d.total)); err != nil {
-			return err
-		}
+		return struct{}{}, cut
+	})
+	var g *httpx.GaveUpError
+	var cut *retryErr
+	if errors.As(err, &g) && errors.As(g.Err, &cut) {
+		return d.cutGaveUp(cut, tries)
 	}
+	return err
+}
+
+// cutGaveUp is the error of a chunk whose transfer broke off too many times.
+func (d *dl) cutGaveUp(cut *retryErr, attempts int) error {
+	return fmt.Errorf("civitai: %s: %v (gave up after %d attempts); run the pull again later to resume: %w", d.w.desc, cut.err, attempts, ErrRetry)
 }
 
 // fatalErr marks a body error that retrying cannot cure.

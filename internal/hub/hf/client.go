@@ -418,14 +418,25 @@ func (p *pull) resolveURL(rev, file string) string {
 	return p.base + "/" + urlPrefix(p.ref.RepoType) + p.ref.Repo + "/resolve/" + url.PathEscape(rev) + "/" + strings.Join(segs, "/")
 }
 
-// backoff sleeps before retry n (1-based) on the shared schedule (httpx.Backoff:
-// exponential from RetryWait, jittered, at most 64× RetryWait), or the server's
-// Retry-After capped the same. The failure being retried is reported through Progress
-// first, so that a retry never passes silently.
-func (p *pull) backoff(ctx context.Context, n int, t *transient, what string) error {
-	d := httpx.Backoff{Min: p.wait, Max: p.wait * 64}.Delay(n, t.retryAfter)
-	p.c.Progress.Retry("hf: "+what, n, p.retries+1, t.err.Error(), d)
-	return httpx.Sleep(ctx, d)
+// policy is the retry policy of what: the shared schedule (httpx.Backoff: exponential
+// from RetryWait, jittered, at most 64× RetryWait), or the server's Retry-After capped
+// the same; p.retries retries after the first attempt; only a *transient failure is
+// retried. Each retry is reported through Progress first, so that none passes silently.
+func (p *pull) policy(what string) httpx.Policy {
+	return httpx.Policy{
+		Backoff:   httpx.Backoff{Min: p.wait, Max: p.wait * 64},
+		Attempts:  p.retries + 1,
+		Retryable: func(err error) bool { return errors.As(err, new(*transient)) },
+		RetryAfter: func(err error) (time.Duration, bool) {
+			var t *transient
+			errors.As(err, &t)
+			return httpx.RetryAfterHeader(t.retryAfter)
+		},
+		Op: "hf: " + what,
+		Notify: func(r httpx.Retry) {
+			p.c.Progress.Retry(r.Op, r.Attempt, r.Of, r.Reason, r.Wait)
+		},
+	}
 }
 
 var errStalled = errors.New("connection stalled")
@@ -508,26 +519,23 @@ func (p *pull) roundTrip(ctx context.Context, hc *http.Client, method, u string,
 
 // retry runs attempt until it succeeds, fails for good, or p.retries retries are spent.
 func (p *pull) retry(ctx context.Context, what string, attempt func() error) error {
-	for n := 0; ; n++ {
-		err := attempt()
-		var t *transient
-		var u *httpx.UnreachableError
-		if errors.As(err, &u) && !errors.As(err, &t) {
-			return fmt.Errorf("hf: %s: %w", what, u) // offline or nothing listening: at once, no retries
-		}
-		if err == nil || !errors.As(err, &t) {
-			return err
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if n >= p.retries {
-			return gaveUp(what, n+1, t)
-		}
-		if err := p.backoff(ctx, n+1, t, what); err != nil {
-			return err
-		}
+	_, err := httpx.Do(ctx, p.policy(what), func(int) (struct{}, error) { return struct{}{}, attempt() })
+	return p.retried(what, err)
+}
+
+// retried is the error of a retry loop over what: spent retries say so, and an
+// unreachable host is said at once.
+func (p *pull) retried(what string, err error) error {
+	var g *httpx.GaveUpError
+	var t *transient
+	var u *httpx.UnreachableError
+	switch {
+	case errors.As(err, &g) && errors.As(g.Err, &t):
+		return gaveUp(what, g.Attempts, t)
+	case errors.As(err, &u) && !errors.As(err, &t):
+		return fmt.Errorf("hf: %s: %w", what, u) // offline or nothing listening: at once, no retries
 	}
+	return err
 }
 
 func gaveUp(what string, attempts int, t *transient) error {

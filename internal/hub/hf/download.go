@@ -489,38 +489,33 @@ func (sp *spans) finish(s *span) bool {
 // getRange fetches span s into fh, resuming within it after a failed attempt. Failures
 // without progress are bounded by p.retries.
 func (p *pull) getRange(ctx context.Context, fh *os.File, m fileMeta, f remoteFile, sp *spans, s *span, tr *progress.Tracker) error {
-	fails := 0
-	for {
+	what := clip(f.Path)
+	pol := p.policy(what)
+	moved := false
+	pol.Progressed = func(error) bool { return moved }
+	_, err := httpx.Do(ctx, pol, func(int) (struct{}, error) {
+		moved = false
 		off, end := sp.next(s)
 		if off > end {
-			return nil
+			return struct{}{}, nil
 		}
 		if err := p.acquire(ctx); err != nil {
-			return err
+			return struct{}{}, err
 		}
 		n, err := p.rangeOnce(ctx, fh, m, f, sp, s, off, end, tr)
 		p.release()
-		if err == nil {
-			return nil
-		}
-		var t *transient
-		if !errors.As(err, &t) {
-			return err
-		}
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
-		if n > 0 {
-			fails = 0
-		}
-		fails++
-		if fails > p.retries {
-			return gaveUp(clip(f.Path), fails, t)
-		}
-		if err := p.backoff(ctx, fails, t, clip(f.Path)); err != nil {
-			return err
-		}
+		moved = n > 0
+		return struct{}{}, err
+	})
+	if err != nil && ctx.Err() != nil {
+		return context.Cause(ctx)
 	}
+	var g *httpx.GaveUpError
+	var t *transient
+	if errors.As(err, &g) && errors.As(g.Err, &t) {
+		return gaveUp(what, g.Attempts, t)
+	}
+	return err
 }
 
 // rangeOnce is one ranged GET of [off, end] for span s, which it advances; it stops

@@ -446,17 +446,32 @@ func maybeSent(err error) bool {
 	return true
 }
 
-// backoff returns the delay before retry n (0-based): exponential from MinBackoff,
-// capped at MaxBackoff, with "equal jitter" (half fixed, half random) so that
-// clients that failed together do not retry together. A Retry-After from the server
-// raises the delay, still capped.
-func (c *Client) backoff(n int, err error) time.Duration {
-	d := httpx.Backoff{Min: c.minBackoff, Max: c.maxBackoff}.Delay(n+1, "")
-	var ra *retryAfterError
-	if errors.As(err, &ra) && ra.after > d {
-		d = min(ra.after, c.maxBackoff)
+// policy is the retry policy of op: exponential from MinBackoff, capped at MaxBackoff,
+// with "equal jitter" (half fixed, half random) so that clients that failed together
+// do not retry together; a Retry-After from the server replaces a wait, still capped;
+// MaxAttempts attempts of a request that failed with a retryable error. Each retry is
+// logged first, so that none passes silently.
+func (c *Client) policy(op string) httpx.Policy {
+	return httpx.Policy{
+		Backoff:   httpx.Backoff{Min: c.minBackoff, Max: c.maxBackoff},
+		Attempts:  c.attempts,
+		Retryable: retryable,
+		RetryAfter: func(err error) (time.Duration, bool) {
+			var ra *retryAfterError
+			if errors.As(err, &ra) {
+				return ra.after, true
+			}
+			return 0, false
+		},
+		Op:     op,
+		Notify: c.noteRetry,
 	}
-	return d
+}
+
+// backoff returns the delay before retry n (0-based) by the same rules, for the polls
+// that wait outside a retry loop.
+func (c *Client) backoff(n int, err error) time.Duration {
+	return c.policy("").Wait(n+1, err)
 }
 
 func sleep(ctx context.Context, d time.Duration) error { return httpx.Sleep(ctx, d) }
@@ -470,8 +485,8 @@ func urlPath(u string) string {
 }
 
 // noteRetry logs one line for a retry about to happen, so that none passes silently.
-func (c *Client) noteRetry(op string, attempt int, err error, wait time.Duration) {
-	slog.Warn("retrying", "op", op, "attempt", fmt.Sprintf("%d/%d", attempt, c.attempts), "reason", c.red.Redact(err.Error()), "wait", wait.Round(time.Millisecond))
+func (c *Client) noteRetry(r httpx.Retry) {
+	slog.Warn("retrying", "op", r.Op, "attempt", fmt.Sprintf("%d/%d", r.Attempt, c.attempts), "reason", c.red.Redact(r.Reason), "wait", r.Wait.Round(time.Millisecond))
 }
 
 // do sends a request that may be repeated safely (reads, start, stop, delete,
@@ -479,21 +494,18 @@ func (c *Client) noteRetry(op string, attempt int, err error, wait time.Duration
 // whether an earlier attempt may have been applied (so that, say, a 404 on a
 // repeated DELETE means success).
 func (c *Client) do(ctx context.Context, method, u string, body []byte) (resp *response, wasAmbiguous bool, err error) {
-	for n := 0; ; n++ {
-		resp, err = c.once(ctx, method, u, body, c.reqTimeout)
-		if err == nil || !retryable(err) {
-			return resp, wasAmbiguous, err
+	resp, err = httpx.Do(ctx, c.policy(method+" "+urlPath(u)), func(int) (*response, error) {
+		resp, err := c.once(ctx, method, u, body, c.reqTimeout)
+		if err != nil && retryable(err) {
+			wasAmbiguous = wasAmbiguous || ambiguous(err)
 		}
-		wasAmbiguous = wasAmbiguous || ambiguous(err)
-		if n+1 >= c.attempts {
-			return nil, wasAmbiguous, &exhaustedError{attempts: n + 1, last: err}
-		}
-		d := c.backoff(n, err)
-		c.noteRetry(method+" "+urlPath(u), n+1, err, d)
-		if serr := sleep(ctx, d); serr != nil {
-			return nil, wasAmbiguous, serr
-		}
+		return resp, err
+	})
+	var g *httpx.GaveUpError
+	if errors.As(err, &g) {
+		return nil, wasAmbiguous, &exhaustedError{attempts: g.Attempts, last: g.Err}
 	}
+	return resp, wasAmbiguous, err
 }
 
 type exhaustedError struct {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"github.com/daydreamlive/scopectl/internal/provider"
 )
 
@@ -335,15 +336,9 @@ func (c *Client) Create(ctx context.Context, spec provider.CreateSpec) (*provide
 // postCreate sends POST /pods until it is answered or the pod is found.
 func (c *Client) postCreate(ctx context.Context, op string, body []byte, tag, name, gpuDesc string) (*provider.Pod, error) {
 	uncertain := false // some earlier POST may have been applied
-	var last error
-	for n := 0; n < c.attempts; n++ {
-		if n > 0 {
-			d := c.backoff(n-1, last)
-			c.noteRetry(op, n, last, d)
-			if err := sleep(ctx, d); err != nil {
-				return nil, c.createGaveUp(op, uncertain, err)
-			}
-		}
+	pol := c.policy(op)
+	pol.Retryable = func(err error) bool { return !errors.As(err, new(*settled)) && retryable(err) }
+	p, err := httpx.Do(ctx, pol, func(int) (*provider.Pod, error) {
 		resp, err := c.once(ctx, http.MethodPost, c.apiURL+"/pods", body, c.crTimeout)
 		if err == nil {
 			p, derr := decodePod(resp.Body, c.red)
@@ -352,19 +347,18 @@ func (c *Client) postCreate(ctx context.Context, op string, body []byte, tag, na
 				if p, ferr := c.settleFind(ctx, tag, name); ferr == nil && p != nil {
 					return p, nil
 				}
-				return nil, c.errorf("%s: %w: RunPod answered %d but %v", op, provider.ErrOutcomeUnknown, resp.Status, derr)
+				return nil, &settled{c.errorf("%s: %w: RunPod answered %d but %v", op, provider.ErrOutcomeUnknown, resp.Status, derr)}
 			}
 			return p, nil
 		}
 		if ctx.Err() != nil { // the caller gave up, perhaps mid-create
-			return nil, c.createGaveUp(op, true, ctx.Err())
+			return nil, &settled{c.createGaveUp(op, true, ctx.Err())}
 		}
 		if !retryable(err) {
-			return nil, c.classify(op, err, gpuDesc)
+			return nil, &settled{c.classify(op, err, gpuDesc)}
 		}
-		last = err
 		if !ambiguous(err) {
-			continue // 429, or never connected: nothing was applied
+			return nil, err // 429, or never connected: nothing was applied
 		}
 		uncertain = true
 		p, ferr := c.settleFind(ctx, tag, name)
@@ -373,11 +367,27 @@ func (c *Client) postCreate(ctx context.Context, op string, body []byte, tag, na
 		}
 		if ferr != nil {
 			// Cannot tell whether the pod exists: creating again could make a second.
-			return nil, c.errorf("%s: %w: %v, then listing pods failed: %v", op, provider.ErrOutcomeUnknown, err, ferr)
+			return nil, &settled{c.errorf("%s: %w: %v, then listing pods failed: %v", op, provider.ErrOutcomeUnknown, err, ferr)}
 		}
+		return nil, err
+	})
+	var s *settled
+	var g *httpx.GaveUpError
+	switch {
+	case err == nil:
+		return p, nil
+	case errors.As(err, &s):
+		return nil, s.err
+	case errors.As(err, &g):
+		return nil, c.createGaveUp(op, uncertain, &exhaustedError{attempts: g.Attempts, last: g.Err})
 	}
-	return nil, c.createGaveUp(op, uncertain, &exhaustedError{attempts: c.attempts, last: last})
+	return nil, c.createGaveUp(op, uncertain, err) // the wait before a retry ended with ctx
 }
+
+// settled is the final outcome of a POST /pods attempt: it is not retried.
+type settled struct{ err error }
+
+func (s *settled) Error() string { return s.err.Error() }
 
 func (c *Client) createGaveUp(op string, uncertain bool, err error) error {
 	if uncertain {

@@ -160,6 +160,10 @@ func pod(rec store.Pod, c check) *provider.Pod {
 		notes = append(notes, "no container "+name+" yet (scopectl deploy --pod "+rec.ID+")")
 	default:
 		p.Image = ct.Image
+		// The limits deploy recorded on the container, read as a RunPod pod's env is.
+		if env := provider.LimitsEnvFromLabels(ct.Labels); len(env) > 0 {
+			p.Env = env
+		}
 		if ct.HostPort > 0 {
 			p.Ports[strconv.Itoa(docker.ContainerPort)+"/http"] = ct.HostPort
 		}

@@ -369,42 +369,49 @@ func stripURL(err error) error {
 
 // do runs q with retries and decodes a JSON reply into out (if not nil).
 func (r *Remote) do(ctx context.Context, q *request, out any) error {
-	var err error
-	for attempt := 0; ; attempt++ {
-		if err = ctx.Err(); err != nil {
-			return err
+	_, n, err := retryRun(ctx, r, func() (struct{}, error) {
+		if err := ctx.Err(); err != nil {
+			return struct{}{}, err
 		}
-		var resp *http.Response
-		var cancel context.CancelFunc
-		resp, cancel, err = r.send(ctx, q)
-		if err == nil {
-			if out != nil {
-				err = json.NewDecoder(io.LimitReader(resp.Body, maxListBody)).Decode(out)
-				if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-					err = &stallError{q.op, q.timeout}
-				} else if err != nil {
-					err = fmt.Errorf("%s: reading the reply: %w", q.op, err)
-				}
-			}
-			resp.Body.Close()
-			cancel()
-			if err == nil {
-				return nil
+		resp, cancel, err := r.send(ctx, q)
+		if err != nil {
+			return struct{}{}, err
+		}
+		if out != nil {
+			err = json.NewDecoder(io.LimitReader(resp.Body, maxListBody)).Decode(out)
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				err = &stallError{q.op, q.timeout}
+			} else if err != nil {
+				err = fmt.Errorf("%s: reading the reply: %w", q.op, err)
 			}
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if !retryable(err) || attempt >= r.retries {
-			if attempt > 0 {
-				return fmt.Errorf("%w (after %d attempts)", err, attempt+1)
-			}
-			return err
-		}
-		if err := r.sleep(ctx, attempt, err); err != nil {
-			return err
-		}
+		resp.Body.Close()
+		cancel()
+		return struct{}{}, err
+	})
+	if err != nil && ctx.Err() == nil && n > 1 {
+		return fmt.Errorf("%w (after %d attempts)", err, n)
 	}
+	return err
+}
+
+// retryRun runs attempt with retries (httpx.Do on the shared schedule: from the first
+// delay, doubling, jittered, at most 5 s), logging each failure being retried, and
+// returns the number of attempts made.
+func retryRun[T any](ctx context.Context, r *Remote, attempt func() (T, error)) (T, int, error) {
+	n := 0
+	v, err := httpx.Do(ctx, httpx.Policy{
+		Backoff:   httpx.Backoff{Min: r.backoff, Max: 5 * time.Second},
+		Attempts:  r.retries + 1,
+		Retryable: retryable,
+		Notify: func(rt httpx.Retry) {
+			slog.Warn("retrying", "remote", r.host(), "attempt", fmt.Sprintf("%d/%d", rt.Attempt, r.retries+1), "reason", rt.Reason, "wait", rt.Wait.Round(time.Millisecond))
+		},
+	}, func(i int) (T, error) { n = i; return attempt() })
+	if g := (*httpx.GaveUpError)(nil); errors.As(err, &g) {
+		err = g.Err
+	}
+	return v, n, err
 }
 
 func retryable(err error) bool {
@@ -427,16 +434,6 @@ func (r *Remote) host() string {
 		return u.Host
 	}
 	return r.base
-}
-
-// sleep waits before retry attempt+1 on the shared schedule (httpx.Backoff from the
-// first delay, doubling, jittered, at most 5 s), logging the failure being retried.
-func (r *Remote) sleep(ctx context.Context, attempt int, why error) error {
-	d := httpx.Backoff{Min: r.backoff, Max: 5 * time.Second}.Delay(attempt+1, "")
-	if why != nil {
-		slog.Warn("retrying", "remote", r.host(), "attempt", fmt.Sprintf("%d/%d", attempt+1, r.retries+1), "reason", why.Error(), "wait", d.Round(time.Millisecond))
-	}
-	return httpx.Sleep(ctx, d)
 }
 
 func filePath(name string) string { return "/v1/files/" + url.PathEscape(name) }
@@ -494,15 +491,8 @@ func (r *Remote) Get(ctx context.Context, name string, off int64) (io.ReadCloser
 	if off < 0 {
 		return nil, fmt.Errorf("get %s: negative offset", name)
 	}
-	for attempt := 0; ; attempt++ {
-		rc, err := r.get(ctx, name, off)
-		if err == nil || ctx.Err() != nil || !retryable(err) || attempt >= r.retries {
-			return rc, err
-		}
-		if err := r.sleep(ctx, attempt, err); err != nil {
-			return nil, err
-		}
-	}
+	rc, _, err := retryRun(ctx, r, func() (io.ReadCloser, error) { return r.get(ctx, name, off) })
+	return rc, err
 }
 
 func (r *Remote) get(ctx context.Context, name string, off int64) (io.ReadCloser, error) {
