@@ -1,14 +1,11 @@
 package civitai
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/daydreamlive/scopectl/internal/httpx"
 	"hash"
 	"io"
 	"io/fs"
@@ -24,6 +21,8 @@ import (
 	"sync"
 
 	"github.com/daydreamlive/scopectl/internal/atomicfile"
+	"github.com/daydreamlive/scopectl/internal/fetch"
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/safetensors"
 )
@@ -36,12 +35,11 @@ const (
 )
 
 const (
-	maxFileSize    = 64 << 30 // refuse anything larger, whatever the server says
-	maxRedirects   = 5
-	maxURLRefresh  = 3   // re-signings of an expired CDN link per Download
-	maxChunkTries  = 100 // attempts per chunk, progress or not
-	partsMagic     = "scopectl-civitai-parts 1"
-	maxSidecarSize = 4 << 20
+	maxFileSize   = 64 << 30 // refuse anything larger, whatever the server says
+	maxRedirects  = 5
+	maxURLRefresh = 3   // re-signings of an expired CDN link per Download
+	maxChunkTries = 100 // attempts per chunk, progress or not
+	partsMagic    = "scopectl-civitai-parts 1"
 )
 
 var downloadPath = regexp.MustCompile(`/api/download/models/[0-9]{1,18}$`)
@@ -83,8 +81,7 @@ type dl struct {
 	ranged bool
 	tr     *progress.Tracker
 
-	partsMu sync.Mutex
-	parts   *os.File
+	part *fetch.Partial // the resumable chunks (nil when the server does not do ranges)
 }
 
 func (c *Client) download(ctx context.Context, f FileInfo, dir string) (string, error) {
@@ -169,13 +166,11 @@ func (c *Client) download(ctx context.Context, f FileInfo, dir string) (string, 
 	if err != nil {
 		return "", err
 	}
-	if d.parts != nil {
-		defer func() {
-			if d.parts != nil {
-				d.parts.Close()
-			}
-		}()
-	}
+	defer func() {
+		if d.part != nil {
+			d.part.Close()
+		}
+	}()
 
 	if err := d.fetchAll(ctx, done, &probe); err != nil {
 		if errors.Is(err, ErrIntegrity) || errors.Is(err, ErrUnsupported) {
@@ -207,9 +202,8 @@ func (c *Client) download(ctx context.Context, f FileInfo, dir string) (string, 
 	} else {
 		_ = d.root.Remove(inc)
 	}
-	if d.parts != nil {
-		d.parts.Close()
-		d.parts = nil
+	if d.part != nil {
+		d.part.Complete()
 	}
 	_ = d.root.Remove(d.name + PartsSuffix)
 	if err := atomicfile.SyncDir(dir); err != nil {
@@ -590,15 +584,13 @@ func (d *dl) chunkBounds(i int) (start, end int64) {
 }
 
 func (d *dl) partsHeader() string {
-	return fmt.Sprintf("%s %s %d %d\n", partsMagic, d.want, d.total, d.chunk)
+	return fmt.Sprintf("%s %s %d %d", partsMagic, d.want, d.total, d.chunk)
 }
 
-// loadParts prepares the .incomplete file and the sidecar. A sidecar for this very file
-// (same SHA256, size and chunk size) names chunks already written; each is re-hashed and
-// kept only if it still matches. Anything else starts over.
+// loadParts prepares the .incomplete file and the sidecar (fetch.Resume). A sidecar for
+// this very file (same SHA256, size and chunk size) names chunks already written; each
+// is re-hashed and kept only if it still matches. Anything else starts over.
 func (d *dl) loadParts() ([]bool, error) {
-	n := d.nchunks()
-	done := make([]bool, n)
 	inc := filepath.Join(d.dir, d.name+IncompleteSuffix)
 	if !d.ranged {
 		// no ranges, no resume: one stream from the start
@@ -606,81 +598,26 @@ func (d *dl) loadParts() ([]bool, error) {
 		if err := d.fh.Truncate(0); err != nil {
 			return nil, fmt.Errorf("civitai: %s: %w", inc, err)
 		}
-		return done, nil
+		return []bool{false}, nil
 	}
-	var lines []string
-	if data, err := d.readParts(); err == nil && bytes.HasPrefix(data, []byte(d.partsHeader())) {
-		if fi, err := d.fh.Stat(); err == nil && fi.Size() == d.total {
-			sc := bufio.NewScanner(bytes.NewReader(data[len(d.partsHeader()):]))
-			for sc.Scan() {
-				f := strings.Fields(sc.Text())
-				if len(f) != 2 {
-					continue
-				}
-				i, err := strconv.Atoi(f[0])
-				if err != nil || i < 0 || i >= n || done[i] || len(f[1]) != 64 {
-					continue
-				}
-				if d.chunkHash(i) == f[1] {
-					done[i] = true
-					lines = append(lines, sc.Text())
-				}
-			}
-		}
-	}
-	if len(lines) == 0 {
-		if err := d.fh.Truncate(0); err != nil {
-			return nil, fmt.Errorf("civitai: %s: %w", inc, err)
-		}
-	}
-	if err := d.fh.Truncate(d.total); err != nil {
-		return nil, fmt.Errorf("civitai: reserving %d bytes for %s: %w", d.total, inc, err)
-	}
-	pf, err := d.root.OpenFile(d.name+PartsSuffix, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	p, err := fetch.Resume(d.root, d.fh, d.name+IncompleteSuffix, d.name+PartsSuffix, d.partsHeader(), d.total, d.chunk, nil)
 	if err != nil {
-		return nil, fmt.Errorf("civitai: creating %s: %w", filepath.Join(d.dir, d.name+PartsSuffix), err)
+		return nil, fmt.Errorf("civitai: %s: %w", inc, err)
 	}
-	var b strings.Builder
-	b.WriteString(d.partsHeader())
-	for _, l := range lines {
-		b.WriteString(l + "\n")
+	d.part = p
+	done := make([]bool, p.Chunks())
+	for i := range done {
+		done[i] = p.Done(i)
 	}
-	if _, err := pf.WriteString(b.String()); err != nil {
-		pf.Close()
-		return nil, fmt.Errorf("civitai: writing %s: %w", filepath.Join(d.dir, d.name+PartsSuffix), err)
-	}
-	d.parts = pf
 	return done, nil
 }
 
-func (d *dl) readParts() ([]byte, error) {
-	f, err := d.root.Open(d.name + PartsSuffix)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, maxSidecarSize))
-}
-
-// chunkHash hashes chunk i as it is on disk ("" on a read error).
-func (d *dl) chunkHash(i int) string {
-	s, e := d.chunkBounds(i)
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(d.fh, s, e-s)); err != nil {
-		return ""
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// markDone appends a finished chunk to the sidecar. Lines are not fsynced: a resume
-// re-hashes every chunk it names, so a lost or torn write only costs a re-fetch.
+// markDone puts a finished chunk on record for a resume.
 func (d *dl) markDone(i int, sum []byte) error {
-	if d.parts == nil {
+	if d.part == nil {
 		return nil
 	}
-	d.partsMu.Lock()
-	defer d.partsMu.Unlock()
-	if _, err := fmt.Fprintf(d.parts, "%d %x\n", i, sum); err != nil {
+	if err := d.part.Record(i, sum); err != nil {
 		return fmt.Errorf("civitai: writing %s: %w", filepath.Join(d.dir, d.name+PartsSuffix), err)
 	}
 	return nil
@@ -688,9 +625,9 @@ func (d *dl) markDone(i int, sum []byte) error {
 
 // discard removes the partial download (after an integrity failure).
 func (d *dl) discard() {
-	if d.parts != nil {
-		d.parts.Close()
-		d.parts = nil
+	if d.part != nil {
+		d.part.Discard()
+		return
 	}
 	_ = d.fh.Truncate(0)
 	_ = d.root.Remove(d.name + IncompleteSuffix)
@@ -700,14 +637,9 @@ func (d *dl) discard() {
 // fetchAll downloads the chunks not yet done, Connections at a time. The probe's open
 // answer serves chunk 0.
 func (d *dl) fetchAll(ctx context.Context, done []bool, probe **cdnResp) error {
-	var have int64
-	for i, ok := range done {
-		if ok {
-			s, e := d.chunkBounds(i)
-			have += e - s
-		}
+	if d.part != nil {
+		d.tr.Add(d.part.Have())
 	}
-	d.tr.Add(have)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	sem := make(chan struct{}, d.c.conns())

@@ -1,26 +1,22 @@
 package hf
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha1"
 	"crypto/sha256"
-	"encoding"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/daydreamlive/scopectl/internal/httpx"
 	"hash"
 	"io"
 	"net/http"
 	"os"
 	"path"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/fetch"
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"github.com/daydreamlive/scopectl/internal/progress"
 )
 
@@ -184,49 +180,14 @@ func (p *pull) acquire(ctx context.Context) error {
 
 func (p *pull) release() { <-p.xfer }
 
-// sidecar: "<etag>.incomplete.chunks" next to the .incomplete, a header line then one
-// "<index> <sha256 of the chunk>" line per chunk written. Lines are appended without
-// fsync: a resume re-hashes every chunk it names, so a lost write only costs a re-fetch.
+// sidecarMagic starts the header of "<etag>.incomplete.chunks", the record of the
+// chunks written (fetch.Partial) next to the .incomplete.
 const sidecarMagic = "scopectl-hf-chunks 1"
 
-type sidecar struct {
-	chunk  int64
-	hashes map[int]string
-}
-
-func parseSidecar(data []byte, size int64, etag string) (sidecar, bool) {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	if !sc.Scan() {
-		return sidecar{}, false
-	}
-	hdr := strings.Fields(sc.Text())
-	if len(hdr) != 5 || hdr[0]+" "+hdr[1] != sidecarMagic || hdr[4] != etag {
-		return sidecar{}, false
-	}
-	sz, err1 := strconv.ParseInt(hdr[2], 10, 64)
-	ch, err2 := strconv.ParseInt(hdr[3], 10, 64)
-	if err1 != nil || err2 != nil || sz != size || ch <= 0 {
-		return sidecar{}, false
-	}
-	n := int((size + ch - 1) / ch)
-	s := sidecar{chunk: ch, hashes: map[int]string{}}
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) != 2 {
-			continue // a torn last line
-		}
-		i, err := strconv.Atoi(fs[0])
-		if err != nil || i < 0 || i >= n || !sha256Re.MatchString(fs[1]) {
-			continue
-		}
-		s.hashes[i] = fs[1]
-	}
-	return s, true
-}
-
 // fetchChunks downloads a large file as parallel ranges into a preallocated .incomplete,
-// resuming from the chunks a previous run recorded (after re-hashing them). The whole
-// file is hashed in order as chunks land, so verification ends with the last chunk.
+// resuming from the chunks a previous run recorded that still verify (fetch.Resume).
+// The whole file is hashed in order as chunks land, so verification ends with the last
+// chunk.
 func (p *pull) fetchChunks(ctx context.Context, f remoteFile, m fileMeta, inc string, tr *progress.Tracker) error {
 	d := digestOf(f)
 	etag := f.etag()
@@ -237,47 +198,24 @@ func (p *pull) fetchChunks(ctx context.Context, f remoteFile, m fileMeta, inc st
 	if err != nil {
 		return fmt.Errorf("hf: cache: %w", err)
 	}
-	discard := func(err error) error {
+	part, err := fetch.Resume(p.root, fh, fp(inc), fp(sideRel), fmt.Sprintf("%s %d %d %s", sidecarMagic, f.Size, p.chunk, etag), f.Size, p.chunk, preallocate)
+	if err != nil {
 		fh.Close()
 		_ = p.root.Remove(fp(inc))
 		_ = p.root.Remove(fp(sideRel))
+		return fmt.Errorf("hf: cache: %s: %w", what, err)
+	}
+	defer part.Close()
+	discard := func(err error) error {
+		part.Discard()
+		fh.Close()
 		return err
 	}
-	var sc sidecar
-	resumed := false
-	if fi, err := fh.Stat(); err == nil && fi.Size() == f.Size {
-		if data, err := p.root.ReadFile(fp(sideRel)); err == nil && len(data) < 16<<20 {
-			sc, resumed = parseSidecar(data, f.Size, etag)
-		}
-	}
-	var side *os.File
-	if resumed {
-		side, err = p.root.OpenFile(fp(sideRel), os.O_WRONLY|os.O_APPEND, 0o644)
-	} else {
-		sc = sidecar{chunk: p.chunk, hashes: map[int]string{}}
-		if err = fh.Truncate(0); err == nil {
-			err = preallocate(fh, f.Size)
-		}
-		if err != nil {
-			return discard(fmt.Errorf("hf: cache: reserving %d bytes for %s: %w", f.Size, what, err))
-		}
-		side, err = p.root.OpenFile(fp(sideRel), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err == nil {
-			_, err = fmt.Fprintf(side, "%s %d %d %s\n", sidecarMagic, f.Size, sc.chunk, etag)
-		}
-	}
-	if err != nil {
-		if side != nil {
-			side.Close()
-		}
-		return discard(fmt.Errorf("hf: cache: %w", err))
-	}
-	defer side.Close()
 
-	n := int((f.Size + sc.chunk - 1) / sc.chunk)
+	n := part.Chunks()
 	bounds := func(i int) (int64, int64) {
-		start := int64(i) * sc.chunk
-		return start, min(start+sc.chunk, f.Size) - 1
+		start, end := part.Bounds(i)
+		return start, end - 1
 	}
 	fctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -287,12 +225,11 @@ func (p *pull) fetchChunks(ctx context.Context, f remoteFile, m fileMeta, inc st
 	}
 	queue := make(chan int, n)
 	for i := 0; i < n; i++ {
-		if _, ok := sc.hashes[i]; !ok {
+		if !part.Done(i) {
 			queue <- i
 		}
 	}
 	sp := newSpans(n)
-	var sideMu sync.Mutex
 	var wg sync.WaitGroup
 	for range min(p.conns, n) {
 		wg.Add(1)
@@ -326,15 +263,7 @@ func (p *pull) fetchChunks(ctx context.Context, f remoteFile, m fileMeta, inc st
 				if sp.finish(s) {
 					// The chunk is whole: record it for a resume right away, whatever
 					// the in-order hasher below has reached.
-					start, end := bounds(s.chunk)
-					ch := sha256.New()
-					_, err := io.Copy(ch, io.NewSectionReader(fh, start, end-start+1))
-					if err == nil {
-						sideMu.Lock()
-						_, err = fmt.Fprintf(side, "%d %s\n", s.chunk, hex.EncodeToString(ch.Sum(nil)))
-						sideMu.Unlock()
-					}
-					if err != nil {
+					if err := part.Seal(s.chunk); err != nil {
 						cancel(fmt.Errorf("hf: cache: %w", err))
 						return
 					}
@@ -345,35 +274,21 @@ func (p *pull) fetchChunks(ctx context.Context, f remoteFile, m fileMeta, inc st
 		}()
 	}
 
-	// Hash the whole file in order as chunks complete; chunks the sidecar claims are
-	// checked on the way and re-fetched when their bytes no longer match.
+	// Hash the whole file in order as chunks complete (those on record were checked by
+	// fetch.Resume).
 	whole := d.new()
 	herr := func() error {
 		for i := 0; i < n; i++ {
 			start, end := bounds(i)
 			size := end - start + 1
-			if want, ok := sc.hashes[i]; ok {
-				state, err := whole.(encoding.BinaryMarshaler).MarshalBinary()
-				if err != nil {
-					return err
+			if part.Done(i) {
+				tr.Add(size)
+			} else {
+				select {
+				case <-ready[i]:
+				case <-fctx.Done():
+					return context.Cause(fctx)
 				}
-				ch := sha256.New()
-				if _, err := io.Copy(io.MultiWriter(whole, ch), io.NewSectionReader(fh, start, size)); err != nil {
-					return fmt.Errorf("hf: cache: %w", err)
-				}
-				if hex.EncodeToString(ch.Sum(nil)) == want {
-					tr.Add(size)
-					continue
-				}
-				if err := whole.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
-					return err
-				}
-				queue <- i
-			}
-			select {
-			case <-ready[i]:
-			case <-fctx.Done():
-				return context.Cause(fctx)
 			}
 			if _, err := io.Copy(whole, io.NewSectionReader(fh, start, size)); err != nil {
 				return fmt.Errorf("hf: cache: %w", err)
@@ -396,8 +311,7 @@ func (p *pull) fetchChunks(ctx context.Context, f remoteFile, m fileMeta, inc st
 	if err := d.check(whole, f.Path); err != nil {
 		return discard(err)
 	}
-	side.Close()
-	_ = p.root.Remove(fp(sideRel))
+	part.Complete()
 	return p.finish(fh, inc, etag)
 }
 
