@@ -21,6 +21,7 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/atomicfile"
 	"github.com/daydreamlive/scopectl/internal/gpu"
+	"github.com/daydreamlive/scopectl/internal/inflight"
 	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/secret"
@@ -96,7 +97,7 @@ func (a *app) serveCmd() *cobra.Command {
 			env := remote.Env{Secrets: secret.Default, Lookup: a.cfg.Secret, KnownHosts: rf.knownHosts,
 				AcceptNewHostKey: rf.acceptNewHostKey, Options: map[string]string{}}
 			opt := server.Options{Lib: lib, RemoteEnv: env, Token: tok, OpenReads: isLoopback(host), Redactor: secret.Default,
-				Version: Version, Interval: every, PodGPU: server.SSHGPU(env), LocalScope: scopeURL,
+				Version: Version, Interval: every, PodGPU: server.SSHGPU(env), LocalScope: scopeURL, Transfers: inflight.Folder(a.cfg.DataDir),
 				Log: slog.New(slog.NewTextHandler(a.stderr, nil))}
 			if a.cfg.RunPodKey.IsSet() {
 				c, err := a.runpod()

@@ -48,15 +48,20 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/pods", s.api(s.listPodsAPI))
 	m.HandleFunc("GET /api/v1/pods/{id}", s.api(s.getPod))
 	m.HandleFunc("GET /api/v1/pods/{id}/gpu", s.api(s.podGPU))
+	m.HandleFunc("GET /api/v1/pods/{id}/logs", s.podLogStream)
+	m.HandleFunc("GET /api/v1/pods/{id}/frame", s.podFrame)
 	m.HandleFunc("POST /api/v1/pods/{id}/{action}", s.api(s.podAction))
 
 	m.HandleFunc("GET /api/v1/deploys", s.api(s.listDeploys))
-	m.HandleFunc("POST /api/v1/deploys", s.api(s.createDeploy))
+	m.HandleFunc("POST /api/v1/deploys", s.createDeploy)
+	m.HandleFunc("GET /api/v1/deploys/{id}", s.api(s.getDeploy))
+	m.HandleFunc("DELETE /api/v1/deploys/{id}", s.api(s.cancelDeploy))
 
 	m.HandleFunc("GET /api/v1/jobs", s.api(s.listJobs))
 	m.HandleFunc("GET /api/v1/jobs/{id}", s.api(s.getJob))
 	m.HandleFunc("GET /api/v1/jobs/{id}/loss", s.api(s.jobLoss))
 	m.HandleFunc("GET /api/v1/jobs/{id}/log", s.api(s.jobLog))
+	m.HandleFunc("GET /api/v1/jobs/{id}/log/stream", s.jobLogStream)
 	m.HandleFunc("GET /api/v1/jobs/{id}/samples", s.api(s.jobSamples))
 	m.HandleFunc("GET /api/v1/jobs/{id}/samples/{file}", s.jobSampleFile)
 	m.HandleFunc("POST /api/v1/jobs/{id}/{action}", s.api(s.jobAction))
@@ -521,7 +526,15 @@ func (s *Server) listDeploys(r *http.Request) (any, error) {
 		}
 		out = append(out, d)
 	}
-	return page(out, func(d Deploy) string { return d.Pod.ID }, p), nil
+	l := page(out, func(d Deploy) string { return d.Pod.ID }, p)
+	return DeployList{List: l, Jobs: s.deploys.list()}, nil
+}
+
+// DeployList is GET /api/v1/deploys: the pods that serve Scope (paged), and the deploys
+// this server ran or runs in the background, newest first.
+type DeployList struct {
+	List[Deploy]
+	Jobs []DeployJob `json:"jobs"`
 }
 
 // DeployRequest is POST /api/v1/deploys: the flags of `scopectl deploy`, as JSON.
@@ -616,41 +629,6 @@ func (s *Server) deployer() *deploy.Deployer {
 		}
 	}
 	return d
-}
-
-// createDeploy runs a deploy as `scopectl deploy` does, to its end (it can take minutes:
-// the pod, Scope's health, the pipeline), and answers what it did.
-func (s *Server) createDeploy(r *http.Request) (any, error) {
-	var req DeployRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
-	in, err := req.input()
-	if err != nil {
-		return nil, err
-	}
-	d := s.deployer()
-	if (in.Pod != "" || in.New) && d.RunPod == nil {
-		return nil, errorf(http.StatusServiceUnavailable, "RUNPOD_API_KEY is not set: RunPod pods cannot be deployed to")
-	}
-	res, err := d.Deploy(r.Context(), in)
-	if err != nil {
-		var ie *deploy.InputError
-		var re *deploy.RefusedError
-		var le *deploy.LookupError
-		switch {
-		case errors.Is(err, deploy.ErrCannotCreate):
-			return nil, errorf(http.StatusNotImplemented, "this server cannot create pods: run scopectl deploy --new, or deploy to an existing pod")
-		case errors.As(err, &ie):
-			return nil, errorf(http.StatusBadRequest, "%s", ie.Msg)
-		case errors.As(err, &re):
-			return nil, errorf(http.StatusConflict, "%s", re.Error())
-		case errors.As(err, &le) && errors.Is(err, provider.ErrNotFound):
-			return nil, errorf(http.StatusNotFound, "pod %q not found", in.Pod)
-		}
-		return nil, errorf(http.StatusBadGateway, "deploy failed: %s", oneLine(s.red.Redact(err.Error())))
-	}
-	return res, nil
 }
 
 // JobItem is a training job: its record, its state on the machine, its cost.

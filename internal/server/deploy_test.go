@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -63,13 +62,19 @@ func TestAPIDeploy(t *testing.T) {
 	h := &harness{t: t, http: hs}
 
 	code, body, hdr := h.do("POST", "/api/v1/deploys", `{"pod":"`+reqID+`","image":"daydreamlive/scope:v2","env":{"FOO":"bar"},"pipeline":"longlive","wait":"30s"}`, auth())
-	if code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "application/json") {
+	if code != 202 || !strings.HasPrefix(hdr.Get("Content-Type"), "application/json") {
 		t.Fatalf("deploy: %d %s", code, body)
 	}
-	var res deploy.DeployResult
-	if err := json.Unmarshal([]byte(body), &res); err != nil {
-		t.Fatal(err)
+	var job server.DeployJob
+	decodeJSON(t, body, &job)
+	if job.State != server.JobRunning || hdr.Get("Location") != "/api/v1/deploys/"+job.ID || len(job.Plan) == 0 || job.Plan[0].Action != "update" {
+		t.Fatalf("deploy job: %s", body)
 	}
+	job = h.waitDeploy(job.ID)
+	if job.State != server.JobDone || job.Result == nil || job.Phase != "deployed" {
+		t.Fatalf("deploy job at its end: %+v", job)
+	}
+	res := *job.Result
 	if res.Pod == nil || res.Pod.ID != p.ID || res.Pod.Image != "daydreamlive/scope:v2" || res.Pod.Env["FOO"] != "bar" || res.Created == nil || *res.Created ||
 		res.Health == nil || res.URL != c.ProxyURL(p.ID, deploy.ContainerPort) || res.Pipeline == nil || len(res.Steps) == 0 || res.Steps[0].Action != "update" {
 		t.Fatalf("deploy result: %s", body)
@@ -77,6 +82,11 @@ func TestAPIDeploy(t *testing.T) {
 	got, err := c.Get(ctx, p.ID)
 	if err != nil || got.Image != "daydreamlive/scope:v2" || got.Status != provider.StatusRunning {
 		t.Fatalf("pod after deploy: %+v %v", got, err)
+	}
+	// The list shows it.
+	code, body, _ = h.do("GET", "/api/v1/deploys", "", auth())
+	if code != 200 || !strings.Contains(body, `"jobs":[{"id":"`+job.ID+`"`) {
+		t.Fatalf("deploys list: %d %s", code, body)
 	}
 	// Again: nothing to change.
 	code, body, _ = h.do("POST", "/api/v1/deploys", `{"pod":"`+p.ID+`","image":"daydreamlive/scope:v2","env":{"FOO":"bar"},"dry_run":true}`, auth())
@@ -114,8 +124,106 @@ func TestAPIDeploy(t *testing.T) {
 	if len(rp.Pods()) != before {
 		t.Error("a refused deploy created a pod")
 	}
+	if code, body, _ := h.do("GET", "/api/v1/deploys/d999999", "", auth()); code != 404 || !strings.Contains(body, `"error"`) {
+		t.Errorf("unknown deploy: %d %s", code, body)
+	}
 	// Actions need the token.
 	if code, _, _ := h.do("POST", "/api/v1/deploys", `{"pod":"`+p.ID+`","dry_run":true}`, nil); code != 401 {
 		t.Errorf("deploy without the token: %d", code)
+	}
+}
+
+// waitDeploy polls GET /api/v1/deploys/{id} until the job ends (at most a minute).
+func (h *harness) waitDeploy(id string) server.DeployJob {
+	h.t.Helper()
+	var j server.DeployJob
+	for i := 0; i < 600; i++ {
+		code, body, _ := h.do("GET", "/api/v1/deploys/"+id, "", auth())
+		if code != 200 {
+			h.t.Fatalf("deploy %s: %d %s", id, code, body)
+		}
+		decodeJSON(h.t, body, &j)
+		if j.State != server.JobRunning {
+			return j
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	h.t.Fatalf("deploy %s still running: %+v", id, j)
+	return j
+}
+
+// A deploy in flight is canceled by DELETE: its context ends, the job says canceled,
+// the pod it deployed to is left as it was; a job that has ended cannot be canceled.
+func TestAPIDeployCancel(t *testing.T) {
+	ctx := context.Background()
+	lib, err := library.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lib.Close() })
+	slow := startScopeWith(t, "10m", 0, false) // a pipeline load that never ends in time
+	rt := func(runpodtest.PodView) (*runpodtest.Container, error) {
+		return &runpodtest.Container{HTTP: map[int]string{deploy.ContainerPort: slow}}, nil
+	}
+	rp := runpodtest.New(t, runpodtest.Options{APIKey: canaryRunPod, BootDelay: 10 * time.Millisecond, Runtime: rt})
+	opts := runpod.OptionsFromEnv(func(string) string { return "" })
+	opts.APIKey, opts.APIURL, opts.GraphQLURL, opts.ProxyURL = secret.New(canaryRunPod), rp.RESTURL(), rp.GraphQLURL(), rp.ProxyURL()
+	c, err := runpod.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.Create(ctx, provider.CreateSpec{Name: "scope", GPUType: "NVIDIA GeForce RTX 4090", Image: "daydreamlive/scope:main", Ports: deploy.PodPorts, VolumeGB: 50,
+		RequestID: "00112233445566778899aabbccddeeff"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deploytestWait(ctx, c, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Options{Lib: lib, RunPod: c, Token: secret.New(canaryToken), Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	h := &harness{t: t, http: hs}
+	code, body, _ := h.do("POST", "/api/v1/deploys", `{"pod":"`+p.ID+`","image":"daydreamlive/scope:main","pipeline":"streamdiffusionv2","wait":"5m"}`, auth())
+	if code != 202 {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	var job server.DeployJob
+	decodeJSON(t, body, &job)
+	// it runs: Scope loads the pipeline (for ten minutes)
+	for i := 0; ; i++ {
+		_, body, _ = h.do("GET", "/api/v1/deploys/"+job.ID, "", auth())
+		decodeJSON(t, body, &job)
+		if job.State != server.JobRunning || i > 20 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if job.State != server.JobRunning {
+		t.Fatalf("the deploy ended early: %+v", job)
+	}
+	if code, body, _ := h.do("DELETE", "/api/v1/deploys/"+job.ID, "", nil); code != 401 {
+		t.Errorf("cancel without the token: %d %s", code, body)
+	}
+	if code, body, _ := h.do("DELETE", "/api/v1/deploys/"+job.ID, "", map[string]string{"Authorization": "Bearer " + canaryToken, "Origin": "http://evil.example"}); code != 403 {
+		t.Errorf("cross-site cancel: %d %s", code, body)
+	}
+	t0 := time.Now()
+	code, body, _ = h.do("DELETE", "/api/v1/deploys/"+job.ID, "", auth())
+	decodeJSON(t, body, &job)
+	if code != 200 || job.State != server.JobCanceled || job.Ended == nil || time.Since(t0) > 5*time.Second {
+		t.Fatalf("cancel: %d %s", code, body)
+	}
+	if code, body, _ := h.do("DELETE", "/api/v1/deploys/"+job.ID, "", auth()); code != 409 {
+		t.Errorf("cancel again: %d %s", code, body)
+	}
+	if code, _, _ := h.do("DELETE", "/api/v1/deploys/nope", "", auth()); code != 404 {
+		t.Errorf("cancel of an unknown deploy: %d", code)
+	}
+	if got, err := c.Get(ctx, p.ID); err != nil || got.Status != provider.StatusRunning {
+		t.Errorf("the pod after the cancel: %+v %v", got, err)
 	}
 }

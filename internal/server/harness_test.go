@@ -23,7 +23,9 @@ import (
 
 	_ "modernc.org/sqlite"
 
+	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/gpu"
+	"github.com/daydreamlive/scopectl/internal/inflight"
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
@@ -59,6 +61,8 @@ type harness struct {
 	jobID  string
 	jobDir string
 	saveTo string // a LoRA folder syncs may go to
+	scope  string // the Scope stand-in's URL (every pod's Scope)
+	xfers  inflight.Dir
 }
 
 // fakeSMI plays nvidia-smi for one GPU whose readings move with every call.
@@ -83,11 +87,15 @@ func freePort(t *testing.T) int {
 }
 
 // startScope runs the Scope stand-in with a pipeline loaded and one streaming session.
-func startScope(t *testing.T) string {
+func startScope(t *testing.T) string { return startScopeWith(t, "10ms", 1, true) }
+
+// startScopeWith runs the Scope stand-in whose pipeline loads take delay, with that many
+// streaming sessions, and (load) longlive loaded.
+func startScopeWith(t *testing.T, delay string, sessions int, load bool) string {
 	bin := testkit.GoBuild(t, testkit.Build{Pkg: "./internal/scope/scopestub", Static: true})
 	port := freePort(t)
 	loras := t.TempDir()
-	cmd := exec.Command(bin, "--host", "127.0.0.1", "--port", strconv.Itoa(port), "--load-delay", "10ms", "--sessions", "1")
+	cmd := exec.Command(bin, "--host", "127.0.0.1", "--port", strconv.Itoa(port), "--load-delay", delay, "--sessions", strconv.Itoa(sessions))
 	cmd.Env = append(os.Environ(), "DAYDREAM_SCOPE_LORA_DIR="+loras)
 	testkit.KillWithParent(cmd)
 	if err := cmd.Start(); err != nil {
@@ -105,13 +113,16 @@ func startScope(t *testing.T) string {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if !load {
+		return base
+	}
 	os.WriteFile(filepath.Join(loras, "slime.safetensors"), []byte("x"), 0o644)
 	sc := &scope.Client{Base: base}
 	ctx := context.Background()
 	if err := sc.LoadPipeline(ctx, "longlive", []scope.LoRALoad{{Path: filepath.Join(loras, "slime.safetensors"), Scale: 0.8}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sc.WaitLoaded(ctx, 10*time.Second); err != nil {
+	if _, err := sc.WaitLoaded(ctx, 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	return base
@@ -211,10 +222,15 @@ func newHarness(t *testing.T, open bool) *harness {
 		}
 	}
 
-	// the fake RunPod, with a running pod serving Scope
-	h.rp = runpodtest.New(t, runpodtest.Options{APIKey: canaryRunPod})
+	// the fake RunPod, with a running pod serving Scope (the stand-in, behind the proxy)
+	scopeURL := startScope(t)
+	h.scope = scopeURL
+	h.rp = runpodtest.New(t, runpodtest.Options{APIKey: canaryRunPod, Runtime: func(runpodtest.PodView) (*runpodtest.Container, error) {
+		return &runpodtest.Container{HTTP: map[int]string{deploy.ContainerPort: scopeURL}}, nil
+	}})
 	opts := runpod.OptionsFromEnv(func(string) string { return "" })
 	opts.APIKey, opts.APIURL, opts.GraphQLURL, opts.Redactor = secret.New(canaryRunPod), h.rp.URL+"/v1", h.rp.URL+"/graphql", red
+	opts.ProxyURL = h.rp.ProxyURL()
 	h.client, err = runpod.New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +249,6 @@ func newHarness(t *testing.T, open bool) *harness {
 	if _, err := deploytestWait(ctx, h.client, p.ID); err != nil {
 		t.Fatal(err)
 	}
-	scopeURL := startScope(t)
 
 	// a training job whose folder is on this machine
 	h.jobID, h.jobDir = "slime-v2-1a2b3c4d", t.TempDir()
@@ -259,10 +274,11 @@ func newHarness(t *testing.T, open bool) *harness {
 			JobDir: h.jobDir, Binary: "/workspace/scopectl", SaveDir: saveDir, Steps: 1000, CostPerHr: 0.69, StartedAt: time.Now().Add(-25 * time.Minute), Phase: "training", Step: 640})
 	}
 	h.saveTo = t.TempDir()
+	h.xfers = inflight.Dir(t.TempDir())
 
 	smi := fakeSMI()
 	srv, err := server.New(server.Options{Lib: lib, RunPod: h.client, Token: secret.New(canaryToken), OpenReads: open, Redactor: red,
-		Version: "1.2.3-test", Interval: time.Hour, ScopeURL: func(provider.Pod) string { return scopeURL },
+		Version: "1.2.3-test", Interval: time.Hour, ScopeURL: func(provider.Pod) string { return scopeURL }, LogEvery: 100 * time.Millisecond, Transfers: h.xfers,
 		PodGPU: func(context.Context, provider.Pod) (gpu.Source, error) { return smi, nil }})
 	if err != nil {
 		t.Fatal(err)

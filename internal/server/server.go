@@ -31,6 +31,7 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/gpu"
+	"github.com/daydreamlive/scopectl/internal/inflight"
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
@@ -70,6 +71,11 @@ type Options struct {
 	Log     *slog.Logger
 	// HTTP is the client for Scope (default: 5 s timeout).
 	HTTP *http.Client
+	// LogEvery is how often a followed log is read again (default 2 s).
+	LogEvery time.Duration
+	// Transfers is the registry of transfers other scopectl processes run (the data
+	// dir's); "": none shown.
+	Transfers inflight.Dir
 	// Deployer runs POST /api/v1/deploys, the same core as `scopectl deploy`; nil: one
 	// over Lib, RunPod and RemoteEnv that deploys to hosts and existing pods only.
 	Deployer *deploy.Deployer
@@ -93,6 +99,7 @@ type Server struct {
 	polled   time.Time
 
 	xfers     *transfers
+	deploys   deployJobs
 	loraCache listCache
 
 	refresh chan struct{}
@@ -299,7 +306,7 @@ func (s *Server) headers(h http.Handler) http.Handler {
 				return
 			}
 		default:
-			hd.Set("Allow", "GET, HEAD, POST")
+			hd.Set("Allow", "GET, HEAD, POST, DELETE")
 			s.writeJSON(w, http.StatusMethodNotAllowed, apiError{"method not allowed"})
 			return
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -20,10 +21,15 @@ import (
 	"github.com/daydreamlive/scopectl/internal/store"
 )
 
-// Transfer is a sync the server started, with its progress.
+// Transfer is a sync the server started, or a transfer another scopectl process runs
+// (Source "cli": a sync, pull, download or collection, from the data dir's registry of
+// transfers in flight), with its progress.
 type Transfer struct {
 	ID        string           `json:"id"`
-	LoRA      string           `json:"lora"`
+	Source    string           `json:"source"`        // serve | cli
+	Op        string           `json:"op"`            // sync (from the page); send, pull, download, upload, collect…
+	PID       int              `json:"pid,omitempty"` // the process running a cli transfer
+	LoRA      string           `json:"lora"`          // the LoRA, or the file a cli transfer moves
 	To        string           `json:"to"`
 	State     string           `json:"state"` // running | done | failed
 	Done      int64            `json:"done_bytes"`
@@ -98,7 +104,7 @@ func (s *Server) watchProgress(t *Transfer) *io.PipeWriter {
 func (s *Server) startSync(e store.LoRA, to string, req SyncRequest) Transfer {
 	s.xfers.mu.Lock()
 	s.xfers.n++
-	t := &Transfer{ID: fmt.Sprintf("t%06d", s.xfers.n), LoRA: e.Name, To: s.red.Redact(to), State: "running", StartedAt: time.Now().UTC()}
+	t := &Transfer{ID: fmt.Sprintf("t%06d", s.xfers.n), Source: "serve", Op: "sync", LoRA: e.Name, To: s.red.Redact(to), State: "running", StartedAt: time.Now().UTC()}
 	s.xfers.all[t.ID] = t
 	snap := *t
 	s.xfers.mu.Unlock()
@@ -150,6 +156,9 @@ func (s *Server) listTransfers(r *http.Request) (any, error) {
 	items := s.xfers.list()
 	// newest first: ids sort descending, so page on the reversed order
 	out := List[Transfer]{Items: []Transfer{}}
+	if p.After == "" { // the other processes' transfers, all running, lead the first page
+		out.Items = append(out.Items, s.cliTransfers()...)
+	}
 	for _, x := range items {
 		if p.After != "" && strings.Compare(x.ID, p.After) >= 0 {
 			continue
@@ -161,4 +170,26 @@ func (s *Server) listTransfers(r *http.Request) (any, error) {
 		out.Items = append(out.Items, x)
 	}
 	return out, nil
+}
+
+// cliTransfers are the transfers other scopectl processes have in flight (stale
+// entries, of processes that are gone, are dropped by the registry).
+func (s *Server) cliTransfers() []Transfer {
+	if s.opt.Transfers == "" {
+		return nil
+	}
+	es, err := s.opt.Transfers.List()
+	if err != nil {
+		return nil
+	}
+	out := make([]Transfer, 0, len(es))
+	for i := len(es) - 1; i >= 0; i-- { // newest first
+		e := es[i]
+		if e.PID == os.Getpid() {
+			continue
+		}
+		out = append(out, Transfer{ID: "cli-" + e.ID, Source: "cli", Op: e.Op, PID: e.PID, LoRA: e.Item, State: "running",
+			Done: e.Done, Total: e.Total, StartedAt: e.StartedAt})
+	}
+	return out
 }

@@ -6,6 +6,9 @@
 //	POST /api/v1/pipeline/load   (asynchronous: loading, then loaded after --load-delay)
 //	GET  /api/v1/logs/tail?lines=N&since_offset=B
 //	GET  /api/v1/loras           (*.safetensors under $DAYDREAM_SCOPE_LORA_DIR)
+//	GET  /api/v1/session/metrics (--sessions streaming sessions)
+//	GET  /api/v1/session/frame?quality=Q (a JPEG that changes over time while a session
+//	                             runs; 404 without one, as Scope's mcp_router.py)
 //
 // like Scope does. A load fails, as in Scope, when a LoRA path does not exist
 // (or --fail-load is set): status reads "error" once, then falls back to
@@ -22,6 +25,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"image"
+	"image/color"
+	"image/jpeg"
 	"io"
 	"io/fs"
 	"log"
@@ -309,10 +315,49 @@ func main() {
 		}
 		writeJSON(w, 200, map[string]any{"sessions": m, "gpu": map[string]any{}})
 	})
+	mux.HandleFunc("GET /api/v1/session/frame", func(w http.ResponseWriter, r *http.Request) {
+		q := 85
+		if v := r.URL.Query().Get("quality"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 100 {
+				writeJSON(w, 422, map[string]any{"detail": "quality must be 1..100"})
+				return
+			}
+			q = n
+		}
+		if *sessions == 0 {
+			writeJSON(w, 404, map[string]any{"detail": "No frame available (no active session or pipeline not running)"})
+			return
+		}
+		w.Header().Set("Content-Type", "image/jpeg")
+		jpeg.Encode(w, frame(time.Since(s.start)), &jpeg.Options{Quality: q})
+	})
 	addr := fmt.Sprintf("%s:%d", *host, *port)
 	s.mu.Lock()
 	s.logf("INFO", "scopestub %s listening on %s (LoRA dir %s)", version, addr, s.loraDir)
 	s.mu.Unlock()
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	log.Fatal(srv.ListenAndServe())
+}
+
+// frame is a 512×288 picture that moves with t: a sky-to-ground gradient and a sun
+// crossing it, enough to tell one frame from the next.
+func frame(t time.Duration) image.Image {
+	const w, h = 512, 288
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	ph := float64(t.Milliseconds()%8000) / 8000
+	sx, sy := int(ph*float64(w)), h/3
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			c := color.RGBA{uint8(40 + 120*y/h), uint8(70 + 100*y/h), uint8(200 - 120*y/h), 255}
+			if y > h*2/3 {
+				c = color.RGBA{uint8(30 + x*60/w), uint8(110 + 40*(y-h*2/3)/h), 60, 255}
+			}
+			if dx, dy := x-sx, y-sy; dx*dx+dy*dy < 900 {
+				c = color.RGBA{255, 214, 90, 255}
+			}
+			img.SetRGBA(x, y, c)
+		}
+	}
+	return img
 }

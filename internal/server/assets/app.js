@@ -1,5 +1,6 @@
 // scopectl serve: the page. Plain DOM (no innerHTML of data), Chart.js for charts,
-// polling with offsets (GPU since t, loss since step, log since byte).
+// polling with offsets (GPU since t, loss since step), logs by server-sent events that
+// resume at their byte offset (EventSource sends the last id back on a reconnect).
 "use strict";
 (function () {
   const $ = (s, el) => (el || document).querySelector(s);
@@ -15,7 +16,7 @@
     return el;
   }
   const state = { view: "library", session: null, libAfter: "", libItems: [], libSel: null, podSel: null,
-    jobSel: null, charts: {}, gpuSince: {}, gpuData: {}, loss: null, logOff: 0, jobKey: "" };
+    jobSel: null, charts: {}, gpuSince: {}, gpuData: {}, loss: null, jobKey: "", streams: {}, frames: {} };
 
   // ---- formatting
   const fmtBytes = n => { if (!n) return "0 B"; const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0; while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; } return (i ? n.toFixed(1) : n) + " " + u[i]; };
@@ -53,11 +54,37 @@
     try { state.session = await api("/login", { method: "POST", body: { token: inp.value } }); renderSession(); return true; }
     catch (e) { toast(e.message, true); return false; }
   }
-  async function act(label, path, body) {
+  async function act(label, path, body, method, said) {
     if (!(await ensureLogin())) return null;
-    try { const r = await api(path, { method: "POST", body: body || {} }); toast(label + ": done"); return r; }
+    try { const r = await api(path, { method: method || "POST", body: body || {} }); toast(label + ": " + (said || "done")); return r; }
     catch (e) { toast(label + ": " + e.message, true); return null; }
   }
+
+  // ---- live logs: one EventSource per log pane; lines are appended, the pane keeps the
+  // last ~300 kB; the server resumes after the last id it sent when the browser reconnects.
+  function stream(key, url, pre, stateEl) {
+    const old = state.streams[key];
+    if (old && old.url === url) return;
+    if (old) old.es.close();
+    pre.textContent = "";
+    const es = new EventSource(url);
+    state.streams[key] = { es, url };
+    const mark = (t, cls) => { if (stateEl) { stateEl.textContent = t; stateEl.className = "pill " + cls; } };
+    es.onopen = () => mark("live", "ok");
+    es.onerror = () => mark(es.readyState === EventSource.CLOSED ? "closed" : "reconnecting…", "warn");
+    es.addEventListener("lines", ev => {
+      const d = JSON.parse(ev.data);
+      const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 20;
+      pre.append(d.lines.join("\n") + "\n");
+      if (pre.textContent.length > 400000) pre.textContent = pre.textContent.slice(-300000);
+      if (stick) pre.scrollTop = pre.scrollHeight;
+      mark("live", "ok");
+    });
+    es.addEventListener("reset", () => pre.append(h("span", { class: "reset" }, "— the log was replaced; from its start —\n")));
+    es.addEventListener("problem", ev => mark(JSON.parse(ev.data).error, "bad"));
+    es.addEventListener("end", () => { es.close(); mark("ended", ""); });
+  }
+  function closeStream(key) { const o = state.streams[key]; if (o) { o.es.close(); delete state.streams[key]; } }
   function renderSession() {
     const s = state.session || {};
     $("#version").textContent = s.version ? "v" + s.version : "";
@@ -144,8 +171,9 @@
     if (!r.items.length) { cards.replaceChildren(h("div", { class: "card empty" }, "No pods. Create one with scopectl pod create or scopectl deploy --new.")); return; }
     if (!state.podSel || !r.items.some(p => p.id === state.podSel)) state.podSel = r.items[0].id;
     cards.replaceChildren(...r.items.map(podCard));
+    refreshFrames(r.items);
     const sel = r.items.find(p => p.id === state.podSel);
-    if (sel) await podDetail(sel);
+    if (sel) { followPodLogs(sel); await podDetail(sel); }
   }
   function podCard(p) {
     const g = p.gpus[0];
@@ -165,8 +193,34 @@
         h("div", { class: "stat" }, h("div", { class: "v" }, g ? g.utilization_pct + "%" : "–"), h("div", { class: "l" }, "GPU util")),
         h("div", { class: "stat" }, h("div", { class: "v" }, idle), h("div", { class: "l" }, "idle / limit"))),
       h("div", { class: "row" }, scope, sc && sc.sessions ? h("span", { class: "chip" }, sc.sessions + " session(s) · " + sc.output_fps.toFixed(1) + " fps") : null),
+      frameBox(p),
       loras, p.gpu_error ? h("div", { class: "muted" }, "GPU: " + p.gpu_error) : null,
       h("div", { class: "row", style: null }, h("span", { class: "spacer" }), ...actions));
+  }
+  // Scope's headless session API gives the last frame while a session streams
+  // (GET /api/v1/session/frame, proxied as /api/v1/pods/ID/frame); without a session
+  // there is no frame, and the card says so with the pipeline's state.
+  function frameBox(p) {
+    const sc = p.scope;
+    if (!sc || !sc.up) return null;
+    if (sc.sessions > 0) {
+      return h("div", { class: "frame", "data-frame": p.id }, h("img", { alt: "live frame from Scope on " + (p.name || p.id), src: state.frames[p.id] || null }),
+        h("span", { class: "tag" }, "live · " + sc.output_fps.toFixed(1) + " fps"));
+    }
+    const pl = sc.pipeline && sc.pipeline.pipeline_id ? `pipeline ${sc.pipeline.pipeline_id} is ${sc.pipeline.status}` : "no pipeline is loaded";
+    return h("div", { class: "noframe", "data-noframe": p.id }, `No live frame: Scope runs no streaming session (${pl}). Frames come from Scope's session API while a session streams.`);
+  }
+  async function refreshFrames(items) {
+    await Promise.all(items.filter(p => p.scope && p.scope.up && p.scope.sessions > 0).map(async p => {
+      try {
+        const r = await fetch(`/api/v1/pods/${encodeURIComponent(p.id)}/frame?quality=70`, { credentials: "same-origin" });
+        if (!r.ok || !(r.headers.get("Content-Type") || "").startsWith("image/")) return;
+        const url = URL.createObjectURL(await r.blob());
+        const old = state.frames[p.id]; state.frames[p.id] = url;
+        document.querySelectorAll(`.frame[data-frame="${CSS.escape(p.id)}"] img`).forEach(i => { i.src = url; });
+        if (old) setTimeout(() => URL.revokeObjectURL(old), 1000);
+      } catch (e) { /* the next tick tries again */ }
+    }));
   }
   async function podAction(p, action) {
     let body = {};
@@ -180,6 +234,59 @@
     }
     const r = await act(action + " " + p.id, `/api/v1/pods/${encodeURIComponent(p.id)}/${action}`, body);
     if (r) loadPods();
+  }
+  function followPodLogs(p) {
+    const pre = $("#pod-log"), src = $("#pod-logs-src"), st = $("#pod-logs-state");
+    const host = /host /.test(p.note || "");
+    if (!host && !(p.scope && p.scope.url)) {
+      closeStream("pod"); src.textContent = ""; st.textContent = ""; st.className = "pill";
+      pre.textContent = `${p.name || p.id} serves no Scope that scopectl reaches: no log to follow.`;
+      return;
+    }
+    src.textContent = (p.name || p.id) + (host ? " · docker logs of the Scope container" : " · Scope's log");
+    stream("pod", `/api/v1/pods/${encodeURIComponent(p.id)}/logs`, pre, st);
+  }
+
+  // ---- deploys in the background
+  async function loadDeploys() {
+    const r = await api("/api/v1/deploys?limit=1000");
+    const box = $("#deploy-jobs");
+    box.replaceChildren(...(r.jobs.length ? [h("div", { class: "jobs" }, r.jobs.slice(0, 6).map(deployJob))] : []));
+    box.querySelectorAll(".bar > i").forEach(i => { i.style.width = i.dataset.w + "%"; });
+  }
+  function deployJob(j) {
+    const cls = { running: "warn", done: "ok", failed: "bad", canceled: "" }[j.state] || "";
+    const res = j.result || {};
+    const what = j.state === "done" ? [res.url ? "Scope at " + res.url : "", res.pipeline && res.pipeline.pipeline_id ? "pipeline " + res.pipeline.pipeline_id + " " + res.pipeline.status : ""].filter(Boolean).join(" · ") : j.error || j.phase;
+    const cancel = j.state === "running" ? h("button", { class: "btn danger", "data-action": "cancel-deploy", onclick: () => cancelDeploy(j) }, "Cancel") : null;
+    return h("div", { class: "card djob", "data-deploy": j.id },
+      h("div", { class: "row" }, h("b", {}, "Deploy to " + j.target), h("span", { class: "pill " + cls, "data-state": j.state }, j.state), h("span", { class: "muted" }, fmtAgo(j.started_at))),
+      h("div", { class: "row" }, cancel),
+      h("div", { class: (j.state === "failed" ? "" : "muted") + " phase" }, what + (j.warnings && j.warnings.length ? " · " + j.warnings.join("; ") : "")),
+      h("div", { class: "muted" }, j.total_bytes ? fmtBytes(j.done_bytes) + " / " + fmtBytes(j.total_bytes) + " of LoRAs" : ""),
+      j.state === "running" ? h("div", { class: "bar" }, h("i", { "data-w": j.total_bytes ? Math.round(100 * j.done_bytes / j.total_bytes) : 5 })) : null);
+  }
+  async function cancelDeploy(j) {
+    const ok = await dialog("Cancel the deploy to " + j.target + "?", "It stops where it is; a pod it created for this deploy is terminated.", null, "Cancel deploy", true);
+    if (!ok) return;
+    const r = await act("cancel " + j.id, "/api/v1/deploys/" + encodeURIComponent(j.id), null, "DELETE", "canceled");
+    if (r) loadDeploys();
+  }
+  async function deployDialog() {
+    const inp = (id, ph) => h("input", { class: "input", id, placeholder: ph, autocomplete: "off" });
+    const target = inp("deploy-target", "pod id, or ssh://user@host:port (a Docker host)");
+    const image = inp("deploy-image", "image (optional), e.g. daydreamlive/scope:main");
+    const pipe = inp("deploy-pipeline", "pipeline to load (optional), e.g. longlive");
+    const loras = inp("deploy-loras", "LoRAs NAME[:SCALE], comma-separated (optional)");
+    const ok = await dialog("Deploy Scope", "Runs scopectl deploy in the background: checked first, then followed here.", h("div", {}, target, image, pipe, loras), "Deploy");
+    if (!ok) return;
+    const t = target.value.trim(), body = {};
+    if (t.includes("://")) body.host = t; else body.pod = t;
+    if (image.value.trim()) body.image = image.value.trim();
+    if (pipe.value.trim()) body.pipeline = pipe.value.trim();
+    const ls = loras.value.split(",").map(x => x.trim()).filter(Boolean); if (ls.length) body.loras = ls;
+    const r = await act("deploy to " + t, "/api/v1/deploys", body, "POST", "started");
+    if (r) loadDeploys();
   }
   async function podDetail(p) {
     const box = $("#pod-detail");
@@ -215,7 +322,7 @@
       const st = j.state || {}, jb = j.job, step = st.step || jb.step || 0, total = st.total || jb.steps || 0;
       const phase = st.phase || jb.phase || "–";
       const eta = st.seconds_per_step && total > step && !st.ended_at ? fmtDur((total - step) * st.seconds_per_step) : "–";
-      return h("tr", { class: jb.id === state.jobSel ? "sel" : "", "data-job": jb.id, onclick: () => { state.jobSel = jb.id; state.loss = null; state.logOff = 0; state.jobKey = ""; loadJobs(); } },
+      return h("tr", { class: jb.id === state.jobSel ? "sel" : "", "data-job": jb.id, onclick: () => { state.jobSel = jb.id; state.loss = null; state.jobKey = ""; loadJobs(); } },
         h("td", {}, h("b", {}, jb.name), h("div", { class: "muted mono" }, jb.id)), h("td", {}, h("span", { class: "pill " + statusClass(phase) }, phase)),
         h("td", {}, h("div", { class: "bar" }, h("i", { style: null, "data-w": total ? Math.round(100 * step / total) : 0 })), h("div", { class: "muted" }, `${step} / ${total || "?"}`)),
         h("td", { class: "num" }, st.loss != null ? st.loss.toFixed(4) : "–"), h("td", { class: "num" }, st.seconds_per_step ? st.seconds_per_step.toFixed(2) : "–"),
@@ -228,7 +335,7 @@
   async function jobDetail(j) {
     const box = $("#job-detail"), id = j.job.id;
     if (box.dataset.job !== id) {
-      box.dataset.job = id; state.loss = null; state.logOff = 0;
+      box.dataset.job = id; state.loss = null;
       const btn = (label, action) => h("button", { class: "btn", "data-action": action, onclick: () => act(label + " " + id, `/api/v1/jobs/${encodeURIComponent(id)}/${action}`).then(r => r && loadJobs()) }, label);
       box.replaceChildren(
         h("div", { class: "card" }, h("div", { class: "row" }, h("h2", {}, j.job.name), h("span", { class: "spacer" }), btn("Save now", "save-now"), btn("Sample now", "sample-now"), btn("Stop", "stop")),
@@ -238,10 +345,11 @@
           h("div", { class: "chartbox tall" }, h("canvas", { id: "loss-chart" }))),
         h("div", { class: "charts" },
           h("div", { class: "card" }, h("h2", {}, "Checkpoints"), h("div", { id: "job-ckpts" })),
-          h("div", { class: "card" }, h("h2", {}, "Log"), h("pre", { class: "log", id: "job-log" }))),
+          h("div", { class: "card" }, h("div", { class: "row" }, h("h2", {}, "Log"), h("span", { class: "spacer" }), h("span", { class: "pill", id: "job-log-state" })), h("pre", { class: "log", id: "job-log" }))),
         h("div", { class: "card" }, h("h2", {}, "Samples"), h("div", { id: "job-samples" })));
     }
-    await Promise.all([refreshLoss(id), refreshLog(id), refreshCkpts(id), refreshSamples(id)].map(p => p.catch(e => e)));
+    stream("job", `/api/v1/jobs/${encodeURIComponent(id)}/log/stream`, $("#job-log"), $("#job-log-state"));
+    await Promise.all([refreshLoss(id), refreshCkpts(id), refreshSamples(id)].map(p => p.catch(e => e)));
   }
   async function refreshLoss(id) {
     const keySel = $("#loss-key");
@@ -272,17 +380,6 @@
     ch.options.scales.x.title = { display: true, text: "step" };
     ch.update();
   }
-  async function refreshLog(id) {
-    const pre = $("#job-log");
-    try {
-      const r = await api(`/api/v1/jobs/${encodeURIComponent(id)}/log?offset=${state.logOff}`);
-      if (r.offset < state.logOff || state.logOff === 0) pre.textContent = "";
-      const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 20;
-      pre.append(r.text); state.logOff = r.next;
-      if (pre.textContent.length > 400000) pre.textContent = pre.textContent.slice(-300000);
-      if (stick) pre.scrollTop = pre.scrollHeight;
-    } catch (e) { pre.textContent = e.message; }
-  }
   async function refreshCkpts(id) {
     const d = await api(`/api/v1/jobs/${encodeURIComponent(id)}`);
     const box = $("#job-ckpts");
@@ -308,8 +405,9 @@
     $("#xfer-count").textContent = running ? String(running) : "";
     if (state.view !== "transfers") return;
     const tb = $("#xfer-table tbody");
-    if (!r.items.length) { tb.replaceChildren(h("tr", {}, h("td", { colspan: 5, class: "empty" }, "No transfers yet. Install a LoRA from the library."))); return; }
-    tb.replaceChildren(...r.items.map(t => h("tr", {}, h("td", {}, h("b", {}, t.lora)), h("td", { class: "mono" }, t.to),
+    if (!r.items.length) { tb.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No transfers yet. Install a LoRA from the library, or run scopectl sync / pull."))); return; }
+    tb.replaceChildren(...r.items.map(t => h("tr", { "data-transfer": t.id }, h("td", {}, h("span", { class: "chip" }, t.op), " ", h("b", {}, t.lora)), h("td", { class: "mono" }, t.to || "–"),
+      h("td", { class: "muted" }, t.source === "cli" ? "scopectl (pid " + t.pid + ")" : "this page"),
       h("td", {}, h("span", { class: "pill " + (t.state === "done" ? "ok" : t.state === "failed" ? "bad" : "warn") }, t.state), t.error ? h("div", { class: "muted" }, t.error) : null),
       h("td", {}, h("div", { class: "bar" }, h("i", { "data-w": t.total_bytes ? Math.round(100 * t.done_bytes / t.total_bytes) : (t.state === "done" ? 100 : 0) })), h("div", { class: "muted" }, fmtBytes(t.done_bytes) + " / " + fmtBytes(t.total_bytes))),
       h("td", { class: "muted" }, fmtAgo(t.started_at)))));
@@ -317,7 +415,7 @@
   }
 
   // ---- views and the update loop
-  const loaders = { library: () => loadLibrary(true), pods: loadPods, jobs: loadJobs, transfers: refreshTransfers };
+  const loaders = { library: () => loadLibrary(true), pods: () => Promise.all([loadPods(), loadDeploys()]), jobs: loadJobs, transfers: refreshTransfers };
   function show(view) {
     state.view = view;
     document.querySelectorAll(".tab").forEach(b => b.classList.toggle("active", b.dataset.view === view));
@@ -327,7 +425,7 @@
   }
   async function tick() {
     try {
-      if (state.view === "pods") await loadPods();
+      if (state.view === "pods") await Promise.all([loadPods(), loadDeploys()]);
       else if (state.view === "jobs") await loadJobs();
       await refreshTransfers();
     } catch (e) { $("#live").classList.add("stale"); }
@@ -341,6 +439,7 @@
     let t; $("#lib-filter").addEventListener("input", () => { clearTimeout(t); t = setTimeout(() => loadLibrary(true).catch(e => toast(e.message, true)), 200); });
     $("#lib-base").addEventListener("change", () => loadLibrary(true).catch(e => toast(e.message, true)));
     $("#lib-more").addEventListener("click", () => loadLibrary(false).catch(e => toast(e.message, true)));
+    $("#deploy-btn").addEventListener("click", () => deployDialog());
     $("#login-btn").addEventListener("click", async () => {
       if (state.session && state.session.authorized) { state.session = await api("/logout", { method: "POST", body: {} }); renderSession(); }
       else { await ensureLogin(); }
