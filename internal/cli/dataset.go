@@ -10,6 +10,7 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/aitk"
 	"github.com/daydreamlive/scopectl/internal/dataset"
+	"github.com/daydreamlive/scopectl/internal/dataset/datasetlib"
 	"github.com/daydreamlive/scopectl/internal/train"
 )
 
@@ -28,7 +29,7 @@ func (a *app) datasetCheckCmd() *cobra.Command {
 		res     []int
 	)
 	cmd := &cobra.Command{
-		Use:   "check [DIR] [--config CFG]",
+		Use:   "check [DIR|NAME[@VERSION]] [--config CFG]",
 		Short: "Report what ai-toolkit will train from a folder, before a GPU is paid for",
 		Long: `Reads every file in DIR the way ai-toolkit will: which media it takes and skips, each clip's
 frames, fps and duration from its container (built-in MP4/MOV reader; ffprobe for other
@@ -38,7 +39,7 @@ buy and the disk the latent cache needs.
 
 Settings come from an ai-toolkit job config (--config: config.process[0].datasets[N], train,
 model) or from ai-toolkit's defaults; flags override both. DIR defaults to the dataset's
-folder_path. Exits 1 when training would fail, skip an item, or silently change what is trained
+folder_path; a library dataset (dataset add) is checked by its NAME[@VERSION]. Exits 1 when training would fail, skip an item, or silently change what is trained
 (errors, and warnings marked "changes training"), 0 otherwise.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -74,7 +75,17 @@ folder_path. Exits 1 when training would fail, skip an item, or silently change 
 			if dir == "" {
 				return usageError("give a dataset folder, or a --config whose dataset has folder_path")
 			}
-			rep, err := dataset.Check(cmd.Context(), dir, opts)
+			var rep *dataset.Report
+			ds, inLib, err := a.libraryDataset(cmd.Context(), dir)
+			if err == nil && inLib {
+				// a library dataset (dataset add), read from its blobs
+				var dl *datasetlib.Lib
+				if dl, err = a.datasets(); err == nil {
+					rep, err = dl.Check(cmd.Context(), fmt.Sprintf("%s@%d", ds.Name, ds.Version), opts)
+				}
+			} else if err == nil {
+				rep, err = dataset.Check(cmd.Context(), dir, opts)
+			}
 			if err != nil {
 				return err
 			}

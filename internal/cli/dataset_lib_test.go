@@ -64,6 +64,10 @@ func TestDatasetLibraryCLI(t *testing.T) {
 	if out := e.mustRun("dataset", "show", "walk"); !strings.Contains(out, "version 2") || !strings.Contains(out, "files of version 2") {
 		t.Fatal(out)
 	}
+	// dataset check reads a library dataset by name
+	if out, _, code := e.run("dataset", "check", "walk@1", "--num-frames", "81"); code != 1 || !strings.Contains(out, "walk@1: video dataset") || !strings.Contains(out, "frames_repeated") {
+		t.Fatalf("check of a library dataset: %d\n%s", code, out)
+	}
 	if _, _, code := e.run("dataset", "show", "nope"); code != 4 {
 		t.Fatalf("show of an unknown dataset: %d", code)
 	}

@@ -318,6 +318,16 @@ func TestRemoveKeepsShared(t *testing.T) {
 	if _, err := dl.Export(ctx, "D", filepath.Join(t.TempDir(), "d")); err != nil {
 		t.Fatal(err)
 	}
+	// two names for the same files: removing one deletes nothing
+	if _, err := dl.Add(ctx, datasetlib.AddInput{Dir: cdir, Name: "D2", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if rm, err := dl.Remove(ctx, "D2"); err != nil || rm.BlobsRemoved != 0 || rm.BlobsKept != 2 {
+		t.Fatalf("%+v %v", rm, err)
+	}
+	if _, err := dl.Export(ctx, "D", filepath.Join(t.TempDir(), "d")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := dl.Remove(ctx, "nope"); err == nil {
 		t.Fatal("rm of an unknown dataset")
 	}
