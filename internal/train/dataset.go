@@ -63,6 +63,31 @@ func DatasetSHA(ids []string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// sameDatasets refuses to continue job on datasets other than those it started with:
+// their hash (DatasetSHA) must be the job's, or what an older scopectl recorded for the
+// same ids (their sha256 one per line, for one dataset too).
+func (t *Trainer) sameDatasets(ctx context.Context, srcs []datasetSource, job store.TrainJob) error {
+	if job.DatasetSHA == "" {
+		return nil
+	}
+	var ids []string
+	for _, s := range srcs {
+		_, id, err := t.datasetFilesOf(ctx, s)
+		if err != nil {
+			return err
+		}
+		ids = append(ids, id)
+	}
+	h := sha256.New()
+	for _, id := range ids {
+		fmt.Fprintln(h, id)
+	}
+	if got := DatasetSHA(ids); got != job.DatasetSHA && hex.EncodeToString(h.Sum(nil)) != job.DatasetSHA {
+		return fmt.Errorf("%w: the dataset changed since job %s started (dataset hash %.12s, then %.12s); --force resumes with it anyway", ErrRefused, job.ID, got, job.DatasetSHA)
+	}
+	return nil
+}
+
 // datasetSource is where a config's dataset comes from: a folder here, or a version of
 // a library dataset (`scopectl dataset add`).
 type datasetSource struct {

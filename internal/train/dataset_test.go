@@ -2,6 +2,9 @@ package train
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +14,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/dataset/datasetlib"
 	"github.com/daydreamlive/scopectl/internal/dataset/mediatest"
 	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/store"
 )
 
 // The dataset hash train run records for a folder is the id `dataset add` gives the same
@@ -75,6 +79,19 @@ func TestDatasetSHAMatchesLibrary(t *testing.T) {
 	}
 	if _, err := tr.resolveDataset(ctx, "nope", cfg); err == nil || !strings.Contains(err.Error(), "nor a library dataset") {
 		t.Fatalf("unknown: %v", err)
+	}
+	// a job moved to another machine continues on the datasets it started with only
+	folderSrc := datasetSource{dir: dir}
+	libSrc := datasetSource{lib: "walk@1"}
+	legacy := sha256.Sum256([]byte(sum + "\n"))
+	for _, rec := range []string{sum, hex.EncodeToString(legacy[:]), ""} {
+		if err := tr.sameDatasets(ctx, []datasetSource{libSrc}, store.TrainJob{ID: "j", DatasetSHA: rec}); err != nil {
+			t.Errorf("recorded %q: %v", rec, err)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "a.txt"), []byte("p3r5on runs"), 0o644)
+	if err := tr.sameDatasets(ctx, []datasetSource{folderSrc}, store.TrainJob{ID: "j", DatasetSHA: sum}); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "dataset changed since job j started") {
+		t.Errorf("changed folder: %v", err)
 	}
 	// several datasets: one hash over their ids
 	if DatasetSHA([]string{sum, sum}) == sum {

@@ -297,6 +297,9 @@ func (t *Trainer) run(ctx context.Context, in RunInput, rs *resumeFrom) (*RunRes
 		if csum := sha256.Sum256(raw); hex.EncodeToString(csum[:]) != rs.job.ConfigSHA && !in.Force {
 			return res, fmt.Errorf("%w: %s changed since job %s started (its sha256 differs); --force resumes with it anyway", ErrRefused, in.Config, id)
 		}
+		if err := t.sameDatasets(ctx, order, rs.job); err != nil && !in.Force {
+			return res, err
+		}
 	}
 	jobDir := path.Join(ws, ".scopectl", "jobs", id)
 	m, err := t.connect(ctx, in.Target, jobDir, in.PodID)
