@@ -298,6 +298,7 @@ func (t *Trainer) run(ctx context.Context, in RunInput, rs *resumeFrom) (*RunRes
 			return res, fmt.Errorf("%w: %s changed since job %s started (its sha256 differs); --force resumes with it anyway", ErrRefused, in.Config, id)
 		}
 		if err := t.sameDatasets(ctx, order, rs.job); err != nil && !in.Force {
+			res.Refused = errors.Is(err, ErrRefused)
 			return res, err
 		}
 	}
