@@ -127,7 +127,8 @@ func (a *app) deployHost(cmd *cobra.Command, o *deployFlags) error {
 	if o.host == "" {
 		return usageError("deploy needs a target: --host ssh://user@host:port (Docker), --pod ID or --new --gpu TYPE (RunPod)")
 	}
-	if err := o.rp.refuseWithoutRunPod(cmd); err != nil {
+	// A host's limits go onto its Scope container as labels (the guard there reads them).
+	if err := o.rp.refuseWithoutRunPod(cmd, "idle-stop", "max-hours"); err != nil {
 		return err
 	}
 	in, err := o.input()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,15 +42,15 @@ func (f *runpodDeployFlags) add(cmd *cobra.Command) {
 	fl.IntVar(&f.create.ContainerDiskGB, "container-disk-gb", 30, "with --new: container disk, GB (wiped on every restart)")
 	fl.StringVar(&f.create.NetworkVolumeID, "network-volume", "", "with --new: network volume id to mount at /workspace instead of a pod volume")
 	fl.Float64Var(&f.create.MaxPrice, "max-price", 0, "with --new: refuse GPUs above this $/h for the pod (0: no limit)")
-	fl.DurationVar(&f.idle, "idle-stop", DefaultIdleStop, "with --new: stop the pod after this long idle (0 disables; see `pod watch`)")
-	fl.Float64Var(&f.maxHours, "max-hours", 0, "with --new: stop the pod after this many hours (0: no limit)")
+	fl.DurationVar(&f.idle, "idle-stop", DefaultIdleStop, "with --new or --host: stop the pod (the host's Scope container) after this long idle (0 disables; see `pod guard`)")
+	fl.Float64Var(&f.maxHours, "max-hours", 0, "with --new or --host: stop the pod (the host's Scope container) after this many hours (0: no limit)")
 	fl.StringVar(&f.sshKey, "ssh-key", "", "with --new: public key to inject (default ~/.ssh/id_ed25519.pub)")
 	f.budget.add(cmd)
 }
 
-func (f *runpodDeployFlags) refuseWithoutRunPod(cmd *cobra.Command) error {
+func (f *runpodDeployFlags) refuseWithoutRunPod(cmd *cobra.Command, except ...string) error {
 	for _, n := range newOnlyFlags {
-		if cmd.Flags().Changed(n) {
+		if cmd.Flags().Changed(n) && !slices.Contains(except, n) {
 			return usageError("--%s is for --new (a RunPod pod deploy creates)", n)
 		}
 	}

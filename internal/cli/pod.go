@@ -7,12 +7,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/daydreamlive/scopectl/internal/guard"
 	"github.com/daydreamlive/scopectl/internal/ledger"
 	"github.com/daydreamlive/scopectl/internal/pods"
 	"github.com/daydreamlive/scopectl/internal/provider"
@@ -128,18 +130,21 @@ func (a *app) podCreate() *cobra.Command {
 	var sshKey, prov, host string
 	var rf remoteFlags
 	var bf budgetFlags
+	var gf guardFlags
 	cmd := &cobra.Command{
 		Use:   "create --gpu TYPE [--cloud secure|community] [--volume-gb N | --network-volume ID] | --provider ssh --host ssh://user@host:port",
 		Short: "Create a pod (idempotent; recorded in the store; idle auto-stop limit by default), or add an SSH host",
 		Long: "RunPod (the default): rents a pod. --provider ssh: adds a machine you can SSH to, after\n" +
 			"checking it (SSH with its host key checked, nvidia-smi for its GPUs, Docker); its pod id is\n" +
 			"ssh-… and its name --name (default the host name). Its \"pod\" is the Scope container that\n" +
-			"`scopectl deploy --pod ID` runs there.",
+			"`scopectl deploy --pod ID` runs there.\n\n" +
+			"Once the pod runs (the host answers), the guard starts there (as `scopectl pod guard` does) and\n" +
+			"enforces the pod's limits with this machine closed; --no-guard leaves that to `pod watch`/`serve`.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch prov {
 			case sshhost.Name:
-				return a.createSSHHost(cmd.Context(), cmd, host, spec.Name, rf)
+				return a.createSSHHost(cmd.Context(), cmd, host, spec.Name, rf, gf)
 			case runpod.Name:
 				if host != "" {
 					return usageError("--host is for --provider ssh")
@@ -158,9 +163,14 @@ func (a *app) podCreate() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a.warn(fmt.Sprintf("pod %s: its limits (%s) are on the pod; the guard that enforces them there starts with `scopectl pod guard %s` once the pod runs (deploy starts it); until then `scopectl pod watch` enforces them",
-				pod.ID, (provider.Limits{IdleStop: idle, MaxHours: maxHours}).String(), pod.ID))
-			return a.out(pod, func(w io.Writer) { printPod(w, c, pod, rec) })
+			v := podStarted{Pod: pod}
+			v.Guard, v.GuardError = a.startGuard(cmd.Context(), c, pod, rf, gf, slices.Contains(spec.Ports, "22/tcp"))
+			return a.out(v, func(w io.Writer) {
+				printPod(w, c, pod, rec)
+				if v.Guard != nil {
+					printGuard(w, v.Guard)
+				}
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -180,8 +190,17 @@ func (a *app) podCreate() *cobra.Command {
 	f.StringVar(&prov, "provider", runpod.Name, "runpod, or ssh: add a host you can SSH to (--host)")
 	f.StringVar(&host, "host", "", "with --provider ssh: ssh://user@host:port")
 	bf.add(cmd)
+	gf.add(cmd)
 	rf.addSSH(cmd)
 	return cmd
+}
+
+// podStarted is pod create's and pod start's answer: the pod and its guard (or why
+// there is none).
+type podStarted struct {
+	*provider.Pod
+	Guard      *guard.Installed `json:"guard,omitempty"`
+	GuardError string           `json:"guard_error,omitempty"`
 }
 
 // createPod creates a pod (pod create, deploy --new): the store's record, keyed by a
@@ -425,6 +444,7 @@ func notFound(err error) error {
 
 func (a *app) podAction(verb string) *cobra.Command {
 	var rf remoteFlags
+	var gf guardFlags
 	cmd := &cobra.Command{
 		Use: verb + " ID",
 		Short: map[string]string{"stop": "Stop a pod (the volume stays; billing for the GPU stops), or an SSH host's Scope container",
@@ -447,9 +467,33 @@ func (a *app) podAction(verb string) *cobra.Command {
 				if n, ok := c.(interface{ Name() string }); ok {
 					a.recordStop(cmd.Context(), n.Name(), id, ledger.EndScopectl, "scopectl pod stop")
 				}
+				return a.out(map[string]string{"id": id, "action": verb}, func(w io.Writer) { fmt.Fprintf(w, "%s: %s requested\n", id, verb) })
 			}
-			return a.out(map[string]string{"id": id, "action": verb}, func(w io.Writer) { fmt.Fprintf(w, "%s: %s requested\n", id, verb) })
+			// A restart leaves the pod without its guard (the container's processes are
+			// gone): start it again, once the pod runs.
+			res := struct {
+				ID         string           `json:"id"`
+				Action     string           `json:"action"`
+				Guard      *guard.Installed `json:"guard,omitempty"`
+				GuardError string           `json:"guard_error,omitempty"`
+			}{ID: id, Action: verb}
+			if p, err := c.Get(cmd.Context(), id); err != nil {
+				res.GuardError = "guard not started on " + id + ": " + oneLineErr(err)
+				a.warn(res.GuardError)
+			} else {
+				res.Guard, res.GuardError = a.startGuard(cmd.Context(), c, p, rf, gf, true)
+			}
+			info := res.Guard
+			return a.out(res, func(w io.Writer) {
+				fmt.Fprintf(w, "%s: %s requested\n", id, verb)
+				if info != nil {
+					printGuard(w, info)
+				}
+			})
 		},
+	}
+	if verb == "start" {
+		gf.add(cmd)
 	}
 	rf.addSSH(cmd)
 	rf.kube.add(cmd)

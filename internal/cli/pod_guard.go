@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,10 +16,10 @@ import (
 	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/gpu"
 	"github.com/daydreamlive/scopectl/internal/guard"
-	"github.com/daydreamlive/scopectl/internal/ledger"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
 	"github.com/daydreamlive/scopectl/internal/provider/sshhost"
+	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/watch"
 )
@@ -44,17 +43,36 @@ func (a *app) guardCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			lim, err := guard.LimitsFromEnviron()
 			fl := cmd.Flags()
-			if fl.Changed("idle-stop") || fl.Changed("max-hours") || fl.Changed("stop-on-job-end") {
+			override := fl.Changed("idle-stop") || fl.Changed("max-hours") || fl.Changed("stop-on-job-end")
+			var lim provider.Limits
+			var err error
+			switch {
+			case override:
 				lim.IdleStop, _ = fl.GetDuration("idle-stop")
 				lim.MaxHours, _ = fl.GetFloat64("max-hours")
 				lim.StopOnJobEnd, _ = fl.GetBool("stop-on-job-end")
-				err = nil
+			case container != "":
+				lim = provider.Limits{IdleStop: guard.DefaultHostIdleStop} // until the container's labels say otherwise
+			default:
+				if lim, err = guard.LimitsFromEnviron(); err != nil {
+					return err
+				}
 			}
+			var podID, key string
+			if container == "" {
+				podID, key = guard.PodEnv(runpod.EnvPodID), guard.PodEnv(runpod.EnvAPIKey)
+				if podID == "" || key == "" {
+					return errors.New("guard: no RUNPOD_POD_ID or RUNPOD_API_KEY on this machine: not a RunPod pod (use --container on an SSH host)")
+				}
+				secret.Default.Add(secret.New(key))
+			}
+			// The lock first: a second guard exits at once, before it asks anything.
+			release, err := guard.Lock(cmpDir(dir))
 			if err != nil {
 				return err
 			}
+			defer release()
 			logf := func(format string, args ...any) {
 				fmt.Fprintf(a.stderr, "%s %s\n", time.Now().UTC().Format(time.RFC3339), secret.Default.Redact(fmt.Sprintf(format, args...)))
 			}
@@ -67,15 +85,13 @@ func (a *app) guardCmd() *cobra.Command {
 			if container != "" {
 				ds := guard.DockerStopper{Container: container}
 				g.Stopper, g.Target = ds, "container "+container
+				if !override {
+					g.Refresh = ds.Limits
+				}
 				if t, err := ds.StartedAt(ctx); err == nil {
 					g.Started = t
 				}
 			} else {
-				podID, key := guard.PodEnv(runpod.EnvPodID), guard.PodEnv(runpod.EnvAPIKey)
-				if podID == "" || key == "" {
-					return errors.New("guard: no RUNPOD_POD_ID or RUNPOD_API_KEY on this machine: not a RunPod pod (use --container on an SSH host)")
-				}
-				secret.Default.Add(secret.New(key))
 				opts := runpod.OptionsFromEnv(guard.PodEnv)
 				opts.APIKey, opts.Redactor = secret.New(key), secret.Default
 				c, err := runpod.New(opts)
@@ -94,11 +110,6 @@ func (a *app) guardCmd() *cobra.Command {
 					}
 				}
 			}
-			release, err := guard.Lock(cmpDir(dir))
-			if err != nil {
-				return err
-			}
-			defer release()
 			err = g.Run(ctx)
 			if ctx.Err() != nil {
 				return nil
@@ -137,10 +148,12 @@ func (a *app) podGuardCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "guard ID [--idle-stop D] [--max-hours H]",
 		Short: "Start the guard on a pod (or SSH host): it stops the pod itself past its limits, laptop closed or not",
-		Long: "Copies this scopectl (static linux/amd64) to " + DefaultAgentBinDir + " on the pod over SSH and starts\n" +
-			"`scopectl guard` there (one per pod: a second start replaces nothing). On RunPod it stops the pod\n" +
+		Long: "Copies this scopectl (static linux/amd64) to " + guard.DefaultPodDir + " on the pod over SSH and starts\n" +
+			"`scopectl guard` there (one per pod: a guard already running is kept). On RunPod it stops the pod\n" +
 			"with the pod-scoped RUNPOD_API_KEY RunPod puts into every pod; your own key never goes there.\n" +
-			"It reads the stops an earlier guard made into the cost ledger.",
+			"On an SSH host it reads the limits from the Scope container's labels (deploy sets them).\n" +
+			"`pod create`, `pod start` and deploy start it too. It reads the stops an earlier guard made into\n" +
+			"the cost ledger.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -149,21 +162,27 @@ func (a *app) podGuardCmd() *cobra.Command {
 				return err
 			}
 			o.idleSet, o.maxSet = cmd.Flags().Changed("idle-stop"), cmd.Flags().Changed("max-hours")
-			info, err := a.installGuardWith(ctx, c, p, rf, binary, o)
+			info, err := a.installGuardWith(ctx, c, p, rf, binary, o, 0, false)
 			if err != nil {
 				return err
 			}
-			return a.out(info, func(w io.Writer) {
-				fmt.Fprintf(w, "guard running on %s (pid %v): %s\n", p.ID, info["pid"], info["limits"])
-			})
+			return a.out(info, func(w io.Writer) { printGuard(w, info) })
 		},
 	}
 	cmd.Flags().StringVar(&binary, "binary", "", "scopectl binary to copy (default: this one, if linux/amd64)")
-	cmd.Flags().DurationVar(&o.idle, "idle-stop", 0, "on an SSH host: the idle limit (default: the host's record)")
-	cmd.Flags().Float64Var(&o.maxHours, "max-hours", 0, "on an SSH host: the max hours (default: the host's record)")
+	cmd.Flags().DurationVar(&o.idle, "idle-stop", 0, "replace the pod's idle limit")
+	cmd.Flags().Float64Var(&o.maxHours, "max-hours", 0, "replace the pod's max hours")
 	cmd.Flags().BoolVar(&o.noGPU, "no-gpu", false, "the guard ignores nvidia-smi (Scope and training jobs decide alone)")
 	rf.add(cmd)
 	return cmd
+}
+
+func printGuard(w io.Writer, g *guard.Installed) {
+	if g.Already {
+		fmt.Fprintf(w, "guard already running on %s (pid %d): kept\n", g.Pod, g.PID)
+		return
+	}
+	fmt.Fprintf(w, "guard running on %s (pid %d): %s\n", g.Pod, g.PID, g.Limits)
 }
 
 // guardOverrides are pod guard's flags.
@@ -174,25 +193,23 @@ type guardOverrides struct {
 	noGPU           bool
 }
 
-// guardEvery is how often a guard with these limits checks: every 30 s, more often
-// for limits under a minute and a half.
-func guardEvery(l provider.Limits) time.Duration {
-	if l.IdleStop > 0 && l.IdleStop < 90*time.Second {
-		return max(l.IdleStop/3, 200*time.Millisecond)
-	}
-	return guard.DefaultEvery
-}
-
-// installGuard copies scopectl onto pod p and starts its guard. On an SSH host the
-// guard runs on the host itself and docker-stops the Scope container.
+// installGuard copies scopectl onto pod p and starts its guard (guard.Install). On an
+// SSH host the guard runs on the host itself and docker-stops the Scope container.
 func (a *app) installGuard(ctx context.Context, c provider.Provider, p *provider.Pod, rf remoteFlags, binary string) (map[string]any, error) {
-	return a.installGuardWith(ctx, c, p, rf, binary, guardOverrides{})
+	info, err := a.installGuardWith(ctx, c, p, rf, binary, guardOverrides{}, 0, false)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"pod": info.Pod, "limits": info.Limits, "log": info.Log, "pid": info.PID, "already_running": info.Already}, nil
 }
 
-func (a *app) installGuardWith(ctx context.Context, c provider.Provider, p *provider.Pod, rf remoteFlags, binary string, o guardOverrides) (map[string]any, error) {
+// installGuardWith is guard.Install with this machine's SSH, binary and ledger; wait
+// (>0) waits that long for the pod to run (with its public SSH port when needSSH).
+func (a *app) installGuardWith(ctx context.Context, c provider.Provider, p *provider.Pod, rf remoteFlags, binary string, o guardOverrides, wait time.Duration, needSSH bool) (*guard.Installed, error) {
+	in := guard.InstallInput{Pod: p, Provider: c, Wait: wait, NeedSSH: needSSH, NoGPU: o.noGPU, Warn: a.warn}
 	if binary == "" {
 		if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
-			return nil, fmt.Errorf("guard not installed: this scopectl is %s/%s, the pod needs linux/amd64 (--binary)", runtime.GOOS, runtime.GOARCH)
+			return nil, &guard.NotInstalledError{Pod: p.ID, Missing: fmt.Sprintf("this scopectl is %s/%s, the pod needs linux/amd64 (--binary)", runtime.GOOS, runtime.GOARCH)}
 		}
 		exe, err := os.Executable()
 		if err != nil {
@@ -204,132 +221,74 @@ func (a *app) installGuardWith(ctx context.Context, c provider.Provider, p *prov
 	if err != nil {
 		return nil, err
 	}
-	_, isHost := c.(*sshhost.Provider)
-	lim := limitsOf(*p, nil)
-	dir, extra, container := DefaultAgentBinDir, "", ""
-	if isHost {
+	in.Binary = bin
+	if o.idleSet || o.maxSet {
+		l := provider.Limits{}
+		if cur := limitsOf(*p, nil); cur != nil {
+			l = *cur
+		}
+		if o.idleSet {
+			l.IdleStop = o.idle
+		}
+		if o.maxSet {
+			l.MaxHours = o.maxHours
+		}
+		l.FromPod, l.Problem = false, ""
+		in.Limits, in.Override = l, true
+	}
+	if _, isHost := c.(*sshhost.Provider); isHost {
 		rec, _, err := a.sshHost(ctx, p.ID)
 		if err != nil {
 			return nil, err
 		}
-		if lim == nil {
-			lim = &provider.Limits{IdleStop: rec.IdleStop, MaxHours: rec.MaxHours}
-		}
-		if o.idleSet {
-			lim.IdleStop = o.idle
-		}
-		if o.maxSet {
-			lim.MaxHours = o.maxHours
-		}
-		container = rec.Container
-		if container == "" {
-			container = "daydream-scope"
-		}
-		dir = "" // $HOME/.scopectl, read below
-		extra = fmt.Sprintf(" --container %s --idle-stop %s --max-hours %g", shq(container), lim.IdleStop, lim.MaxHours)
-		if port, ok := p.Ports["8000/http"]; ok {
-			extra += fmt.Sprintf(" --scope-url http://127.0.0.1:%d", port)
-		}
-	} else if lim == nil {
-		return nil, fmt.Errorf("guard not installed: pod %s carries no limits (%s): not created by this scopectl; `scopectl pod watch` can still stop it if it is recorded", p.ID, provider.EnvIdleStop)
-	}
-	u, ok := p.SSHURL()
-	if !ok {
-		return nil, fmt.Errorf("guard not installed: pod %s has no public SSH port; `scopectl pod watch` enforces its limits", p.ID)
-	}
-	if !isHost && rf.knownHosts == "" {
+		in.Host, in.Container = true, rec.Container
+	} else if rf.knownHosts == "" {
+		// A pod's host keys are made when its container starts: trusted on first use, per pod.
 		rf.knownHosts = filepath.Join(a.cfg.DataDir, "known_hosts.d", p.ID)
 		rf.acceptNewHostKey = true
 	}
-	if o.noGPU {
-		extra += " --no-gpu"
+	in.Open = func(ctx context.Context, u string) (remote.Remote, remote.Runner, error) {
+		return a.openRunner(ctx, u, rf)
 	}
-	extra += " --every " + guardEvery(*lim).String()
-	if dir == "" {
-		// An SSH host: the guard lives in the login's home.
-		_, hrun, err := a.openRunner(ctx, u, rf)
-		if err != nil {
-			return nil, fmt.Errorf("guard not installed: %w; `scopectl pod watch` enforces the limits", err)
+	if ls, err := a.ledgerStore(); err == nil {
+		in.Ledger = ls
+		if n, ok := c.(interface{ Name() string }); ok {
+			in.ProviderName = n.Name()
 		}
-		out, code, err := hrun.Run(ctx, `mkdir -p "$HOME/.scopectl" && chmod 700 "$HOME/.scopectl" && echo "$HOME"`)
-		home := strings.TrimSpace(lastLine(out))
-		if err != nil || code != 0 || !strings.HasPrefix(home, "/") || strings.ContainsAny(home, "'\"$`\\") {
-			return nil, fmt.Errorf("guard not installed: cannot read the login's home on %s (exit %d, %v)", p.ID, code, err)
-		}
-		dir = home + "/.scopectl"
-		extra += " --dir " + shq(dir+"/guard-"+container)
 	}
-	r, run, err := a.openRunner(ctx, strings.TrimSuffix(u, "/")+dir, rf)
+	return guard.Install(ctx, in)
+}
+
+// guardFlags are --no-guard and --guard-wait (pod create, pod start).
+type guardFlags struct {
+	off  bool
+	wait time.Duration
+}
+
+func (g *guardFlags) add(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&g.off, "no-guard", false, "do not start the guard on the pod (`scopectl pod watch` or `serve` then enforce its limits)")
+	cmd.Flags().DurationVar(&g.wait, "guard-wait", 10*time.Minute, "how long to wait for the pod to run before starting its guard")
+}
+
+// startGuard starts the guard on pod p after a create or start (unless --no-guard)
+// and says in one line when it could not: the pod is there all the same.
+func (a *app) startGuard(ctx context.Context, c provider.Provider, p *provider.Pod, rf remoteFlags, gf guardFlags, needSSH bool) (*guard.Installed, string) {
+	_, isHost := c.(*sshhost.Provider)
+	if _, isRunPod := c.(*runpod.Client); !isHost && !isRunPod {
+		return nil, "" // Kubernetes: its controllers own the pods
+	}
+	if gf.off {
+		a.warn(fmt.Sprintf("pod %s: no guard (--no-guard): `scopectl pod watch` or `scopectl serve` enforce its limits from this machine", p.ID))
+		return nil, ""
+	}
+	if !isHost && p.Status != provider.StatusRunning {
+		a.warn(fmt.Sprintf("pod %s: waiting up to %s for it to run, to start its guard (--no-guard skips)", p.ID, gf.wait))
+	}
+	info, err := a.installGuardWith(ctx, c, p, rf, "", guardOverrides{}, gf.wait, needSSH)
 	if err != nil {
-		return nil, fmt.Errorf("guard not installed: %w; `scopectl pod watch` enforces the limits", err)
+		msg := oneLineErr(err)
+		a.warn(msg)
+		return nil, msg
 	}
-	defer r.Close()
-	sh := func(script string) (string, int, error) { return run.Run(ctx, script) }
-	if !isHost {
-		// The pod-scoped key RunPod gives every pod: without it the guard cannot stop the pod.
-		if _, code, err := sh(`test -n "$RUNPOD_API_KEY" || tr '\0' '\n' < /proc/1/environ 2>/dev/null | grep -q '^RUNPOD_API_KEY=.'`); err != nil || code != 0 {
-			return nil, fmt.Errorf("guard not installed: pod %s has no RUNPOD_API_KEY (RunPod's pod-scoped key) to stop itself with; `scopectl pod watch` enforces its limits", p.ID)
-		}
-	}
-	absDir := dir
-	gdir := absDir + "/guard"
-	if isHost {
-		gdir = absDir + "/guard-" + container
-	}
-	// The stops an earlier guard made, into the ledger.
-	if out, code, err := sh("cat " + gdir + "/stops.jsonl 2>/dev/null"); err == nil && code == 0 {
-		a.ingestGuardStops(ctx, c, p, out)
-	}
-	if err := putBytes(ctx, r, "scopectl", bin, nil); err != nil {
-		return nil, fmt.Errorf("guard not installed: copying scopectl: %w", err)
-	}
-	exe := absDir + "/scopectl"
-	start := "chmod 700 " + exe + " && mkdir -p " + gdir + " && " +
-		"if [ -f " + gdir + "/guard.lock ] && kill -0 $(cat " + gdir + "/guard.lock) 2>/dev/null; then cat " + gdir + "/guard.lock; exit 0; fi; " +
-		"nohup " + exe + " guard" + extra + " >> " + absDir + "/guard.log 2>&1 < /dev/null & sleep 1; " +
-		"kill -0 $! && echo $!"
-	out, code, err := sh(start)
-	if err != nil || code != 0 {
-		tail, _, _ := sh("tail -n 3 " + absDir + "/guard.log")
-		return nil, fmt.Errorf("guard not installed: it did not start (exit %d, %v): %s", code, err, strings.Join(strings.Fields(tail), " "))
-	}
-	info := map[string]any{"pod": p.ID, "limits": limitsText(lim), "log": absDir + "/guard.log"}
-	if pid, err := strconv.Atoi(strings.TrimSpace(lastLine(out))); err == nil {
-		info["pid"] = pid
-	}
-	return info, nil
-}
-
-func lastLine(s string) string {
-	ls := strings.Split(strings.TrimSpace(s), "\n")
-	return ls[len(ls)-1]
-}
-
-// ingestGuardStops records the stops a guard wrote (stops.jsonl) in the ledger.
-func (a *app) ingestGuardStops(ctx context.Context, c provider.Provider, p *provider.Pod, jsonl string) {
-	ls, err := a.ledgerStore()
-	if err != nil {
-		return
-	}
-	prov := ""
-	if n, ok := c.(interface{ Name() string }); ok {
-		prov = n.Name()
-	}
-	for _, ln := range strings.Split(jsonl, "\n") {
-		s, err := guard.ReadStop([]byte(ln))
-		if err != nil || s == nil || !s.Accepted {
-			continue
-		}
-		run := &provider.Pod{ID: p.ID, Name: p.Name, GPUType: p.GPUType, CostPerHr: cmpFloat(s.CostPerHr, p.CostPerHr), StartedAt: s.Started, VolumeGB: p.VolumeGB}
-		if err := ledger.Stopped(ctx, ls, prov, p.ID, s.At, ledger.EndGuard, s.Reason, time.Duration(s.IdleFor*float64(time.Second)), run); err != nil {
-			a.warn("cost ledger: a guard stop of " + p.ID + " was not recorded: " + oneLineErr(err))
-		}
-	}
-}
-
-func cmpFloat(a, b float64) float64 {
-	if a != 0 {
-		return a
-	}
-	return b
+	return info, ""
 }

@@ -43,9 +43,24 @@ func runningPod(t *testing.T, e *env) (*runpodtest.Server, string) {
 	t.Helper()
 	key := "rpa_" + strings.Repeat("G5", 20)
 	srv := fakeRunPod(t, key)
-	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--ports", "8000/http",
-		"--ssh-key", filepath.Join(e.root, "no-key.pub"), "--json"))
+	out, errs, code := e.run("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--ports", "8000/http",
+		"--ssh-key", filepath.Join(e.root, "no-key.pub"), "--json")
+	if code != 0 {
+		t.Fatalf("pod create: exit %d %s", code, errs)
+	}
+	pod := decode[map[string]any](t, out)
 	id := pod["id"].(string)
+	// No SSH to start the guard with: said in one line, with the fallback; the pod stays.
+	var guardLine string
+	for _, l := range strings.Split(errs, "\n") {
+		if strings.Contains(l, "guard not installed") {
+			guardLine = l
+		}
+	}
+	if !strings.Contains(guardLine, "guard not installed on "+id+": no public SSH port") || !strings.Contains(guardLine, "pod watch") ||
+		pod["guard_error"] == nil || pod["guard"] != nil {
+		t.Fatalf("pod create without SSH: %q %v", errs, pod)
+	}
 	for i := 0; ; i++ {
 		got := decode[map[string]any](t, e.mustRun("pod", "get", id, "--json"))
 		if got["status"] == "RUNNING" {

@@ -135,10 +135,10 @@ func podScopeURL(c provider.Provider, p *provider.Pod) string {
 }
 
 // createSSHHost is `pod create --provider ssh`: the host is checked and recorded.
-func (a *app) createSSHHost(ctx context.Context, cmd *cobra.Command, host, name string, rf remoteFlags) error {
-	for _, f := range []string{"gpu", "gpus", "cloud", "image", "volume-gb", "container-disk-gb", "network-volume", "ports", "max-price", "idle-stop", "max-hours", "ssh-key"} {
+func (a *app) createSSHHost(ctx context.Context, cmd *cobra.Command, host, name string, rf remoteFlags, gf guardFlags) error {
+	for _, f := range []string{"gpu", "gpus", "cloud", "image", "volume-gb", "container-disk-gb", "network-volume", "ports", "max-price", "idle-stop", "max-hours", "ssh-key", "guard-wait"} {
 		if cmd.Flags().Changed(f) {
-			return usageError("--%s is for RunPod pods; an SSH host is added as it is (--host, --name)", f)
+			return usageError("--%s is for RunPod pods; an SSH host is added as it is (--host, --name; its limits are deploy's --idle-stop/--max-hours)", f)
 		}
 	}
 	if host == "" {
@@ -155,7 +155,14 @@ func (a *app) createSSHHost(ctx context.Context, cmd *cobra.Command, host, name 
 	if err != nil {
 		return err
 	}
-	return a.out(p, func(w io.Writer) { printPod(w, c, p, nil) })
+	v := podStarted{Pod: p}
+	v.Guard, v.GuardError = a.startGuard(ctx, c, p, rf, gf, true)
+	return a.out(v, func(w io.Writer) {
+		printPod(w, c, p, nil)
+		if v.Guard != nil {
+			printGuard(w, v.Guard)
+		}
+	})
 }
 
 // sshHostGPUs is `pod gpus --provider ssh`: the GPUs of every recorded host.

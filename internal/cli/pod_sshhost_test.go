@@ -97,14 +97,14 @@ func TestPodSSHHost(t *testing.T) {
 		}
 	}
 
-	p := decode[hostPodJSON](t, e.mustRun("pod", "create", "--provider", "ssh", "--host", host, "--name", "box", "--json"))
+	p := decode[hostPodJSON](t, e.mustRun("pod", "create", "--provider", "ssh", "--host", host, "--name", "box", "--no-guard", "--json"))
 	if !strings.HasPrefix(p.ID, "ssh-") || p.Name != "box" || p.Status != "RUNNING" || p.GPUType != "NVIDIA H100 80GB HBM3" || p.GPUCount != 1 ||
 		p.PublicIP != "127.0.0.1" || p.Ports["22/tcp"] != sshdPort || p.SSHUser != "root" {
 		t.Fatalf("pod create --provider ssh: %+v", p)
 	}
 	id := p.ID
 	// Adding it again is the same host.
-	if again := decode[hostPodJSON](t, e.mustRun("pod", "create", "--provider", "ssh", "--host", host+"/", "--json")); again.ID != id || again.Name != "box" {
+	if again := decode[hostPodJSON](t, e.mustRun("pod", "create", "--provider", "ssh", "--host", host+"/", "--no-guard", "--json")); again.ID != id || again.Name != "box" {
 		t.Fatalf("added twice: %+v", again)
 	}
 	// No RunPod key: pod ls lists the SSH hosts alone.
@@ -150,7 +150,7 @@ func TestPodSSHHost(t *testing.T) {
 	// A second address of the same machine that goes away: EXITED, unreachable.
 	relay, stop := tcpRelay(t, fmt.Sprintf("127.0.0.1:%d", sshdPort))
 	gone := decode[hostPodJSON](t, e.mustRun("pod", "create", "--provider", "ssh", "--host", fmt.Sprintf("ssh://"+testkit.User()+"@127.0.0.1:%d", relay),
-		"--name", "flaky", "--accept-new-host-key", "--json"))
+		"--name", "flaky", "--accept-new-host-key", "--no-guard", "--json"))
 	stop()
 	ls = decode[[]hostPodJSON](t, e.mustRun("pod", "ls", "--json"))
 	states := map[string]hostPodJSON{}
@@ -196,7 +196,7 @@ func TestPodSSHHost(t *testing.T) {
 	if p := decode[hostPodJSON](t, e.mustRun("pod", "get", id, "--json")); p.Status != "EXITED" || !strings.Contains(p.Detail, "exited") {
 		t.Fatalf("pod get after stop: %+v", p)
 	}
-	e.mustRun("pod", "start", id)
+	e.mustRun("pod", "start", id, "--no-guard")
 	if p := decode[hostPodJSON](t, e.mustRun("pod", "get", id, "--json")); p.Status != "RUNNING" {
 		t.Fatalf("pod get after start: %+v", p)
 	}

@@ -32,7 +32,7 @@ func TestPodLifecycleCLI(t *testing.T) {
 	}
 	// Crash between request and answer: exactly one pod, recorded, found again.
 	srv.Inject(runpodtest.Fault{Route: "POST /pods", Kind: runpodtest.DropAfterApply})
-	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--json"))
+	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--no-guard", "--json"))
 	id := pod["id"].(string)
 	srv.SetTimes(id, time.Now().Add(-10*time.Hour), time.Now().Add(-2*time.Hour))
 	ls := decode[[]map[string]any](t, e.mustRun("pod", "ls", "--json"))
@@ -52,7 +52,7 @@ func TestPodLifecycleCLI(t *testing.T) {
 		t.Fatalf("cost of a stopped pod: %+v", cost)
 	}
 	time.Sleep(20 * time.Millisecond)
-	e.mustRun("pod", "start", id)
+	e.mustRun("pod", "start", id, "--no-guard")
 	if cost := decode[costJSON](t, e.mustRun("cost", "--json")); len(cost.Pods) != 1 || !cost.Pods[0].Running || cost.Pods[0].Hours > 2.02 {
 		t.Fatalf("cost after a restart: %+v", cost)
 	}
@@ -90,7 +90,7 @@ func TestPodLifecycleCLI(t *testing.T) {
 func TestPodWatchStopsPastMaxHours(t *testing.T) {
 	e := newEnv(t)
 	fakeRunPod(t, "rpa_"+strings.Repeat("W7", 20))
-	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--max-hours", "0.0002", "--json"))
+	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--max-hours", "0.0002", "--no-guard", "--json"))
 	id := pod["id"].(string)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -149,7 +149,7 @@ func TestPodWatchScopeThroughProxy(t *testing.T) {
 	}))
 	t.Cleanup(proxy.Close)
 	t.Setenv("SCOPECTL_RUNPOD_PROXY_URL", proxy.URL+"/proxy/{pod}-{port}")
-	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--idle-stop", "1s", "--json"))
+	pod := decode[map[string]any](t, e.mustRun("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--idle-stop", "1s", "--no-guard", "--json"))
 	id := pod["id"].(string)
 	for i := 0; decode[map[string]any](t, e.mustRun("pod", "get", id, "--json"))["status"] != "RUNNING"; i++ {
 		if i > 100 {

@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/atomicfile"
+	"github.com/daydreamlive/scopectl/internal/httpx"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/store"
 	"github.com/daydreamlive/scopectl/internal/watch"
@@ -57,6 +58,8 @@ const (
 	DefaultEvery       = 30 * time.Second
 	DefaultErrorLimit  = 3
 	DefaultStopTimeout = 60 * time.Second
+	// DefaultMaxStopBackoff is the longest wait between two failed stops.
+	DefaultMaxStopBackoff = 5 * time.Minute
 )
 
 // Stopper stops the one target a guard watches.
@@ -88,14 +91,23 @@ type Guard struct {
 	// ErrorLimit: consecutive checks where every probe failed before they count as idle.
 	ErrorLimit int
 	CostPerHr  float64 // recorded with each stop (the ledger prices the run with it)
-	Now        func() time.Time
-	Log        func(format string, args ...any)
+	// Refresh, when set, reads the target's limits again at every check (an SSH host's
+	// container labels, which a later deploy may change); ok false keeps Limits.
+	Refresh func(ctx context.Context) (l provider.Limits, ok bool, err error)
+	// MaxStopBackoff bounds the wait between failed stops (they back off from Every,
+	// doubling); default DefaultMaxStopBackoff.
+	MaxStopBackoff time.Duration
+	Now            func() time.Time
+	Log            func(format string, args ...any)
 
-	mu         sync.Mutex
-	lastActive time.Time
-	errs       int
-	stopped    bool // a stop was accepted and the target is not seen running again
-	sawJob     bool
+	mu          sync.Mutex
+	lastActive  time.Time
+	errs        int
+	stopped     bool // the target is not running (stopped by this guard or anyone): waiting for it to run again
+	sawJob      bool
+	failedStops int       // stops in a row the provider did not accept
+	nextStop    time.Time // no stop is asked for before this, after a failed one
+	refreshErr  string
 }
 
 // Stop is one stop the guard made, as stop.json and each line of stops.jsonl hold it.
@@ -220,14 +232,24 @@ func (g *Guard) Check(ctx context.Context) string {
 			g.lastActive = now
 		}
 	}
-	if r, ok := g.Stopper.(Runner); ok && g.stopped {
+	g.refresh(ctx)
+	if r, ok := g.Stopper.(Runner); ok {
 		running, err := r.Running(ctx)
-		if err != nil || !running {
-			return g.note(now, "stopped; waiting for it to run again")
+		switch {
+		case err != nil:
+			// What cannot be seen is not stopped: docker itself is failing.
+			return g.note(now, "cannot see "+g.Stopper.String()+" ("+oneLine(err.Error())+"): not stopped")
+		case !running:
+			if !g.stopped {
+				g.logf("guard: %s is not running: waiting for it to run", g.Stopper)
+			}
+			g.stopped = true
+			return g.note(now, "not running; waiting for it to run")
+		case g.stopped:
+			// Started again (by a user, a deploy): a full idle limit, a fresh max-hours count.
+			g.stopped, g.Started, g.lastActive, g.errs, g.failedStops, g.nextStop = false, now, now, 0, 0, time.Time{}
+			g.logf("guard: %s runs: limits (%s) count from now", g.Stopper, g.Limits)
 		}
-		// Started again (by a user): a full idle limit, a fresh max-hours count.
-		g.stopped, g.Started, g.lastActive, g.errs = false, now, now, 0
-		g.logf("guard: %s runs again: limits start over", g.Stopper)
 	}
 
 	if max := g.Limits.MaxDuration(); max > 0 {
@@ -288,6 +310,27 @@ func (g *Guard) Check(ctx context.Context) string {
 	return g.note(now, v+unknown)
 }
 
+// refresh reads the target's limits again (Refresh); a failure keeps the last ones
+// and is logged once.
+func (g *Guard) refresh(ctx context.Context) {
+	if g.Refresh == nil {
+		return
+	}
+	l, ok, err := g.Refresh(ctx)
+	if err != nil {
+		if msg := oneLine(err.Error()); msg != g.refreshErr {
+			g.refreshErr = msg
+			g.logf("guard: cannot read the limits of %s (%s): keeping %s", g.Stopper, msg, g.Limits)
+		}
+		return
+	}
+	g.refreshErr = ""
+	if ok && l != g.Limits {
+		g.logf("guard: %s now carries limits %s (were %s)", g.Stopper, l, g.Limits)
+		g.Limits = l
+	}
+}
+
 func (g *Guard) ask(ctx context.Context) (bool, string, error) {
 	var failed []string
 	var whys []string
@@ -334,9 +377,14 @@ func (g *Guard) note(now time.Time, verdict string) string {
 	return verdict
 }
 
-// stop records the stop, then asks for it. A failure is retried at the next check,
-// after the signals have been read again.
+// stop records the stop, then asks for it. A failure is retried at a later check,
+// after the signals have been read again, backing off from Every (doubling, with
+// jitter) up to MaxStopBackoff: an API that is down is not hammered, and a pod that
+// became busy meanwhile is not stopped.
 func (g *Guard) stop(ctx context.Context, now time.Time, kind, reason string) string {
+	if now.Before(g.nextStop) {
+		return g.note(now, fmt.Sprintf("stop failed %d time(s); next try in %s (reason: %s)", g.failedStops, g.nextStop.Sub(now).Round(time.Second), reason))
+	}
 	s := Stop{Target: g.Target, Reason: reason, Kind: kind, At: now.UTC(), By: "guard", Limits: g.Limits,
 		Started: g.Started.UTC(), IdleFor: max(now.Sub(g.lastActive), 0).Seconds(), CostPerHr: g.CostPerHr}
 	g.writeStop(s) // before asking: a RunPod stop kills this process
@@ -347,9 +395,21 @@ func (g *Guard) stop(ctx context.Context, now time.Time, kind, reason string) st
 	if err != nil {
 		s.Error = oneLine(err.Error())
 		g.writeStop(s)
-		g.logf("guard: stop %s failed, trying again at the next check: %s", g.Stopper, s.Error)
+		g.failedStops++
+		every := g.Every
+		if every <= 0 {
+			every = DefaultEvery
+		}
+		maxWait := g.MaxStopBackoff
+		if maxWait <= 0 {
+			maxWait = DefaultMaxStopBackoff
+		}
+		wait := httpx.Backoff{Min: every, Max: max(maxWait, every)}.Delay(g.failedStops, "")
+		g.nextStop = now.Add(wait)
+		g.logf("guard: stop %s failed (%d in a row), trying again in %s if still idle: %s", g.Stopper, g.failedStops, wait.Round(time.Millisecond), s.Error)
 		return g.note(now, "stop failed: "+s.Error+" (reason: "+reason+")")
 	}
+	g.failedStops, g.nextStop = 0, time.Time{}
 	s.Accepted = true
 	g.writeStop(s)
 	g.appendLedger(s)

@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -78,13 +79,40 @@ func (s DockerStopper) Stop(ctx context.Context) error {
 	return nil
 }
 
-// Running implements Runner.
+// Running implements Runner. A container that does not exist (not deployed yet, or
+// removed) is not running.
 func (s DockerStopper) Running(ctx context.Context) (bool, error) {
-	out, err := exec.CommandContext(ctx, s.docker(), "inspect", "-f", "{{.State.Running}}", s.Container).Output()
+	out, err := exec.CommandContext(ctx, s.docker(), "container", "inspect", "-f", "{{.State.Running}}", s.Container).CombinedOutput()
 	if err != nil {
-		return false, fmt.Errorf("docker inspect %s: %v", s.Container, err)
+		if noSuch(string(out)) {
+			return false, nil
+		}
+		return false, fmt.Errorf("docker inspect %s: %v: %s", s.Container, err, oneLine(string(out)))
 	}
 	return strings.TrimSpace(string(out)) == "true", nil
+}
+
+func noSuch(out string) bool {
+	low := strings.ToLower(out)
+	return strings.Contains(low, "no such container") || strings.Contains(low, "no such object")
+}
+
+// Limits reads the limits the container carries as labels (deploy sets them: see
+// provider.LabelIdleStop); ok is false when it carries none.
+func (s DockerStopper) Limits(ctx context.Context) (l provider.Limits, ok bool, err error) {
+	out, err := exec.CommandContext(ctx, s.docker(), "container", "inspect", "-f", "{{json .Config.Labels}}", s.Container).CombinedOutput()
+	if err != nil {
+		if noSuch(string(out)) {
+			return l, false, nil
+		}
+		return l, false, fmt.Errorf("docker inspect %s: %v: %s", s.Container, err, oneLine(string(out)))
+	}
+	var labels map[string]string
+	if err := json.Unmarshal(out, &labels); err != nil {
+		return l, false, fmt.Errorf("docker inspect %s: labels: %v", s.Container, err)
+	}
+	l, ok = provider.LimitsFromEnv(provider.LimitsEnvFromLabels(labels))
+	return l, ok, nil
 }
 
 // StartedAt is when the container last started (docker inspect), on the host's clock.
