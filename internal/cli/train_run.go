@@ -33,9 +33,10 @@ import (
 
 // trainRunCmds are the commands that run and follow training jobs.
 func (a *app) trainRunCmds() []*cobra.Command {
-	return []*cobra.Command{a.trainRun(), a.trainStatus(), a.trainLogs(), a.trainLs(), a.trainCtl("stop", "Stop a job: the stop flag, then SIGINT, then SIGKILL (never during a save)"),
+	cmds := []*cobra.Command{a.trainRun(), a.trainStatus(), a.trainLogs(), a.trainLs(), a.trainCtl("stop", "Stop a job: the stop flag, then SIGINT, then SIGKILL (never during a save)"),
 		a.trainCtl("save-now", "Save a checkpoint at the next step"), a.trainCtl("sample-now", "Make samples at the next step"),
 		a.trainResume(), a.trainCollect(), a.trainWatch(), a.trainCompare(), a.trainSupervise(), a.trainSuperviseCtl()}
+	return append(cmds, a.trainKubeCmds()...)
 }
 
 // trainer is the laptop side with this invocation's library and remote settings.
@@ -78,6 +79,7 @@ func (a *app) trainer(rf remoteFlags) (*train.Trainer, error) {
 		}
 		return podSSHURL(p), nil
 	}
+	a.kubeTrainer(t, rf)
 	return t, nil
 }
 
@@ -89,6 +91,7 @@ func (a *app) trainRun() *cobra.Command {
 	var pv previewFlags
 	var interval, wait time.Duration
 	var volumeGB int
+	var kf kubeTrainFlags
 	cmd := &cobra.Command{
 		Use:   "run CONFIG (--host ssh://user@host:port [--aitk-dir DIR | --image REF] | --pod ID | --new --gpu TYPE)",
 		Short: "Train a LoRA on a machine over SSH: check, send the dataset, start a supervisor there, follow it and collect checkpoints",
@@ -101,6 +104,12 @@ func (a *app) trainRun() *cobra.Command {
 			ctx := cmd.Context()
 			in.Config = args[0]
 			switch {
+			case kf.on() && (host != "" || pod != "" || newPod):
+				return usageError("--provider kubernetes (--target k8s://…) goes without --host, --pod and --new")
+			case kf.on():
+				if done, err := a.kubeTrainMachine(ctx, cmd, &in, &kf, gpu, wait); done || err != nil {
+					return err
+				}
 			case (host != "") && (pod != "") || (host != "" || pod != "") && newPod:
 				return usageError("give one of --host, --pod and --new")
 			case newPod:
@@ -135,7 +144,9 @@ func (a *app) trainRun() *cobra.Command {
 			if host != "" && in.AITKDir == "" && in.Image == "" {
 				return usageError("on an SSH host give --aitk-dir (an ai-toolkit checkout there) or --image (an ai-toolkit image for docker run)")
 			}
-			in.HFToken = a.cfg.HFToken
+			if !kf.on() {
+				in.HFToken = a.cfg.HFToken // on Kubernetes: from the Job's Secret
+			}
 			in.Preview = pv.target
 			t, err := a.trainer(rf)
 			if err != nil {
@@ -164,10 +175,10 @@ func (a *app) trainRun() *cobra.Command {
 	f.StringVar(&host, "host", "", "the machine: ssh://user@host:port")
 	f.StringVar(&pod, "pod", "", "a RunPod pod (direct SSH); its image must be ai-toolkit's unless --aitk-dir or --image")
 	f.BoolVar(&newPod, "new", false, "rent a RunPod pod running "+train.DefaultImage+" (CUDA "+strings.Join(train.AllowedCUDA, ",")+" hosts only); stopped when the job ends unless --keep")
-	f.StringVar(&gpu, "gpu", "", "with --new: GPU type id, e.g. \"NVIDIA H100 80GB HBM3\"")
+	f.StringVar(&gpu, "gpu", "", "with --new: GPU type id, e.g. \"NVIDIA H100 80GB HBM3\"; with --provider kubernetes: RESOURCE=COUNT (default nvidia.com/gpu=1)")
 	f.StringVar(&cloud, "cloud", "secure", "with --new: secure or community")
 	f.IntVar(&volumeGB, "volume-gb", 100, "with --new: pod volume at /workspace, GB (datasets, base weights, outputs)")
-	f.DurationVar(&wait, "wait", 15*time.Minute, "with --new: how long to wait for the pod to run")
+	f.DurationVar(&wait, "wait", 15*time.Minute, "with --new or --provider kubernetes: how long to wait for the pod to run")
 	f.StringVar(&in.AITKDir, "aitk-dir", "", "an ai-toolkit checkout on the machine (python run.py there)")
 	f.StringVar(&in.Image, "image", "", "an ai-toolkit image to docker run on the machine (e.g. ostris/aitoolkit:"+aitk.Version+")")
 	f.StringVar(&in.Workspace, "workspace", train.DefaultWorkspace, "folder on the machine for datasets, outputs and jobs")
@@ -186,6 +197,7 @@ func (a *app) trainRun() *cobra.Command {
 		f.MarkHidden(n)
 	}
 	rf.add(cmd)
+	kf.add(cmd)
 	return cmd
 }
 
@@ -378,6 +390,9 @@ func (a *app) watchJob(ctx context.Context, t *train.Trainer, id string, interva
 			}
 		},
 		PodGone: func(ctx context.Context, job store.TrainJob) (string, bool) {
+			if isKubeJob(job) {
+				return a.kubeJobGone(ctx, job)
+			}
 			c, err := a.runpod()
 			if err != nil {
 				return "", false
@@ -396,6 +411,9 @@ func (a *app) watchJob(ctx context.Context, t *train.Trainer, id string, interva
 			return "", false
 		},
 		StopMachine: func(ctx context.Context, job store.TrainJob) error {
+			if isKubeJob(job) {
+				return t.Release(ctx, job) // the Job completes; its claim stays
+			}
 			c, _, err := a.podWithClient(ctx, job.PodID, rf)
 			if err != nil {
 				return err

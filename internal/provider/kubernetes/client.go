@@ -219,6 +219,8 @@ func (c *Client) explain(err error, what string) error {
 		return fmt.Errorf("kubernetes: %s: %w: %s", what, provider.ErrNotFound, statusMessage(err))
 	case apierrors.IsInvalid(err) && strings.Contains(statusMessage(err), "updates to statefulset spec for fields other than"):
 		return fmt.Errorf("kubernetes: %s: a StatefulSet's volume claims, selector and service name cannot change once created (--volume-size, --storage-class): keep the old values, or pod rm it (its volumes go too) and deploy again", what)
+	case apierrors.IsInvalid(err) && strings.HasPrefix(what, "apply job ") && strings.Contains(statusMessage(err), "field is immutable"):
+		return fmt.Errorf("kubernetes: %s: a Job's pod template (image, GPU, env, volumes) cannot change once created: delete the Job (its workspace claim stays) or run under another name", what)
 	case errors.As(err, &st):
 		return fmt.Errorf("kubernetes: %s: %s", what, statusMessage(err))
 	case errors.As(err, &ue), errors.As(err, &ne):

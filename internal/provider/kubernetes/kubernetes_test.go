@@ -11,7 +11,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -520,60 +519,6 @@ func TestStopStartRm(t *testing.T) {
 	}
 	if _, err := c.Get(ctx, "nope"); !errors.Is(err, provider.ErrNotFound) {
 		t.Fatalf("get missing: %v", err)
-	}
-}
-
-func TestTrainJob(t *testing.T) {
-	e, c := client(t)
-	ctx := context.Background()
-	js := kubernetes.TrainJobSpec{Name: "run1", Image: "ostris/aitoolkit:1", Command: []string{"scopectl", "train", "supervise", "/workspace/output/run1"},
-		GPUCount: 1, SecretEnv: map[string]secret.Secret{"HF_TOKEN": secret.New(hfToken)}, Env: map[string]string{"AITK_JOB_ID": "run1"}}
-	first, err := c.ApplyJob(ctx, js, kubernetes.ApplyOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := actions(first); got != "PersistentVolumeClaim=created PersistentVolumeClaim=created Secret=created Job=created" {
-		t.Fatalf("apply job: %s", got)
-	}
-	second, err := c.ApplyJob(ctx, js, kubernetes.ApplyOptions{})
-	if err != nil || actions(second) != "PersistentVolumeClaim=unchanged PersistentVolumeClaim=unchanged Secret=unchanged Job=unchanged" {
-		t.Fatalf("second apply job: %s %v", actions(second), err)
-	}
-	j, err := e.CS.BatchV1().Jobs(c.Namespace).Get(ctx, "run1", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(j)
-	if *j.Spec.BackoffLimit != 0 || j.Spec.Template.Spec.RestartPolicy != corev1.RestartPolicyNever || strings.Contains(string(b), hfToken) {
-		t.Fatalf("job spec: backoff %d restart %s", *j.Spec.BackoffLimit, j.Spec.Template.Spec.RestartPolicy)
-	}
-	if q := j.Spec.Template.Spec.Containers[0].Resources.Limits["nvidia.com/gpu"]; q.String() != "1" {
-		t.Fatalf("GPU limit %s", q.String())
-	}
-	if vs := j.Spec.Template.Spec.Volumes; len(vs) != 2 || vs[0].PersistentVolumeClaim.ClaimName != "run1-dataset" || vs[1].PersistentVolumeClaim.ClaimName != "run1-output" {
-		t.Fatalf("volumes %+v", vs)
-	}
-	st, err := c.JobStatus(ctx, "run1")
-	if err != nil || st.Phase != "pending" {
-		t.Fatalf("status %+v %v", st, err)
-	}
-	// The job controller's verdict, played.
-	now := metav1.Now()
-	j.Status = batchv1.JobStatus{StartTime: &now, Failed: 1, Conditions: []batchv1.JobCondition{
-		{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit", LastTransitionTime: now},
-		{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit", LastTransitionTime: now}}}
-	if _, err := e.CS.BatchV1().Jobs(c.Namespace).UpdateStatus(ctx, j, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	st, err = c.JobStatus(ctx, "run1")
-	if err != nil || st.Phase != "failed" || !strings.Contains(st.Reason, "BackoffLimitExceeded") {
-		t.Fatalf("failed status %+v %v", st, err)
-	}
-	if err := c.DeleteJob(ctx, "run1"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.CS.CoreV1().PersistentVolumeClaims(c.Namespace).Get(ctx, "run1-output", metav1.GetOptions{}); err != nil {
-		t.Fatalf("output claim gone with the job: %v", err)
 	}
 }
 

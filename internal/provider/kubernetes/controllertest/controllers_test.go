@@ -198,7 +198,7 @@ func TestRealJobController(t *testing.T) {
 	e.StartControllers(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	js := kubernetes.TrainJobSpec{Name: "run1", Image: "ostris/aitoolkit:1", Command: []string{"python", "run.py"},
+	js := kubernetes.TrainJobSpec{Name: "run1", Image: "ostris/aitoolkit:1",
 		SecretEnv: map[string]secret.Secret{"HF_TOKEN": secret.New(hfToken)}}
 	waitFor(ctx, t, "default service account", func() bool {
 		_, err := e.CS.CoreV1().ServiceAccounts(c.Namespace).Get(ctx, "default", metav1.GetOptions{})

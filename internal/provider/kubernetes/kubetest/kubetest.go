@@ -240,3 +240,43 @@ func stopControllers() {
 		os.RemoveAll(ctlDir)
 	}
 }
+
+// JobPod plays the job controller: it creates the pod of Job name from its template
+// (the labels the controller sets, owned by the Job) and gives it status, as a kubelet
+// would. It returns the pod's name.
+func (e *Env) JobPod(t testing.TB, ns, name string, status corev1.PodStatus) string {
+	t.Helper()
+	ctx := context.Background()
+	j, err := e.CS.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lbl := map[string]string{"batch.kubernetes.io/job-name": name, "job-name": name, "batch.kubernetes.io/controller-uid": string(j.UID)}
+	for k, v := range j.Spec.Template.Labels {
+		lbl[k] = v
+	}
+	ctrl := true
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: name + "-", Namespace: ns, Labels: lbl,
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: name, UID: j.UID, Controller: &ctrl}}},
+		Spec: *j.Spec.Template.Spec.DeepCopy()}
+	got, err := e.CS.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.PodStatus(t, ns, got.Name, status)
+	return got.Name
+}
+
+// PodStatus sets pod's status, as a kubelet would.
+func (e *Env) PodStatus(t testing.TB, ns, pod string, status corev1.PodStatus) {
+	t.Helper()
+	ctx := context.Background()
+	got, err := e.CS.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Status = status
+	if _, err := e.CS.CoreV1().Pods(ns).UpdateStatus(ctx, got, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
