@@ -229,6 +229,12 @@ func writeBody(w http.ResponseWriter, status int, b []byte) {
 }
 
 func (s *Server) writeErr(w http.ResponseWriter, err error) {
+	b, status := s.errBody(err)
+	writeBody(w, status, b)
+}
+
+// errBody is err as the JSON error answer, with its status.
+func (s *Server) errBody(err error) ([]byte, int) {
 	status := http.StatusInternalServerError
 	var he *httpError
 	if errors.As(err, &he) {
@@ -240,7 +246,11 @@ func (s *Server) writeErr(w http.ResponseWriter, err error) {
 	if status >= 500 {
 		s.log.Warn("request failed", "status", status, "error", msg)
 	}
-	s.writeJSON(w, status, apiError{msg})
+	b, st := s.encode(apiError{msg})
+	if st != http.StatusOK {
+		status = st
+	}
+	return b, status
 }
 
 // api adapts a handler that returns its answer or an error.
