@@ -58,6 +58,7 @@ func (a *app) reconciled(ctx context.Context) ([]podView, error) {
 		return nil, err
 	}
 	a.observeLedger(ctx, c.Name(), ps, views)
+	a.observeVolumes(ctx, c, ps)
 	return views, nil
 }
 

@@ -59,6 +59,31 @@ func (a *app) observeLedger(ctx context.Context, prov string, ps store.PodStore,
 	}
 }
 
+// observeVolumes brings the ledger's network-volume rows up to date with RunPod's
+// network volumes (billed for as long as they exist); a failure is a warning.
+func (a *app) observeVolumes(ctx context.Context, c *runpod.Client, ps store.PodStore) {
+	ls, ok := ps.(store.LedgerStore)
+	if !ok {
+		return
+	}
+	vols, err := c.NetworkVolumes(ctx)
+	if err != nil {
+		a.warn("network volumes not read (their storage is not in the ledger now): " + oneLineErr(err))
+		return
+	}
+	in := make([]ledger.Volume, len(vols))
+	for i, v := range vols {
+		in[i] = ledger.Volume{ID: v.ID, Name: v.Name, SizeGB: v.SizeGB}
+	}
+	notes, err := ledger.ObserveVolumes(ctx, ls, c.Name(), in, time.Now())
+	for _, n := range notes {
+		a.warn(n)
+	}
+	if err != nil {
+		a.warn("cost ledger not updated: " + oneLineErr(err))
+	}
+}
+
 func oneLineErr(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
 
 // recordStop writes a stop scopectl made into the ledger (pod stop, pod rm).
@@ -162,7 +187,9 @@ func (a *app) costCmd() *cobra.Command {
 		Long: "Every start and stop of every pod scopectl sees is kept in the ledger (from RunPod's\n" +
 			"lastStartedAt, status and cost per hour, from scopectl's own stops and the guards'). GPU\n" +
 			"time at each run's price (a price change splits the run), the pod volume at RunPod's rates\n" +
-			"($0.10/GB-month running, $0.20 stopped), and what idle time before idle stops cost. A run\n" +
+			"($0.10/GB-month running, $0.20 stopped), network volumes as their own lines for as long as\n" +
+			"they exist ($0.07/GB-month for the first TB, $0.05 beyond; counted from when scopectl first\n" +
+			"listed them), and what idle time before idle stops cost. A run\n" +
 			"whose stop was not seen counts until it was last seen running (a lower bound; said so).\n" +
 			"RunPod's own billing is the reference. --offline reads the ledger without asking RunPod.",
 		Args: cobra.NoArgs,
@@ -214,8 +241,11 @@ func printCost(w io.Writer, rep ledger.Report) {
 		fmt.Fprintf(tw, "%s\tHOURS\tGPU $\tIDLE $\tSTORAGE $\t$\n", title)
 		for _, l := range ls {
 			run := ""
-			if l.Running {
-				run = " (running)"
+			if l.Name != "" {
+				run = " (" + l.Name + ")"
+			}
+			if l.Running && title != "VOLUME" {
+				run += " (running)"
 			}
 			fmt.Fprintf(tw, "%s%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\n", l.Key, run, l.Hours, l.GPUDollars, l.IdleDollars, l.Storage, l.Dollars)
 		}
@@ -224,6 +254,7 @@ func printCost(w io.Writer, rep ledger.Report) {
 	section("POD", rep.Pods)
 	section("DEPLOY", rep.Deploys)
 	section("JOB", rep.Jobs)
+	section("VOLUME", rep.Volumes)
 	section("DAY", rep.Days)
 	section("MONTH", rep.Months)
 	t := rep.Total

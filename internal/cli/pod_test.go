@@ -62,6 +62,15 @@ func TestPodLifecycleCLI(t *testing.T) {
 	if text := e.mustRun("cost"); !strings.Contains(text, id) || !strings.Contains(text, "TOTAL") {
 		t.Fatalf("cost text: %s", text)
 	}
+	// A network volume: billed while it exists, its own line (the sums are the ledger's tests).
+	srv.SetNetworkVolumes([]runpodtest.NetworkVolume{{ID: "nv7models", Name: "models", SizeGB: 100, DataCenterID: "EU-RO-1"}})
+	e.mustRun("pod", "ls", "--json")
+	if cost := decode[costJSON](t, e.mustRun("cost", "--json")); len(cost.Volumes) != 1 || cost.Volumes[0].Key != "nv7models" || cost.Volumes[0].Name != "models" || !cost.Volumes[0].Running {
+		t.Fatalf("cost with a network volume: %+v", cost.Volumes)
+	}
+	if text := e.mustRun("cost"); !strings.Contains(text, "VOLUME") || !strings.Contains(text, "nv7models (models)") {
+		t.Fatalf("cost text with a network volume: %s", text)
+	}
 	// A budget: this pod's rate for 24 h passes $1/day: a warning, and refused with --strict.
 	if _, errs, code := e.run("pod", "create", "--gpu", "NVIDIA GeForce RTX 4090", "--budget", "$1/day", "--strict", "--max-hours", "24"); code != 3 || !strings.Contains(errs, "budget $1.00/day") {
 		t.Fatalf("--strict over budget: %d %s", code, errs)
@@ -111,6 +120,7 @@ func TestPodWatchStopsPastMaxHours(t *testing.T) {
 
 type costLine struct {
 	Key     string  `json:"key"`
+	Name    string  `json:"name"`
 	Hours   float64 `json:"hours"`
 	GPU     float64 `json:"gpu_dollars"`
 	Running bool    `json:"running"`
@@ -119,6 +129,7 @@ type costLine struct {
 type costJSON struct {
 	Pods    []costLine `json:"pods"`
 	Deploys []costLine `json:"deploys"`
+	Volumes []costLine `json:"volumes"`
 	Days    []costLine `json:"days"`
 	Months  []costLine `json:"months"`
 	Total   costLine   `json:"total"`

@@ -8,9 +8,11 @@ import (
 	"github.com/daydreamlive/scopectl/internal/store"
 )
 
-// Line is one group of a report: a pod, a deploy (its name), a job, a day or a month.
+// Line is one group of a report: a pod, a deploy (its name), a job, a network volume,
+// a day or a month.
 type Line struct {
 	Key         string  `json:"key"`
+	Name        string  `json:"name,omitempty"` // a network volume's name
 	Hours       float64 `json:"hours"`
 	GPUDollars  float64 `json:"gpu_dollars"`
 	IdleDollars float64 `json:"idle_dollars"` // of GPUDollars: idle time before idle stops
@@ -26,6 +28,7 @@ type Report struct {
 	Pods      []Line    `json:"pods"`
 	Deploys   []Line    `json:"deploys"`
 	Jobs      []Line    `json:"jobs"`
+	Volumes   []Line    `json:"volumes"` // network volumes: storage only, at NetworkMonthly
 	Days      []Line    `json:"days"`
 	Months    []Line    `json:"months"`
 	Total     Line      `json:"total"`
@@ -36,10 +39,13 @@ type Report struct {
 // Build sums runs over [since, now): GPU time at each run's price, split across UTC
 // days; the pod volume at RunPod's running rate during runs and its stopped rate
 // between a pod's runs (and after its last one, for pods in live); idle cost is the
-// idle time before each idle stop. since zero: everything.
+// idle time before each idle stop; network volumes (IsVolume rows) at NetworkMonthly
+// for as long as they existed, as their own lines and in the days' and months'
+// storage. since zero: everything.
 func Build(runs []store.Run, since, now time.Time, live map[string]bool) Report {
 	rep := Report{Since: since.UTC(), Until: now.UTC()}
 	pods, deploys, jobs, days, months := map[string]*Line{}, map[string]*Line{}, map[string]*Line{}, map[string]*Line{}, map[string]*Line{}
+	volumes, volNames := map[string]*Line{}, map[string]string{}
 	add := func(m map[string]*Line, key string, hours, gpu, idle, storage float64, running bool) {
 		if key == "" {
 			return
@@ -68,6 +74,33 @@ func Build(runs []store.Run, since, now time.Time, live map[string]bool) Report 
 	lastEnd := map[string]time.Time{}
 	byPod := map[string]store.Run{}
 	for _, r := range runs {
+		if IsVolume(r) {
+			end, running := now, r.EndedAt == nil
+			if !running {
+				end = *r.EndedAt
+			} else if r.SeenAt.Before(now.Add(-24 * time.Hour)) {
+				end = r.SeenAt // not seen for a day: counted to when it was last seen
+			}
+			monthly := NetworkMonthly(r.VolumeGB)
+			a, b := clip(r.StartedAt, end)
+			for t := a; t.Before(b); {
+				next := time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, time.UTC)
+				if next.After(b) {
+					next = b
+				}
+				h := next.Sub(t).Hours()
+				st := monthly * h / hoursPerMonth
+				add(volumes, r.PodID, h, 0, 0, st, running)
+				add(days, t.UTC().Format("2006-01-02"), 0, 0, 0, st, false)
+				add(months, t.UTC().Format("2006-01"), 0, 0, 0, st, false)
+				rep.Total.Storage += st
+				t = next
+			}
+			if r.Name != "" {
+				volNames[r.PodID] = r.Name
+			}
+			continue
+		}
 		end := now
 		running := r.EndedAt == nil
 		if !running {
@@ -144,6 +177,10 @@ func Build(runs []store.Run, since, now time.Time, live map[string]bool) Report 
 	rep.Total.Key = "total"
 	rep.Total.Dollars = rep.Total.GPUDollars + rep.Total.Storage
 	rep.Pods, rep.Deploys, rep.Jobs, rep.Days, rep.Months = lines(pods), lines(deploys), lines(jobs), lines(days), lines(months)
+	rep.Volumes = lines(volumes)
+	for i := range rep.Volumes {
+		rep.Volumes[i].Name = volNames[rep.Volumes[i].Key]
+	}
 	if rep.Estimated > 0 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d run(s) stopped unseen: counted until last seen running (a lower bound)", rep.Estimated))
 	}

@@ -186,6 +186,7 @@ type Server struct {
 	priceMult map[string]float64
 
 	podKeyN, podKeyRefused int
+	volumes                []NetworkVolume
 }
 
 // New starts a Server; it is closed when the test ends.
@@ -545,6 +546,8 @@ func (s *Server) serve(w0 http.ResponseWriter, r *http.Request) {
 		s.stop(buf, id)
 	case "POST /graphql":
 		s.graphql(buf, body)
+	case "GET /v1/networkvolumes":
+		s.listVolumes(buf)
 	default:
 		if strings.HasPrefix(r.URL.Path, "/v1/pods") {
 			writeJSON(buf, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
