@@ -386,7 +386,7 @@ func (a *app) logsCmd() *cobra.Command {
 	var follow bool
 	var rf remoteFlags
 	cmd := &cobra.Command{
-		Use:   "logs [POD-ID | SSH-HOST-ID | ssh://user@host:port]",
+		Use:   "logs [POD-ID | SSH-HOST-ID | ssh://user@host:port | k8s://CONTEXT/NAMESPACE/NAME]",
 		Short: "Print the tail of a deployment's log (-f: follow)",
 		Long: "With an SSH host (or ssh:// URL), the Scope container's output through `docker logs`;\n" +
 			"with a RunPod pod, Scope's own log (/workspace/logs, through /api/v1/logs/tail behind\n" +
@@ -407,6 +407,12 @@ func (a *app) logsCmd() *cobra.Command {
 				return nil
 			}
 			base := scopeURL
+			if len(args) == 1 && strings.HasPrefix(args[0], "k8s://") {
+				if !cmd.Flags().Changed("name") {
+					name = "scope" // the container; --name agent: the sidecar's
+				}
+				return a.kubeLogs(ctx, args[0], name, n, follow, emit)
+			}
 			if len(args) == 1 && !cmd.Flags().Changed("scope") {
 				target, err := a.hostTarget(ctx, args[0], &name, cmd.Flags().Changed("name"))
 				if err != nil {

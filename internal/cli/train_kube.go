@@ -255,17 +255,18 @@ func (a *app) kubeJobGone(ctx context.Context, job store.TrainJob) (string, bool
 
 // trainKubeCmds are the commands a training Job's pod runs.
 func (a *app) trainKubeCmds() []*cobra.Command {
-	var to string
+	var to, ws string
 	initCmd := &cobra.Command{
-		Use:    "kube-init --to PATH",
-		Short:  "Copy this scopectl to PATH (a training pod's init container)",
+		Use:    "kube-init --to PATH [--workspace DIR]",
+		Short:  "Copy this scopectl to PATH and into the workspace (a training pod's init container)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return train.CopySelf(to)
+			return train.CopySelf(to, ws)
 		},
 	}
 	initCmd.Flags().StringVar(&to, "to", "", "where to copy it")
+	initCmd.Flags().StringVar(&ws, "workspace", "", "also put it where train run looks for its scopectl on this workspace")
 	initCmd.MarkFlagRequired("to")
 
 	var root, listen string

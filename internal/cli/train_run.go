@@ -506,6 +506,7 @@ func (a *app) trainStatus() *cobra.Command {
 func (a *app) trainLogs() *cobra.Command {
 	var rf remoteFlags
 	var follow bool
+	var container string
 	cmd := &cobra.Command{
 		Use:   "logs JOB [-f]",
 		Short: "Print the trainer's output (train.log on the machine); -f follows it to the end of the job",
@@ -515,11 +516,22 @@ func (a *app) trainLogs() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if container != "" {
+				job, err := t.Job(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				if !isKubeJob(job) {
+					return usageError("--container: job %s does not run on Kubernetes", job.ID)
+				}
+				return a.kubeJobLogs(cmd.Context(), job, rf.kube.kubeconfig, container, follow)
+			}
 			_, err = t.Logs(cmd.Context(), args[0], 0, follow, a.stdout)
 			return err
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the job ends")
+	cmd.Flags().StringVar(&container, "container", "", "kubernetes: the log of the Job pod's container instead (train: the holder and supervisor; agent: the sidecar), through the API server")
 	rf.add(cmd)
 	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -306,29 +307,37 @@ func fileExists(p string) bool {
 }
 
 // CopySelf copies this scopectl to path (0755, atomically): a training pod's init
-// container puts it where the ai-toolkit image's container finds it.
-func CopySelf(path string) error {
+// container puts it where the ai-toolkit image's container finds it. With a workspace,
+// it also puts it where `train run` sends its scopectl (.scopectl/bin/scopectl-<sha256
+// prefix>, content-addressed): a laptop running the same build then sends nothing.
+func CopySelf(path, workspace string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	src, err := os.Open(exe)
+	b, err := os.ReadFile(exe)
 	if err != nil {
 		return err
 	}
-	defer src.Close()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := atomicfile.Create(filepath.Dir(path), filepath.Base(path), 0o755)
-	if err != nil {
+	if err := atomicfile.WriteFile(path, b, 0o755); err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, src); err != nil {
-		f.Abort()
+	if workspace == "" {
+		return nil
+	}
+	sum := sha256.Sum256(b)
+	dir := filepath.Join(workspace, ".scopectl", "bin")
+	dst := filepath.Join(dir, "scopectl-"+hex.EncodeToString(sum[:6])) // sendBinary's name
+	if fi, err := os.Stat(dst); err == nil && fi.Size() == int64(len(b)) {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	return f.Commit()
+	return atomicfile.WriteFile(dst, b, 0o755)
 }
 
 // Release tells a Kubernetes training pod that the laptop is done with it (the last

@@ -165,8 +165,8 @@ func (s TrainJobSpec) BuildJob(ns string) (JobObjects, error) {
 	bin := JobBinDir + "/scopectl"
 	// The scopectl binary, copied out of the agent image for the trainer's container.
 	initBin := coreac.Container().WithName("scopectl-bin").WithImage(s.AgentImage).
-		WithCommand("scopectl", "train", "kube-init", "--to", bin).
-		WithVolumeMounts(coreac.VolumeMount().WithName("scopectl").WithMountPath(JobBinDir))
+		WithCommand("scopectl", "train", "kube-init", "--to", bin, "--workspace", JobWorkspace).
+		WithVolumeMounts(coreac.VolumeMount().WithName("scopectl").WithMountPath(JobBinDir), ws)
 	// The agent: a native sidecar (an init container that keeps running), so that it
 	// is up before the trainer and ends with it.
 	agent := coreac.Container().WithName("agent").WithImage(s.AgentImage).

@@ -259,6 +259,8 @@ func TestTrainOnKubernetesJob(t *testing.T) {
 	defer ms.Close()
 	tr := trainer(t, filepath.Join(root, "data"))
 	tr.Dial = ms.Open
+	var notes testkit.SyncBuffer
+	tr.Notify = func(msg string) { t.Log(msg); notes.Write([]byte(msg + "\n")) }
 	res, err := tr.Run(ctx, train.RunInput{Config: cfg, Target: kubernetes.MachineURL(c.Target(), "kubelora-1"), PodID: "kubelora-1",
 		AITKDir: checkout, Workspace: k.ws, Binary: filepath.Join(k.bin, "scopectl"), Force: true,
 		Env: []string{aitktest.EnvStepMS + "=40"}, Poll: 100 * time.Millisecond, StopGrace: 3 * time.Second, KillGrace: 2 * time.Second})
@@ -266,6 +268,9 @@ func TestTrainOnKubernetesJob(t *testing.T) {
 		t.Fatalf("run: %v\n%s", err, k.holdOut.String())
 	}
 	id := res.Job.ID
+	if strings.Contains(notes.String(), "sending scopectl") {
+		t.Error("scopectl was sent although the init container put the same build on the workspace")
+	}
 	if res.Job.Target != "k8s://lab/"+c.Namespace+"/kubelora-1" {
 		t.Fatalf("recorded target %q", res.Job.Target)
 	}
