@@ -330,3 +330,49 @@ func (a *app) trainKubeCmds() []*cobra.Command {
 	holdCmd.MarkFlagRequired("name")
 	return []*cobra.Command{initCmd, agentCmd, holdCmd}
 }
+
+// kubeResumeMachine gives a Kubernetes job a pod to resume on: its own while it still
+// runs (the holder lingers after the job ended), else a new Job like the old one over
+// the same workspace claim (job folder, checkpoints and HF cache are on it); the job's
+// record then points at the new Job.
+func (a *app) kubeResumeMachine(ctx context.Context, t *train.Trainer, job *store.TrainJob, rf remoteFlags, wait time.Duration) error {
+	tg, name, _, err := kubernetes.ParseMachine(job.Target)
+	if err != nil {
+		return err
+	}
+	tg.Kubeconfig = rf.kube.kubeconfig
+	c, err := kubernetes.New(tg)
+	if err != nil {
+		return err
+	}
+	if st, err := c.JobStatus(ctx, name); err == nil && st.Phase == kubernetes.JobRunning && st.Ready {
+		return nil
+	}
+	spec, err := c.JobSpecOf(ctx, name)
+	if err != nil {
+		return fmt.Errorf("resume on Kubernetes: %w", err)
+	}
+	base := strings.TrimSuffix(name, "-"+name[strings.LastIndex(name, "-")+1:])
+	spec.Name = kubeJobName(base)
+	if a.cfg.HFToken.IsSet() {
+		spec.SecretEnv[kubernetes.SecretHFToken] = a.cfg.HFToken
+	}
+	applied, err := c.ApplyJob(ctx, spec, kubernetes.ApplyOptions{})
+	if err != nil {
+		return err
+	}
+	for _, ap := range applied {
+		a.note("%s/%s %s", ap.Kind, ap.Name, ap.Action)
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if _, err := c.WaitJobRunning(wctx, spec.Name, func(st kubernetes.JobState) { a.note("job %s: %s %s", spec.Name, st.Phase, st.Reason) }); err != nil {
+		return err
+	}
+	job.Target, job.PodID = kubernetes.MachineURL(c.Target(), spec.Name), spec.Name
+	if err := t.Jobs.PutTrainJob(ctx, *job); err != nil {
+		return err
+	}
+	a.note("job %s continues on Job %s (claim %s)", job.ID, spec.Name, spec.Claim)
+	return nil
+}

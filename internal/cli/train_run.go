@@ -604,6 +604,7 @@ func (a *app) trainResume() *cobra.Command {
 	var interval time.Duration
 	var in train.RunInput
 	var host, pod string
+	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "resume JOB [--host ssh://… (--aitk-dir DIR | --image REF) | --pod ID]",
 		Short: "Start a stopped or failed job again, from its newest complete checkpoint: on its machine, or on another one",
@@ -651,6 +652,11 @@ func (a *app) trainResume() *cobra.Command {
 				}
 				return a.watchJob(ctx, t, id, interval, rf, pv)
 			}
+			if job, err := t.Job(ctx, id); err == nil && isKubeJob(job) {
+				if err := a.kubeResumeMachine(ctx, t, &job, rf, wait); err != nil {
+					return err
+				}
+			}
 			res, err := t.Resume(ctx, id)
 			if err != nil {
 				return err
@@ -665,6 +671,7 @@ func (a *app) trainResume() *cobra.Command {
 	f.BoolVar(&detach, "detach", false, "start it and return")
 	f.StringVar(&host, "host", "", "continue on this machine: ssh://user@host:port")
 	f.StringVar(&pod, "pod", "", "continue on this RunPod pod")
+	f.DurationVar(&wait, "wait", 15*time.Minute, "kubernetes: how long to wait for the new Job's pod when the old one has ended")
 	f.StringVar(&in.AITKDir, "aitk-dir", "", "with --host: an ai-toolkit checkout there")
 	f.StringVar(&in.Image, "image", "", "with --host: an ai-toolkit image to docker run there")
 	f.StringVar(&in.Workspace, "workspace", train.DefaultWorkspace, "with --host/--pod: folder there for datasets, outputs and jobs")

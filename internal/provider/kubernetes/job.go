@@ -514,3 +514,66 @@ func (c *Client) DeleteJob(ctx context.Context, name string, claim bool) error {
 	}
 	return nil
 }
+
+// JobSpecOf reads back the TrainJobSpec Job name was applied from (image, GPU, claim,
+// placement, env, and the secret env its Secret still holds but the agent token), so
+// that a job can continue on a new Job over the same workspace claim.
+func (c *Client) JobSpecOf(ctx context.Context, name string) (TrainJobSpec, error) {
+	j, err := c.CS.BatchV1().Jobs(c.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return TrainJobSpec{}, c.explain(err, "get job "+name)
+	}
+	pod := j.Spec.Template.Spec
+	s := TrainJobSpec{Name: name, NodeSelector: pod.NodeSelector, Tolerations: pod.Tolerations, HostNetwork: pod.HostNetwork,
+		Env: map[string]string{}, SecretEnv: map[string]secret.Secret{}, Tag: j.Annotations[AnnoTag]}
+	for _, v := range pod.Volumes {
+		if v.Name == "workspace" && v.PersistentVolumeClaim != nil {
+			s.Claim = v.PersistentVolumeClaim.ClaimName
+		}
+	}
+	for _, ct := range pod.InitContainers {
+		if ct.Name == "agent" {
+			s.AgentImage = ct.Image
+		}
+	}
+	var secretKeys []string
+	for _, ct := range pod.Containers {
+		if ct.Name != TrainContainer {
+			continue
+		}
+		s.Image, s.ImagePullPolicy = ct.Image, ct.ImagePullPolicy
+		for res, q := range ct.Resources.Limits {
+			if res != corev1.ResourceCPU && res != corev1.ResourceMemory {
+				s.GPUResource, s.GPUCount = string(res), q.Value()
+			}
+		}
+		for _, e := range ct.Env {
+			switch {
+			case e.ValueFrom == nil:
+				s.Env[e.Name] = e.Value
+			case e.ValueFrom.SecretKeyRef != nil:
+				secretKeys = append(secretKeys, e.ValueFrom.SecretKeyRef.Key)
+			}
+		}
+		for i, a := range ct.Command {
+			if a == "--linger" && i+1 < len(ct.Command) {
+				s.Linger, _ = time.ParseDuration(ct.Command[i+1])
+			}
+		}
+	}
+	if s.Image == "" || s.Claim == "" {
+		return s, fmt.Errorf("kubernetes: job %s was not made by scopectl's train run (no train container or workspace claim)", name)
+	}
+	if len(secretKeys) > 0 {
+		sec, err := c.CS.CoreV1().Secrets(c.Namespace).Get(ctx, s.SecretName(), metav1.GetOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return s, c.explain(err, "read secret "+s.SecretName())
+		}
+		for _, k := range secretKeys {
+			if sec != nil && len(sec.Data[k]) > 0 {
+				s.SecretEnv[k] = secret.New(string(sec.Data[k]))
+			}
+		}
+	}
+	return s, nil
+}

@@ -148,6 +148,13 @@ func TestTrainJobApply(t *testing.T) {
 	if *j.Spec.BackoffLimit != 0 || j.Spec.Template.Spec.InitContainers[1].RestartPolicy == nil {
 		t.Fatalf("stored job: backoffLimit %d, sidecar %+v", *j.Spec.BackoffLimit, j.Spec.Template.Spec.InitContainers[1])
 	}
+	// Read back for a resume on a new Job over the same claim.
+	back, err := c.JobSpecOf(ctx, "wan-1")
+	if err != nil || back.Image != s.Image || back.AgentImage != s.AgentImage || back.GPUResource != "nvidia.com/gpu" || back.GPUCount != 2 ||
+		back.Claim != "wan-1-workspace" || back.NodeSelector["gpu"] != "h100" || len(back.Tolerations) != 1 || back.Env["PYTHONUNBUFFERED"] != "1" ||
+		back.SecretEnv["HF_TOKEN"].Reveal() != hfToken || back.SecretEnv[kubernetes.SecretAgentToken].IsSet() || back.Linger != 30*time.Minute {
+		t.Fatalf("spec read back: %+v %v", back, err)
+	}
 	// The pod template of a Job cannot change once created: a changed GPU count is the
 	// API server's one-line refusal, and nothing changes.
 	s.GPUCount = 1

@@ -109,8 +109,16 @@ func (k *kubelet) envOf(ct corev1.Container) []string {
 // startPod creates the Job's pod on the API server (the job controller's part) and
 // runs its containers here (the kubelet's), then marks it Running and Ready.
 func startPod(t *testing.T, e *kubetest.Env, c *kubernetes.Client, job string) *kubelet {
+	return startPodOn(t, e, c, job, "")
+}
+
+// startPodOn is startPod with the workspace claim at ws ("": a new one).
+func startPodOn(t *testing.T, e *kubetest.Env, c *kubernetes.Client, job, ws string) *kubelet {
 	root := t.TempDir()
-	k := &kubelet{t: t, e: e, c: c, job: job, ws: filepath.Join(root, "workspace"), bin: filepath.Join(root, "opt-scopectl"),
+	if ws == "" {
+		ws = filepath.Join(root, "workspace")
+	}
+	k := &kubelet{t: t, e: e, c: c, job: job, ws: ws, bin: filepath.Join(root, "opt-scopectl"),
 		scopectl: testkit.Scopectl(t), agentAddr: "127.0.0.1:" + strconv.Itoa(freePort(t)), env: map[string][]string{}, holdDone: make(chan struct{})}
 	os.MkdirAll(k.ws, 0o755)
 	k.pod = e.JobPod(t, c.Namespace, job, corev1.PodStatus{Phase: corev1.PodPending})
@@ -381,8 +389,7 @@ func TestStopAndSaveNowOnKubernetes(t *testing.T) {
 	if err != nil || len(col.Checkpoints) == 0 {
 		t.Fatalf("collect: %+v %v", col, err)
 	}
-	// Nobody releases it: the holder lingers, then ends on its own (stopped: exit 0).
-	// (The Job's linger is 30m; this one's holder is told the same, so release it.)
+	// Released, the holder ends (stopped: exit 0) and the pod with it.
 	if err := tr.Release(ctx, res.Job); err != nil {
 		t.Fatal(err)
 	}
@@ -394,6 +401,42 @@ func TestStopAndSaveNowOnKubernetes(t *testing.T) {
 	if k.holdCode != 0 {
 		t.Fatalf("holder exit %d:\n%s", k.holdCode, k.holdOut.String())
 	}
+	e.PodStatus(t, c.Namespace, k.pod, corev1.PodStatus{Phase: corev1.PodSucceeded})
+	// Resume: a new Job like the old one over the same workspace claim (train resume's
+	// path when the old pod has ended); the job's record points at it, and the same
+	// Trainer.Resume starts a new supervisor there, from the newest checkpoint.
+	spec, err := c.JobSpecOf(ctx, "stoplora-1")
+	if err != nil || spec.Claim != "stoplora-1-workspace" {
+		t.Fatalf("spec of the old job: %+v %v", spec, err)
+	}
+	spec.Name = "stoplora-2"
+	if _, err := c.ApplyJob(ctx, spec, kubernetes.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	k2 := startPodOn(t, e, c, "stoplora-2", k.ws)
+	ms2 := k2.machines()
+	defer ms2.Close()
+	tr.Dial = ms2.Open
+	job, _ := tr.Job(ctx, id)
+	job.Target, job.PodID = kubernetes.MachineURL(c.Target(), "stoplora-2"), "stoplora-2"
+	if err := tr.Jobs.PutTrainJob(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	last := st.Checkpoints[len(st.Checkpoints)-1].Step
+	rs, err := tr.Resume(ctx, id)
+	if err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	waitState(ctx, t, tr, id, "training again", func(st *train.State) bool { return st.Run == 2 && st.Step > last })
+	st2, err := tr.Stop(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2 = waitState(ctx, t, tr, id, "stopped again", func(st *train.State) bool { return train.Terminal(st.Phase) })
+	if st2.Run != 2 || st2.ResumedAt != last {
+		t.Fatalf("after resume: run %d, resumed from step %d, want %d (phase %s, %s; resume said %s)", st2.Run, st2.ResumedAt, last, st2.Phase, st2.Reason, rs.State.Phase)
+	}
+	t.Logf("resumed on a new Job from step %d", last)
 }
 
 func waitState(ctx context.Context, t *testing.T, tr *train.Trainer, id, what string, ok func(*train.State) bool) *train.State {
