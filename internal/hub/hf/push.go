@@ -332,8 +332,8 @@ func (ps *pusher) hash(ctx context.Context, it *pushItem) error {
 		defer tr.Finish()
 	}
 	h := sha256.New()
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	bp := hashBufs.Get().(*[]byte)
+	defer hashBufs.Put(bp)
 	var w io.Writer = h
 	if tr != nil {
 		w = io.MultiWriter(h, tr)
@@ -1292,3 +1292,6 @@ func longestRun(s string, c byte) int {
 	}
 	return best
 }
+
+// hashBufs are the buffers files are hashed through.
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
