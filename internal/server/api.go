@@ -67,6 +67,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/v1/jobs/{id}/{action}", s.api(s.jobAction))
 
 	m.HandleFunc("GET /api/v1/transfers", s.api(s.listTransfers))
+	m.HandleFunc("DELETE /api/v1/transfers/{id}", s.api(s.cancelTransfer))
 
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeJSON(w, http.StatusNotFound, apiError{"no such endpoint: " + r.Method + " " + r.URL.Path})

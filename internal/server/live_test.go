@@ -3,8 +3,12 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"image/jpeg"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +25,8 @@ import (
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/server"
 	"github.com/daydreamlive/scopectl/internal/testkit"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // event is one server-sent event.
@@ -296,4 +302,62 @@ func startHTTP(t *testing.T, srv *server.Server) *httptest.Server {
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return hs
+}
+
+// A sync the page started is canceled by DELETE /api/v1/transfers/{id} (here one stuck
+// in the SSH handshake with a host that never answers); one that ended, an unknown one
+// and another process's are refused.
+func TestCancelTransfer(t *testing.T) {
+	h := newHarness(t, true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // accepts and never speaks
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	home := t.TempDir() // a key to offer, for a handshake that never ends
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	blk, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	os.WriteFile(filepath.Join(home, ".ssh", "id_ed25519"), pem.EncodeToMemory(blk), 0o600)
+	t.Setenv("HOME", home)
+	t.Setenv("SSH_AUTH_SOCK", "")
+	code, body, _ := h.do("POST", "/api/v1/loras/slime/sync", `{"to":"ssh://me@`+ln.Addr().String()+`/loras"}`, auth())
+	var x server.Transfer
+	decodeJSON(t, body, &x)
+	if code != 200 || x.State != "running" {
+		t.Fatalf("sync: %d %s", code, body)
+	}
+	time.Sleep(300 * time.Millisecond)
+	code, body, _ = h.do("DELETE", "/api/v1/transfers/"+x.ID, "", auth())
+	decodeJSON(t, body, &x)
+	if code != 200 || x.State != "canceled" || x.EndedAt == nil {
+		_, all, _ := h.do("GET", "/api/v1/transfers", "", nil)
+		t.Fatalf("cancel: %d %s (%s)", code, body, all)
+	}
+	for id, want := range map[string]int{x.ID: 409, "t999999": 404, "cli-20261202T080000-00": 409} {
+		if code, body, _ := h.do("DELETE", "/api/v1/transfers/"+id, "", auth()); code != want || !strings.Contains(body, `"error"`) {
+			t.Errorf("cancel %s: %d %s, want %d", id, code, body, want)
+		}
+	}
+	if code, _, _ := h.do("DELETE", "/api/v1/transfers/"+x.ID, "", nil); code != 401 {
+		t.Errorf("cancel without the token: %d", code)
+	}
 }

@@ -109,8 +109,8 @@ func (l *lineSplitter) feed(p []byte) []string {
 	l.part = append(l.part, p...)
 	for {
 		i := bytes.IndexByte(l.part, '\n')
-		if i < 0 {
-			if len(l.part) < maxLogLine {
+		if i < 0 || i >= maxLogLine {
+			if i < 0 && len(l.part) < maxLogLine {
 				break
 			}
 			i = maxLogLine - 1

@@ -31,13 +31,15 @@ type Transfer struct {
 	PID       int              `json:"pid,omitempty"` // the process running a cli transfer
 	LoRA      string           `json:"lora"`          // the LoRA, or the file a cli transfer moves
 	To        string           `json:"to"`
-	State     string           `json:"state"` // running | done | failed
+	State     string           `json:"state"` // running | done | failed | canceled
 	Done      int64            `json:"done_bytes"`
 	Total     int64            `json:"total_bytes"`
 	Error     string           `json:"error,omitempty"`
 	Result    *lorasync.Result `json:"result,omitempty"`
 	StartedAt time.Time        `json:"started_at"`
 	EndedAt   *time.Time       `json:"ended_at,omitempty"`
+
+	cancel context.CancelFunc
 }
 
 type transfers struct {
@@ -109,14 +111,20 @@ func (s *Server) startSync(e store.LoRA, to string, req SyncRequest) Transfer {
 	snap := *t
 	s.xfers.mu.Unlock()
 	s.metrics.actions.WithLabelValues("sync").Inc()
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Hour)
+	s.xfers.mu.Lock()
+	t.cancel = cancel
+	s.xfers.mu.Unlock()
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Hour)
 		defer cancel()
 		res, err := s.runSync(ctx, e, to, req, t)
 		now := time.Now().UTC()
 		s.xfers.mu.Lock()
-		t.EndedAt, t.Result = &now, res
-		if err != nil {
+		t.EndedAt, t.Result, t.cancel = &now, res, nil
+		if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+			t.State, t.Error = "canceled", "canceled"
+			s.metrics.transfers.WithLabelValues("canceled").Inc()
+		} else if err != nil {
 			t.State, t.Error = "failed", oneLine(s.red.Redact(err.Error()))
 			s.metrics.transfers.WithLabelValues("failed").Inc()
 		} else {
@@ -192,4 +200,44 @@ func (s *Server) cliTransfers() []Transfer {
 			Done: e.Done, Total: e.Total, StartedAt: e.StartedAt})
 	}
 	return out
+}
+
+// cancelTransfer is DELETE /api/v1/transfers/{id}: a sync this server runs stops (what
+// it had sent in full stays; a file in flight is not left half-written, as lorasync
+// writes each file atomically). Transfers of other processes are theirs to stop.
+func (s *Server) cancelTransfer(r *http.Request) (any, error) {
+	id := r.PathValue("id")
+	if strings.HasPrefix(id, "cli-") {
+		return nil, errorf(http.StatusConflict, "transfer %s runs in another scopectl process: stop it there", id)
+	}
+	s.xfers.mu.Lock()
+	t, ok := s.xfers.all[id]
+	var cancel context.CancelFunc
+	if ok {
+		cancel = t.cancel
+	}
+	s.xfers.mu.Unlock()
+	if !ok {
+		return nil, errorf(http.StatusNotFound, "transfer %q not found", id)
+	}
+	if cancel == nil {
+		return nil, errorf(http.StatusConflict, "transfer %s has ended", id)
+	}
+	cancel()
+	for i := 0; i < 100; i++ {
+		s.xfers.mu.Lock()
+		done, snap := t.EndedAt != nil, *t
+		s.xfers.mu.Unlock()
+		if done {
+			return snap, nil
+		}
+		select {
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	s.xfers.mu.Lock()
+	defer s.xfers.mu.Unlock()
+	return *t, nil
 }

@@ -405,12 +405,14 @@
     $("#xfer-count").textContent = running ? String(running) : "";
     if (state.view !== "transfers") return;
     const tb = $("#xfer-table tbody");
-    if (!r.items.length) { tb.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No transfers yet. Install a LoRA from the library, or run scopectl sync / pull."))); return; }
+    if (!r.items.length) { tb.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No transfers yet. Install a LoRA from the library, or run scopectl sync / pull."))); return; }
     tb.replaceChildren(...r.items.map(t => h("tr", { "data-transfer": t.id }, h("td", {}, h("span", { class: "chip" }, t.op), " ", h("b", {}, t.lora)), h("td", { class: "mono" }, t.to || "–"),
       h("td", { class: "muted" }, t.source === "cli" ? "scopectl (pid " + t.pid + ")" : "this page"),
       h("td", {}, h("span", { class: "pill " + (t.state === "done" ? "ok" : t.state === "failed" ? "bad" : "warn") }, t.state), t.error ? h("div", { class: "muted" }, t.error) : null),
       h("td", {}, h("div", { class: "bar" }, h("i", { "data-w": t.total_bytes ? Math.round(100 * t.done_bytes / t.total_bytes) : (t.state === "done" ? 100 : 0) })), h("div", { class: "muted" }, fmtBytes(t.done_bytes) + " / " + fmtBytes(t.total_bytes))),
-      h("td", { class: "muted" }, fmtAgo(t.started_at)))));
+      h("td", { class: "muted" }, fmtAgo(t.started_at)),
+      h("td", {}, t.source === "serve" && t.state === "running" ? h("button", { class: "btn danger", "data-action": "cancel-transfer",
+        onclick: () => act("cancel " + t.lora, "/api/v1/transfers/" + encodeURIComponent(t.id), null, "DELETE", "canceled").then(r => r && refreshTransfers()) }, "Cancel") : null))));
     tb.querySelectorAll(".bar > i").forEach(i => { i.style.width = i.dataset.w + "%"; });
   }
 
