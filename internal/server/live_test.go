@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"image/jpeg"
 	"net"
 	"net/http"
@@ -19,11 +20,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/deploy/deploytest"
 	"github.com/daydreamlive/scopectl/internal/inflight"
+	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/provider"
+	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/scope"
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/server"
+	"github.com/daydreamlive/scopectl/internal/store"
 	"github.com/daydreamlive/scopectl/internal/testkit"
 
 	"golang.org/x/crypto/ssh"
@@ -359,5 +364,79 @@ func TestCancelTransfer(t *testing.T) {
 	}
 	if code, _, _ := h.do("DELETE", "/api/v1/transfers/"+x.ID, "", nil); code != 401 {
 		t.Errorf("cancel without the token: %d", code)
+	}
+}
+
+// On an SSH host (a Docker host scopectl recorded), the pod's log is the Scope
+// container's output through `docker logs` over a real sshd, with this machine's Docker
+// engine running the stand-in as the container: what it logs after the stream opened
+// arrives, and a reconnect with the last id (docker's timestamp) repeats nothing.
+func TestSSHHostLogStream(t *testing.T) {
+	deploytest.RequireDocker(t)
+	ctx := context.Background()
+	// the stand-in as an image of its own (FROM scratch), run as the Scope container
+	dir := t.TempDir()
+	stub, err := os.ReadFile(testkit.GoBuild(t, testkit.Build{Pkg: "./internal/scope/scopestub", Static: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "scopestub"), stub, 0o755)
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY scopestub /scopestub\n"+
+		`ENTRYPOINT ["/scopestub","--host","0.0.0.0","--port","8000","--load-delay","10ms"]`+"\n"), 0o644)
+	tag := "scopectl-serve-test:" + deploytest.RandHex(4)
+	if out, err := deploytest.Docker(ctx, "build", "--quiet", "--tag", tag, dir); err != nil {
+		t.Fatalf("docker build: %v %s", err, out)
+	}
+	t.Cleanup(func() { deploytest.Docker(context.Background(), "image", "rm", "--force", tag) })
+	name := "scopectl-serve-test-" + deploytest.RandHex(4)
+	deploytest.RemoveContainerAtEnd(t, name)
+	port := deploytest.FreePort(t)
+	if out, err := deploytest.Docker(ctx, "run", "-d", "--name", name, "-p", fmt.Sprintf("127.0.0.1:%d:8000", port), tag); err != nil {
+		t.Fatalf("docker run: %v %s", err, out)
+	}
+	scopeURL := fmt.Sprintf("http://127.0.0.1:%d", port)
+	sc := &scope.Client{Base: scopeURL}
+	if _, err := sc.WaitHealthy(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// the host: a real sshd whose sessions run docker here
+	home := t.TempDir()
+	sshPort := testkit.StartSSHD(t, home, "")
+	t.Setenv("HOME", home)
+	t.Setenv("SSH_AUTH_SOCK", "")
+	lib, err := library.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lib.Close() })
+	addr := fmt.Sprintf("ssh://%s@127.0.0.1:%d", testkit.User(), sshPort)
+	lib.Store.(store.PodStore).PutPod(ctx, store.Pod{RequestID: "sshhost-1", Provider: "ssh", ID: "gpubox", Name: "gpubox",
+		Address: addr, Container: name, LastSeenStatus: "RUNNING", CreatedAt: time.Now()})
+	srv, err := server.New(server.Options{Lib: lib, Token: mustSecret(canaryToken), OpenReads: true, Interval: time.Hour,
+		LogEvery: 100 * time.Millisecond, RemoteEnv: remote.Env{KnownHosts: filepath.Join(home, ".ssh", "known_hosts")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, http: startHTTP(t, srv)}
+	s := h.openSSE("/api/v1/pods/gpubox/logs", "")
+	_, id := s.lines("listening on 0.0.0.0:8000")
+	if !strings.HasPrefix(id, "t") {
+		t.Fatalf("id %q: want t and a timestamp", id)
+	}
+	time.Sleep(20 * time.Millisecond) // docker stamps in nanoseconds: the next line is later
+	if err := sc.LoadPipeline(ctx, "longlive", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, id2 := s.lines("Pipeline longlive loaded")
+	if strings.Contains(strings.Join(got, "\n"), "listening") {
+		t.Errorf("old lines again: %q", got)
+	}
+	r := h.openSSE("/api/v1/pods/gpubox/logs", id2)
+	r.quiet(500 * time.Millisecond)
+	if err := sc.LoadPipeline(ctx, "streamdiffusionv2", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.lines("Pipeline streamdiffusionv2 loaded"); strings.Contains(strings.Join(got, "\n"), "longlive") {
+		t.Errorf("resumed stream repeats: %q", got)
 	}
 }
