@@ -202,7 +202,7 @@ func (a *app) sshHostViews(ctx context.Context, rf remoteFlags) ([]podView, erro
 	pods, err := c.List(ctx)
 	views := make([]podView, 0, len(pods))
 	for _, p := range pods {
-		views = append(views, podView{Pod: p, Recorded: true, Note: p.Detail})
+		views = append(views, podView{Pod: p, Recorded: true, Note: p.Detail, Limits: limitsOf(p, nil)}) // from its container's labels
 	}
 	return views, err
 }

@@ -69,6 +69,11 @@ type hostPodJSON struct {
 	Detail   string         `json:"detail"`
 	Note     string         `json:"note"`
 	Recorded bool           `json:"recorded"`
+	Limits   *struct {
+		IdleStop int64   `json:"idle_stop"`
+		MaxHours float64 `json:"max_hours"`
+		FromPod  bool    `json:"from_pod"`
+	} `json:"limits"`
 }
 
 // TestPodSSHHost: a machine reached over a real sshd (whose sessions find a fake
@@ -174,7 +179,7 @@ func TestPodSSHHost(t *testing.T) {
 	deploytest.RemoveContainerAtEnd(t, name)
 	scopePort := deploytest.FreePort(t)
 	out := e.mustRun("deploy", "--pod", id, "--image", img, "--name", name, "--gpus=false", "--volume", filepath.Join(e.root, "workspace"),
-		"--port", fmt.Sprint(scopePort), "--wait", "60s", "--json")
+		"--port", fmt.Sprint(scopePort), "--wait", "60s", "--idle-stop", "45m", "--max-hours", "3", "--json")
 	if !strings.Contains(out, `"action": "create"`) || !strings.Contains(out, fmt.Sprintf("http://127.0.0.1:%d", scopePort)) {
 		t.Fatalf("deploy --pod %s: %s", id, out)
 	}
@@ -186,6 +191,13 @@ func TestPodSSHHost(t *testing.T) {
 	p = decode[hostPodJSON](t, e.mustRun("pod", "get", id, "--json"))
 	if p.Status != "RUNNING" || p.Image != img || p.Ports["8000/http"] != scopePort || !strings.Contains(p.Detail, name+" running") {
 		t.Fatalf("pod get after deploy: %+v", p)
+	}
+	// The limits are on the container (labels), read back by any scopectl.
+	if l := p.Limits; l == nil || !l.FromPod || l.IdleStop != int64(45*time.Minute) || l.MaxHours != 3 {
+		t.Fatalf("limits of the host after deploy: %+v", l)
+	}
+	if ls := decode[[]hostPodJSON](t, e.mustRun("pod", "ls", "--provider", "ssh", "--json")); len(ls) != 1 || ls[0].Limits == nil || ls[0].Limits.IdleStop != int64(45*time.Minute) {
+		t.Fatalf("pod ls limits: %+v", ls)
 	}
 	e.mustRun("pod", "stop", id)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -202,7 +214,7 @@ func TestPodSSHHost(t *testing.T) {
 	}
 	// Again: nothing changes.
 	if out := e.mustRun("deploy", "--pod", id, "--image", img, "--gpus=false", "--volume", filepath.Join(e.root, "workspace"),
-		"--port", fmt.Sprint(scopePort), "--wait", "60s", "--json"); !strings.Contains(out, `"action": "keep"`) {
+		"--port", fmt.Sprint(scopePort), "--wait", "60s", "--idle-stop", "45m", "--max-hours", "3", "--json"); !strings.Contains(out, `"action": "keep"`) {
 		t.Fatalf("second deploy --pod: %s", out)
 	}
 

@@ -184,12 +184,11 @@ func Install(ctx context.Context, in InstallInput) (*Installed, error) {
 	if in.NoGPU {
 		args = append(args, "--no-gpu")
 	}
-	args = append(args, in.Args...)
 	every := DefaultEvery
 	if lim != nil {
 		every = EveryFor(*lim)
 	}
-	args = append(args, "--every", every.String())
+	args = append(append(args, "--every", every.String()), in.Args...) // Args last: they win
 
 	r, run, err := open(u + dir)
 	if err != nil {

@@ -13,14 +13,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/guard"
+	"github.com/daydreamlive/scopectl/internal/guard/guardtest"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod/runpodtest"
@@ -53,71 +52,6 @@ func fakeSMI(t *testing.T) string {
 	return dir
 }
 
-// laptop is the machine scopectl runs on: its SSH key (every pod's sshd authorizes it).
-type laptop struct {
-	home string
-	key  []byte
-	pub  []byte
-}
-
-func newLaptop(t *testing.T) *laptop {
-	home := t.TempDir()
-	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
-	k := filepath.Join(home, ".ssh", "id_ed25519")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k).CombinedOutput(); err != nil {
-		testkit.Need(t, false, fmt.Sprintf("ssh-keygen: %v %s", err, out))
-	}
-	l := &laptop{home: home}
-	l.key, _ = os.ReadFile(k)
-	l.pub, _ = os.ReadFile(k + ".pub")
-	t.Setenv("HOME", home) // scopectl's SSH finds its key under $HOME/.ssh
-	t.Setenv("SSH_AUTH_SOCK", "")
-	return l
-}
-
-// machineHome gives a machine's sshd the laptop's key (StartSSHD authorizes the key it
-// finds there) and returns where its known_hosts will be.
-func (l *laptop) machineHome(t *testing.T, dir string) string {
-	os.MkdirAll(filepath.Join(dir, ".ssh"), 0o700)
-	os.WriteFile(filepath.Join(dir, ".ssh", "id_ed25519"), l.key, 0o600)
-	os.WriteFile(filepath.Join(dir, ".ssh", "id_ed25519.pub"), l.pub, 0o644)
-	return filepath.Join(dir, ".ssh", "known_hosts")
-}
-
-// guardPID is the pid in a guard's lock file, when it is a live `scopectl guard`
-// process whose command line names dir (never anything else).
-func guardPID(dir string) int {
-	b, err := os.ReadFile(filepath.Join(dir, "guard.lock"))
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0
-	}
-	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmd), "guard") || !strings.Contains(string(cmd), dir) {
-		return 0
-	}
-	return pid
-}
-
-// killGuard ends the guard that holds dir's lock (as a pod's stop ends every process in
-// it) and waits, bounded, until it is gone.
-func killGuard(dir string) {
-	pid := guardPID(dir)
-	if pid == 0 {
-		return
-	}
-	syscall.Kill(pid, syscall.SIGKILL)
-	for range 100 {
-		if syscall.Kill(pid, 0) != nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // pods is a fake RunPod whose pods run Scope's stand-in and an sshd (new port each boot)
 // whose sessions have what RunPod gives a pod: RUNPOD_POD_ID, the pod-scoped
 // RUNPOD_API_KEY, the pod's env (its limits), nothing of the user's.
@@ -125,7 +59,7 @@ type pods struct {
 	srv    *runpodtest.Server
 	c      *runpod.Client
 	root   string // pod id → root/<id> is its /workspace
-	lap    *laptop
+	lap    *guardtest.Laptop
 	mu     sync.Mutex
 	khosts map[string]string // pod id → known_hosts of its current sshd
 }
@@ -134,10 +68,10 @@ func newPods(t *testing.T) *pods {
 	testkit.NeedFile(t, "/usr/sbin/sshd", "openssh-server")
 	stub := testkit.GoBuild(t, testkit.Build{Pkg: "./internal/scope/scopestub", Static: true})
 	smi := fakeSMI(t)
-	p := &pods{root: t.TempDir(), lap: newLaptop(t), khosts: map[string]string{}}
+	p := &pods{root: t.TempDir(), lap: guardtest.NewLaptop(t), khosts: map[string]string{}}
 	rt := func(v runpodtest.PodView) (*runpodtest.Container, error) {
 		ws := filepath.Join(p.root, v.ID)
-		kh := p.lap.machineHome(t, ws)
+		kh := p.lap.MachineHome(t, ws)
 		port := freePort(t)
 		sessions := v.Env["TEST_SESSIONS"]
 		if sessions == "" {
@@ -165,7 +99,7 @@ func newPods(t *testing.T) *pods {
 				// The pod's processes end with it: Scope, and the guard started over SSH.
 				scope.Process.Kill()
 				scope.Wait()
-				killGuard(filepath.Join(ws, ".scopectl", "guard"))
+				guardtest.KillGuard(filepath.Join(ws, ".scopectl", "guard"))
 			}}, nil
 	}
 	p.srv = runpodtest.New(t, runpodtest.Options{APIKey: userKey, Runtime: rt})
@@ -177,7 +111,7 @@ func newPods(t *testing.T) *pods {
 	p.c = c
 	t.Cleanup(func() {
 		for _, v := range p.srv.Pods() {
-			killGuard(filepath.Join(p.root, v.ID, ".scopectl", "guard"))
+			guardtest.KillGuard(filepath.Join(p.root, v.ID, ".scopectl", "guard"))
 		}
 	})
 	return p
