@@ -205,6 +205,8 @@ type Policy struct {
 	// transfer that received bytes before it broke): the count of failures in a row
 	// and the waits start again.
 	Progressed func(err error) bool
+	// MaxTries, when not zero, bounds the attempts in all, progress or not.
+	MaxTries int
 	// Op and Notify report each retry before its wait (Notify may be nil).
 	Op     string
 	Notify Notify
@@ -275,7 +277,7 @@ func Do[T any](ctx context.Context, p Policy, attempt func(n int) (T, error)) (T
 			fails = 0
 			sched.Reset()
 		}
-		if fails++; p.Attempts > 0 && fails >= p.Attempts {
+		if fails++; p.Attempts > 0 && fails >= p.Attempts || p.MaxTries > 0 && n >= p.MaxTries {
 			last = &GaveUpError{Attempts: fails, Err: err}
 			return v, backoff.Permanent(last)
 		}

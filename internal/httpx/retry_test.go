@@ -192,6 +192,14 @@ func TestDo(t *testing.T) {
 	if _, err := Do(cctx, p, func(int) (int, error) { return 0, errBusy }); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 10*time.Second {
 		t.Fatalf("cancelled: %v after %s", err, time.Since(start))
 	}
+	// Progress starts the count again; MaxTries still bounds the attempts in all.
+	p = pol("")
+	p.Progressed = func(error) bool { return true }
+	p.MaxTries = 7
+	calls = 0
+	if _, err := Do(ctx, p, func(int) (int, error) { calls++; return 0, errBusy }); !errors.As(err, &g) || calls != 7 {
+		t.Fatalf("MaxTries: %v after %d calls", err, calls)
+	}
 	// MaxElapsed: no wait that would end past it.
 	p = pol("")
 	p.Attempts, p.MaxElapsed = 0, 20*time.Millisecond

@@ -319,6 +319,7 @@ func (c *Client) withRetry(ctx context.Context, fn func() error) error {
 type retryErr struct {
 	err        error
 	retryAfter string
+	cut        bool // a transfer that broke off (a download resumes it)
 }
 
 func (e *retryErr) Error() string { return e.err.Error() }

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"mime"
@@ -162,8 +161,7 @@ func (c *Client) download(ctx context.Context, f FileInfo, dir string) (string, 
 	if err := lockFile(d.fh); err != nil {
 		return "", fmt.Errorf("civitai: another scopectl is already downloading %s into %s; wait for it or stop it: %w", d.name, dir, ErrBusy)
 	}
-	done, err := d.loadParts()
-	if err != nil {
+	if err := d.loadParts(); err != nil {
 		return "", err
 	}
 	defer func() {
@@ -172,7 +170,7 @@ func (c *Client) download(ctx context.Context, f FileInfo, dir string) (string, 
 		}
 	}()
 
-	if err := d.fetchAll(ctx, done, &probe); err != nil {
+	if err := d.fetchAll(ctx, &probe); err != nil {
 		if errors.Is(err, ErrIntegrity) || errors.Is(err, ErrUnsupported) {
 			d.discard()
 		}
@@ -471,23 +469,26 @@ func (d *dl) refresh(ctx context.Context, e *expiredErr) error {
 	return nil
 }
 
-// open runs cdnGet with retries: backoff on 429/5xx/network errors, re-signing on
-// expiry. tries counts attempts across calls for the caller's budget.
+// get runs cdnGet, re-signing the link when the CDN refused it as expired.
+func (d *dl) get(ctx context.Context, start, end int64) (*cdnResp, error) {
+	for {
+		r, err := d.cdnGet(ctx, start, end)
+		var ee *expiredErr
+		if !errors.As(err, &ee) {
+			return r, err
+		}
+		if err := d.refresh(ctx, ee); err != nil { // bounded by maxURLRefresh
+			return nil, err
+		}
+	}
+}
+
+// open runs get with retries: backoff on 429/5xx/network errors.
 func (d *dl) open(ctx context.Context, start, end int64) (*cdnResp, error) {
 	var r *cdnResp
-	err := d.c.withRetry(ctx, func() error {
-		for {
-			var err error
-			r, err = d.cdnGet(ctx, start, end)
-			var ee *expiredErr
-			if errors.As(err, &ee) {
-				if err := d.refresh(ctx, ee); err != nil {
-					return err
-				}
-				continue
-			}
-			return err
-		}
+	err := d.c.withRetry(ctx, func() (err error) {
+		r, err = d.get(ctx, start, end)
+		return err
 	})
 	return r, err
 }
@@ -568,21 +569,6 @@ func (d *dl) existing() (bool, error) {
 	return true, nil
 }
 
-func (d *dl) nchunks() int {
-	if !d.ranged {
-		return 1
-	}
-	return int((d.total + d.chunk - 1) / d.chunk)
-}
-
-func (d *dl) chunkBounds(i int) (start, end int64) {
-	if !d.ranged {
-		return 0, d.total
-	}
-	start = int64(i) * d.chunk
-	return start, min(start+d.chunk, d.total)
-}
-
 func (d *dl) partsHeader() string {
 	return fmt.Sprintf("%s %s %d %d", partsMagic, d.want, d.total, d.chunk)
 }
@@ -590,36 +576,21 @@ func (d *dl) partsHeader() string {
 // loadParts prepares the .incomplete file and the sidecar (fetch.Resume). A sidecar for
 // this very file (same SHA256, size and chunk size) names chunks already written; each
 // is re-hashed and kept only if it still matches. Anything else starts over.
-func (d *dl) loadParts() ([]bool, error) {
+func (d *dl) loadParts() error {
 	inc := filepath.Join(d.dir, d.name+IncompleteSuffix)
 	if !d.ranged {
 		// no ranges, no resume: one stream from the start
 		_ = d.root.Remove(d.name + PartsSuffix)
 		if err := d.fh.Truncate(0); err != nil {
-			return nil, fmt.Errorf("civitai: %s: %w", inc, err)
+			return fmt.Errorf("civitai: %s: %w", inc, err)
 		}
-		return []bool{false}, nil
+		return nil
 	}
 	p, err := fetch.Resume(d.root, d.fh, d.name+IncompleteSuffix, d.name+PartsSuffix, d.partsHeader(), d.total, d.chunk, nil)
 	if err != nil {
-		return nil, fmt.Errorf("civitai: %s: %w", inc, err)
+		return fmt.Errorf("civitai: %s: %w", inc, err)
 	}
 	d.part = p
-	done := make([]bool, p.Chunks())
-	for i := range done {
-		done[i] = p.Done(i)
-	}
-	return done, nil
-}
-
-// markDone puts a finished chunk on record for a resume.
-func (d *dl) markDone(i int, sum []byte) error {
-	if d.part == nil {
-		return nil
-	}
-	if err := d.part.Record(i, sum); err != nil {
-		return fmt.Errorf("civitai: writing %s: %w", filepath.Join(d.dir, d.name+PartsSuffix), err)
-	}
 	return nil
 }
 
@@ -634,181 +605,97 @@ func (d *dl) discard() {
 	_ = d.root.Remove(d.name + PartsSuffix)
 }
 
-// fetchAll downloads the chunks not yet done, Connections at a time. The probe's open
+// fetchAll downloads what is missing (fetch.Download: the chunks not on record,
+// Connections at a time, or one stream from the start without ranges). The probe's open
 // answer serves chunk 0.
-func (d *dl) fetchAll(ctx context.Context, done []bool, probe **cdnResp) error {
+func (d *dl) fetchAll(ctx context.Context, probe **cdnResp) error {
+	pol := d.c.policy()
+	pol.MaxTries = maxChunkTries
+	dl := &fetch.Download{File: d.fh, Part: d.part, Size: d.total, Whole: !d.ranged, Src: d,
+		Conns: d.c.conns(), Policy: pol, Added: d.tr.Add}
 	if d.part != nil {
 		d.tr.Add(d.part.Have())
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	sem := make(chan struct{}, d.c.conns())
-	var wg sync.WaitGroup
-	var errMu sync.Mutex
-	var first error
-	setErr := func(err error) {
-		errMu.Lock()
-		defer errMu.Unlock()
-		if first == nil || errors.Is(first, context.Canceled) && !errors.Is(err, context.Canceled) {
-			first = err
-		}
-		cancel(err)
+	if *probe != nil {
+		dl.First, *probe = d.body(*probe), nil
 	}
-	for i := range done {
-		if done[i] {
-			continue
-		}
-		var initial *cdnResp
-		if i == 0 {
-			initial, *probe = *probe, nil
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			if initial != nil {
-				initial.resp.Body.Close()
-				initial.wd.stop()
-			}
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func(i int, initial *cdnResp) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := d.fetchChunk(ctx, i, initial); err != nil {
-				setErr(err)
-			}
-		}(i, initial)
-	}
-	wg.Wait()
-	if first != nil {
-		return first
-	}
-	return ctx.Err()
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
-
-// fetchChunk downloads chunk i, resuming inside the chunk after a failure (the chunk hash
-// continues over the retry), and records it in the sidecar.
-func (d *dl) fetchChunk(ctx context.Context, i int, r *cdnResp) error {
-	start, end := d.chunkBounds(i)
-	pos := start
-	h := sha256.New()
-	moved, tries := false, 0
-	pol := d.c.policy()
-	pol.Progressed = func(error) bool { return moved }
-	_, err := httpx.Do(ctx, pol, func(try int) (struct{}, error) {
-		var err error
-		moved, tries = false, try
-		if r == nil {
-			if !d.ranged {
-				pos, h = 0, sha256.New() // no ranges: start over
-			}
-			rs := pos
-			re := end - 1
-			if !d.ranged {
-				re = -1
-			}
-			if r, err = d.open(ctx, rs, re); err != nil {
-				return struct{}{}, err
-			}
-			if r.whole != !d.ranged || r.total != d.total && d.total >= 0 {
-				r.resp.Body.Close()
-				r.wd.stop()
-				if r.total != d.total {
-					return struct{}{}, fmt.Errorf("civitai: %s: the file on the download server changed size during the download (%d → %d bytes): %w", d.w.desc, d.total, r.total, ErrIntegrity)
-				}
-				return struct{}{}, fmt.Errorf("civitai: %s: the download server changed how it answers Range requests: %w", d.w.desc, ErrProtocol)
-			}
-		}
-		n, err := d.copyBody(r, pos, end, h)
-		r.resp.Body.Close()
-		r.wd.stop()
-		stalled := r.wd.stalled()
-		host := r.resp.Request.URL.Host
-		r = nil
-		pos += n
-		moved = n > 0
-		if err == nil && pos == end {
-			return struct{}{}, d.markDone(i, h.Sum(nil))
-		}
-		if ctx.Err() != nil {
-			return struct{}{}, ctx.Err()
-		}
-		var fatal *fatalErr
-		if errors.As(err, &fatal) {
-			return struct{}{}, fatal.err
-		}
-		why := "closed the connection early"
-		switch {
-		case stalled:
-			why = fmt.Sprintf("stalled for %s", d.c.stall())
-		case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
-			ne, _ := netError(clip(host), err)
-			why = ne.Error()
-		}
-		cut := &retryErr{err: fmt.Errorf("the download server %s %s at byte %d of %d", clip(host), why, pos, d.total)}
-		if try >= maxChunkTries {
-			return struct{}{}, d.cutGaveUp(cut, try)
-		}
-		return struct{}{}, cut
-	})
+	err := dl.Run(ctx)
+	var we *fetch.WriteError
 	var g *httpx.GaveUpError
-	var cut *retryErr
-	if errors.As(err, &g) && errors.As(g.Err, &cut) {
-		return d.cutGaveUp(cut, tries)
+	var re *retryErr
+	switch {
+	case errors.As(err, &we):
+		return fmt.Errorf("civitai: writing %s: %w", filepath.Join(d.dir, d.name+IncompleteSuffix), we.Err)
+	case errors.As(err, &g) && errors.As(g.Err, &re) && re.cut:
+		return fmt.Errorf("civitai: %s: %v (gave up after %d attempts); run the pull again later to resume: %w", d.w.desc, re.err, g.Attempts, ErrRetry)
+	case errors.As(err, &g) && errors.As(g.Err, &re):
+		return fmt.Errorf("%w (gave up after %d attempts)", re.err, g.Attempts)
 	}
 	return err
 }
 
-// cutGaveUp is the error of a chunk whose transfer broke off too many times.
-func (d *dl) cutGaveUp(cut *retryErr, attempts int) error {
-	return fmt.Errorf("civitai: %s: %v (gave up after %d attempts); run the pull again later to resume: %w", d.w.desc, cut.err, attempts, ErrRetry)
+// Range opens bytes [off, end] on the CDN (fetch.Source); without ranges, the whole
+// file. An answer that no longer fits the probe's (another size, ranges honoured or
+// not) fails for good.
+func (d *dl) Range(ctx context.Context, off, end int64) (io.ReadCloser, error) {
+	rs, re := off, end
+	if !d.ranged {
+		rs, re = 0, -1
+	}
+	r, err := d.get(ctx, rs, re)
+	if err != nil {
+		return nil, err
+	}
+	if r.whole != !d.ranged || r.total != d.total && d.total >= 0 {
+		r.resp.Body.Close()
+		r.wd.stop()
+		if r.total != d.total {
+			return nil, fmt.Errorf("civitai: %s: the file on the download server changed size during the download (%d → %d bytes): %w", d.w.desc, d.total, r.total, ErrIntegrity)
+		}
+		return nil, fmt.Errorf("civitai: %s: the download server changed how it answers Range requests: %w", d.w.desc, ErrProtocol)
+	}
+	return d.body(r), nil
 }
 
-// fatalErr marks a body error that retrying cannot cure.
-type fatalErr struct{ err error }
+// body is a CDN answer's body: every read kicks the watchdog, and a read that fails or
+// ends short is a *retryErr (cut) saying where the transfer broke off.
+func (d *dl) body(r *cdnResp) io.ReadCloser { return &cdnBody{d: d, r: r} }
 
-func (e *fatalErr) Error() string { return e.err.Error() }
+type cdnBody struct {
+	d   *dl
+	r   *cdnResp
+	got int64
+}
 
-// copyBody writes the answer's bytes at pos.. (up to end) into the file, hashing them.
-func (d *dl) copyBody(r *cdnResp, pos, end int64, h hash.Hash) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	var n int64
-	want := end - pos
-	if !r.whole || r.total >= 0 {
-		want = min(want, r.end-r.start+1)
+func (b *cdnBody) Read(p []byte) (int, error) {
+	k, err := b.r.resp.Body.Read(p)
+	if k > 0 {
+		b.r.wd.kick()
+		b.got += int64(k)
 	}
-	body := io.LimitReader(r.resp.Body, want+1)
-	for {
-		k, rerr := body.Read(buf)
-		if k > 0 {
-			r.wd.kick()
-			if n+int64(k) > want {
-				return n, &fatalErr{fmt.Errorf("civitai: %s: the download server sent more bytes than asked for: %w", d.w.desc, ErrProtocol)}
-			}
-			if _, err := d.fh.WriteAt(buf[:k], pos+n); err != nil {
-				return n, &fatalErr{fmt.Errorf("civitai: writing %s: %w", filepath.Join(d.dir, d.name+IncompleteSuffix), err)}
-			}
-			h.Write(buf[:k])
-			n += int64(k)
-			d.tr.Add(int64(k))
-		}
-		if rerr == io.EOF {
-			if n == want {
-				return n, nil
-			}
-			return n, io.ErrUnexpectedEOF
-		}
-		if rerr != nil {
-			return n, rerr
-		}
+	want := b.r.end - b.r.start + 1
+	if err == nil || err == io.EOF && b.got >= want {
+		return k, err
 	}
+	if ctx := b.r.wd.ctx; ctx.Err() != nil && !b.r.wd.stalled() {
+		return k, context.Cause(ctx)
+	}
+	why := "closed the connection early"
+	host := b.r.resp.Request.URL.Host
+	switch {
+	case b.r.wd.stalled():
+		why = fmt.Sprintf("stalled for %s", b.d.c.stall())
+	case !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
+		ne, _ := netError(clip(host), err)
+		why = ne.Error()
+	}
+	return k, &retryErr{cut: true, err: fmt.Errorf("the download server %s %s at byte %d of %d", clip(host), why, b.r.start+b.got, b.d.total)}
+}
+
+func (b *cdnBody) Close() error {
+	err := b.r.resp.Body.Close()
+	b.r.wd.stop()
+	return err
 }
 
 // verify checks the whole file against the published SHA256 and that it parses as
