@@ -272,6 +272,31 @@ func TestTrainJobStatus(t *testing.T) {
 	if _, err := c.JobStatus(ctx, "nope"); !errors.Is(err, provider.ErrNotFound) {
 		t.Fatalf("missing job: %v", err)
 	}
+	// pod rm of a training Job: the Job, its Secret and its claim.
+	if err := c.Terminate(ctx, "wan-2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.CS.BatchV1().Jobs(c.Namespace).Get(ctx, "wan-2", metav1.GetOptions{}); err == nil {
+		if j, _ := e.CS.BatchV1().Jobs(c.Namespace).Get(ctx, "wan-2", metav1.GetOptions{}); j.DeletionTimestamp == nil {
+			t.Fatal("the Job stayed")
+		}
+	}
+	for _, get := range []func() error{
+		func() error {
+			_, err := e.CS.CoreV1().Secrets(c.Namespace).Get(ctx, "wan-2-secrets", metav1.GetOptions{})
+			return err
+		},
+	} {
+		if err := get(); err == nil {
+			t.Fatal("the Secret stayed")
+		}
+	}
+	if p, err := e.CS.CoreV1().PersistentVolumeClaims(c.Namespace).Get(ctx, "wan-2-workspace", metav1.GetOptions{}); err == nil && p.DeletionTimestamp == nil {
+		t.Fatal("the claim stayed")
+	}
+	if err := c.Terminate(ctx, "nope"); !errors.Is(err, provider.ErrNotFound) {
+		t.Fatalf("rm of nothing: %v", err)
+	}
 }
 
 func TestParseMachine(t *testing.T) {

@@ -180,10 +180,17 @@ func (c *Client) Start(ctx context.Context, name string) error {
 }
 
 // Terminate deletes the deployment: its StatefulSet (and so its pods), Service, Secret
-// and volume claims (models and LoRAs on them are gone).
+// and volume claims (models and LoRAs on them are gone). A training Job's name deletes
+// the Job, its Secret and its workspace claim (checkpoints not yet collected go too).
 func (c *Client) Terminate(ctx context.Context, name string) error {
 	bg := metav1.DeletePropagationBackground
 	err := c.CS.AppsV1().StatefulSets(c.Namespace).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &bg})
+	if apierrors.IsNotFound(err) {
+		// A training Job of train run: it, its Secret and its workspace claim.
+		if j, jerr := c.CS.BatchV1().Jobs(c.Namespace).Get(ctx, name, metav1.GetOptions{}); jerr == nil && j.Labels[LabelName] == "scope-train" {
+			return c.DeleteJob(ctx, name, true)
+		}
+	}
 	if err != nil {
 		return c.explain(err, "delete statefulset "+name)
 	}
