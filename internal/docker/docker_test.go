@@ -2,7 +2,6 @@ package docker
 
 import (
 	"context"
-	"errors"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -20,15 +19,12 @@ func TestMain(m *testing.M) { testkit.Main(m) }
 type sh struct{}
 
 func (sh) Run(ctx context.Context, script string) (string, int, error) {
-	out, err := exec.CommandContext(ctx, "sh", "-c", script).CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return string(out), ee.ExitCode(), nil
-	}
-	if err != nil {
+	cmd := exec.CommandContext(ctx, "sh", "-c", script)
+	out, err := cmd.CombinedOutput()
+	if cmd.ProcessState == nil { // it did not start
 		return string(out), -1, err
 	}
-	return string(out), 0, nil
+	return string(out), cmd.ProcessState.ExitCode(), nil
 }
 
 // The primitives against the real engine: a container that does not exist is not an
