@@ -275,17 +275,19 @@
   async function deployDialog() {
     const inp = (id, ph) => h("input", { class: "input", id, placeholder: ph, autocomplete: "off" });
     const target = inp("deploy-target", "pod id, or ssh://user@host:port (a Docker host)");
+    const gpu = inp("deploy-gpu", "…or a GPU type for a new pod, e.g. NVIDIA RTX A6000");
     const image = inp("deploy-image", "image (optional), e.g. daydreamlive/scope:main");
     const pipe = inp("deploy-pipeline", "pipeline to load (optional), e.g. longlive");
     const loras = inp("deploy-loras", "LoRAs NAME[:SCALE], comma-separated (optional)");
-    const ok = await dialog("Deploy Scope", "Runs scopectl deploy in the background: checked first, then followed here.", h("div", {}, target, image, pipe, loras), "Deploy");
+    const ok = await dialog("Deploy Scope", "Runs scopectl deploy in the background: checked first, then followed here.", h("div", {}, target, gpu, image, pipe, loras), "Deploy");
     if (!ok) return;
     const t = target.value.trim(), body = {};
-    if (t.includes("://")) body.host = t; else body.pod = t;
+    if (!t && gpu.value.trim()) { body.new = true; body.gpu = gpu.value.trim(); }
+    else if (t.includes("://")) body.host = t; else body.pod = t;
     if (image.value.trim()) body.image = image.value.trim();
     if (pipe.value.trim()) body.pipeline = pipe.value.trim();
     const ls = loras.value.split(",").map(x => x.trim()).filter(Boolean); if (ls.length) body.loras = ls;
-    const r = await act("deploy to " + t, "/api/v1/deploys", body, "POST", "started");
+    const r = await act("deploy to " + (t || "a new " + body.gpu + " pod"), "/api/v1/deploys", body, "POST", "started");
     if (r) loadDeploys();
   }
   async function podDetail(p) {
