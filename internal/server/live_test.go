@@ -30,6 +30,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/server"
 	"github.com/daydreamlive/scopectl/internal/store"
 	"github.com/daydreamlive/scopectl/internal/testkit"
+	"github.com/daydreamlive/scopectl/internal/train"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -438,5 +439,55 @@ func TestSSHHostLogStream(t *testing.T) {
 	}
 	if got, _ := r.lines("Pipeline streamdiffusionv2 loaded"); strings.Contains(strings.Join(got, "\n"), "longlive") {
 		t.Errorf("resumed stream repeats: %q", got)
+	}
+}
+
+// A job on another machine: its train.log follows over SSH (Trainer.Logs, as `scopectl
+// train logs -f`), here through a real sshd, with byte offsets as ids and the canary in
+// the log redacted; a reconnect from an offset gets only what came after it.
+func TestRemoteJobLogStream(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	sshPort := testkit.StartSSHD(t, home, "")
+	t.Setenv("HOME", home)
+	t.Setenv("SSH_AUTH_SOCK", "")
+	lib, err := library.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lib.Close() })
+	// the job's folder on "the training machine" (no spec.json: not a job of this machine)
+	jobDir := t.TempDir()
+	logPath := filepath.Join(jobDir, "train.log")
+	os.WriteFile(logPath, []byte("loading model\nHF_TOKEN="+canaryHF+"\nstep 1\n"), 0o644)
+	ts := lib.Store.(store.TrainStore)
+	target := fmt.Sprintf("ssh://%s@127.0.0.1:%d", testkit.User(), sshPort)
+	if err := ts.PutTrainJob(ctx, store.TrainJob{ID: "remote-job-1", Name: "remote", Target: target, JobDir: jobDir, Workspace: jobDir,
+		Binary: filepath.Join(jobDir, "scopectl"), SaveDir: jobDir, Steps: 10, StartedAt: time.Now(), Phase: "training"}); err != nil {
+		t.Fatal(err)
+	}
+	red := &secret.Redactor{}
+	red.Add(secret.New(canaryHF))
+	env := remote.Env{KnownHosts: filepath.Join(home, ".ssh", "known_hosts"), Options: map[string]string{}}
+	srv, err := server.New(server.Options{Lib: lib, Token: mustSecret(canaryToken), OpenReads: true, Interval: time.Hour, Redactor: red,
+		Trainer: &train.Trainer{Lib: lib, Jobs: ts, Env: env}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, http: startHTTP(t, srv)}
+	s := h.openSSE("/api/v1/jobs/remote-job-1/log/stream", "")
+	got, id := s.lines("step 1")
+	if len(got) != 3 || got[1] == "HF_TOKEN="+canaryHF || id != strconv.Itoa(len("loading model\nHF_TOKEN="+canaryHF+"\nstep 1\n")) {
+		t.Fatalf("remote log: %q id %s", got, id)
+	}
+	f, _ := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("step 2\n")
+	f.Close()
+	if got, _ := s.lines("step 2"); len(got) != 1 {
+		t.Errorf("then: %q", got)
+	}
+	r := h.openSSE("/api/v1/jobs/remote-job-1/log/stream", id)
+	if got, _ := r.lines("step 2"); len(got) != 1 || got[0] != "step 2" {
+		t.Errorf("resumed: %q", got)
 	}
 }

@@ -226,6 +226,11 @@ func (s *Server) jobLogStream(w http.ResponseWriter, r *http.Request) {
 		}))
 		if err != nil && ctx.Err() == nil {
 			s.send(e, "", "problem", apiError{oneLine(s.red.Redact(err.Error()))})
+			// the browser reconnects when the stream ends: not sooner than this
+			select {
+			case <-ctx.Done():
+			case <-time.After(30 * time.Second):
+			}
 			return
 		}
 		if ctx.Err() == nil {
