@@ -244,6 +244,7 @@ func Hold(ctx context.Context, o HoldOptions) (string, error) {
 	var idleSince time.Time
 	seen := false
 	for {
+		reapOrphans()
 		newest, running, n := holdScan(jobs, start)
 		seen = seen || n > 0
 		switch {

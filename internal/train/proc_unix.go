@@ -84,3 +84,18 @@ func trainerAlive(pid int, jobID string) bool {
 	}
 	return bytes.Contains(append([]byte{0}, b...), []byte("\x00AITK_JOB_ID="+jobID+"\x00"))
 }
+
+// reapOrphans collects the exit status of children this process inherited: the holder
+// is PID 1 of a training pod's container, where processes started through exec (the
+// supervisor, once its sh has exited) end up when they exit.
+func reapOrphans() {
+	if os.Getpid() != 1 {
+		return
+	}
+	for {
+		var ws syscall.WaitStatus
+		if pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); pid <= 0 || err != nil {
+			return
+		}
+	}
+}
