@@ -99,10 +99,14 @@ func (a *app) guardCmd() *cobra.Command {
 					return err
 				}
 				g.Stopper, g.Target = guard.RunPodStopper{Client: c, PodID: podID}, podID
-				started, _, note, err := guard.PodStart(ctx, c, podID, time.Now())
+				began := time.Now()
+				started, _, note, err := guard.PodStart(ctx, c, podID, began)
 				switch {
 				case err != nil:
-					logf("guard: cannot read the pod's start (%v): max-hours counts from now", err)
+					// The API is out of reach (its retries are spent): limits count from
+					// this guard's start, not from after the retries.
+					g.Started = began
+					logf("guard: cannot read the pod's start (%v): max-hours counts from the guard's start", err)
 				default:
 					g.Started = started
 					if note != "" {

@@ -58,8 +58,9 @@ const (
 	DefaultEvery       = 30 * time.Second
 	DefaultErrorLimit  = 3
 	DefaultStopTimeout = 60 * time.Second
-	// DefaultMaxStopBackoff is the longest wait between two failed stops.
-	DefaultMaxStopBackoff = 5 * time.Minute
+	// DefaultMaxStopBackoff is the longest wait between two failed stops: once the API
+	// answers again, the pod is stopped at most this long later.
+	DefaultMaxStopBackoff = 2 * time.Minute
 )
 
 // Stopper stops the one target a guard watches.

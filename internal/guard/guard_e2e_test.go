@@ -322,3 +322,40 @@ func TestPodKeyScope(t *testing.T) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestGuardLosesAPI: the API drops the connection when the guard starts (it cannot
+// read the pod's start: max-hours counts from its own start) and on every stop for a
+// while: the guard backs off between stops, stops its pod once the API answers, and
+// nothing else is ever stopped (the pod key is refused nothing, the other pods run).
+func TestGuardLosesAPI(t *testing.T) {
+	p := newPods(t)
+	other := p.create(t, provider.Limits{IdleStop: time.Hour}, nil)
+	unguarded := p.create(t, provider.Limits{IdleStop: time.Second}, map[string]string{"TEST_NO_GUARD": "1"})
+	p.srv.Inject(runpodtest.Fault{Route: "GET /pods/{id}", Kind: runpodtest.DropBeforeApply, Times: 50})
+	p.srv.Inject(runpodtest.Fault{Route: "POST /pods/{id}/stop", Kind: runpodtest.DropBeforeApply, Times: 12})
+	t0 := time.Now()
+	pod := p.create(t, provider.Limits{IdleStop: 2 * time.Second, MaxHours: 1}, nil)
+	took := p.waitExited(t, pod.ID, t0, 2*time.Second+60*time.Second)
+	stops := p.srv.Count("POST /pods/{id}/stop")
+	t.Logf("API lost for the start read and 12 stop requests: stopped %.1fs after create (idle limit 2s), %d stop requests in all", took.Seconds(), stops)
+	log := p.log(pod.ID)
+	if !strings.Contains(log, "cannot read the pod's start") || !strings.Contains(log, "trying again in") {
+		t.Errorf("guard log:\n%s", log)
+	}
+	// Backing off: far fewer requests than checks every 300 ms would make with the
+	// client's retries on each.
+	if stops < 13 || stops > 40 {
+		t.Errorf("%d stop requests", stops)
+	}
+	if s := p.stopFile(t, pod.ID); s.Kind != guard.KindIdle || s.Target != pod.ID {
+		t.Errorf("stop.json %+v", s)
+	}
+	for _, o := range []*provider.Pod{other, unguarded} {
+		if st := p.status(o.ID); st != provider.StatusRunning {
+			t.Errorf("pod %s is %s", o.ID, st)
+		}
+	}
+	if _, refused := p.srv.PodKeyRequests(); refused != 0 {
+		t.Errorf("%d pod-key requests refused", refused)
+	}
+}
