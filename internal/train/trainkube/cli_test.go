@@ -47,6 +47,7 @@ func cliEnv(t *testing.T, kubeconfig string) ([]string, string) {
 // --dry-run -o yaml prints the manifests offline (the API server in the kubeconfig is
 // never asked), without a secret value.
 func TestDryRunYAMLOffline(t *testing.T) {
+	t.Parallel()
 	kc := kubetest.Kubeconfig(t, t.TempDir(), &rest.Config{Host: "https://127.0.0.1:1"}, "lab", "studio")
 	env, cfg := cliEnv(t, kc)
 	out, errs, code := scopectl(t, env, "train", "run", cfg, "--provider", "kubernetes", "--gpu", "nvidia.com/gpu=2",
@@ -82,6 +83,7 @@ func TestDryRunYAMLOffline(t *testing.T) {
 // comes (no job controller here) ends in one line saying so, and leaves the Job applied;
 // applying it again changes nothing.
 func TestRunAgainstAPIServer(t *testing.T) {
+	t.Parallel()
 	e := kubetest.Start(t)
 	ns := e.Namespace(t)
 	kc := kubetest.Kubeconfig(t, t.TempDir(), e.Config, "lab", ns)

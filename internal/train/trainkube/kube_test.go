@@ -240,6 +240,7 @@ func trainer(t *testing.T, data string) *train.Trainer {
 // train run on a Kubernetes Job → status → checkpoints in the library with their
 // lineage → release → the Job's pod ends 0; HF_TOKEN reached the trainer from the Secret.
 func TestTrainOnKubernetesJob(t *testing.T) {
+	t.Parallel()
 	e, c := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -347,6 +348,7 @@ func TestTrainOnKubernetesJob(t *testing.T) {
 
 // stop and save-now go through the job database, by exec in the train container.
 func TestStopAndSaveNowOnKubernetes(t *testing.T) {
+	t.Parallel()
 	e, c := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
