@@ -166,6 +166,11 @@ func (a *app) podCreate() *cobra.Command {
 			}
 			v := podStarted{Pod: pod}
 			v.Guard, v.GuardError = a.startGuard(cmd.Context(), c, pod, rf, gf, slices.Contains(spec.Ports, "22/tcp"))
+			if v.Guard != nil { // it runs now: its addresses are known
+				if fresh, err := c.Get(cmd.Context(), pod.ID); err == nil {
+					v.Pod = fresh
+				}
+			}
 			return a.out(v, func(w io.Writer) {
 				printPod(w, c, pod, rec)
 				if v.Guard != nil {
