@@ -32,6 +32,12 @@ func (a *app) kubeLogs(ctx context.Context, ref, container string, n int, follow
 	if len(reps) == 0 {
 		return fmt.Errorf("kubernetes: %s has no pods (scaled to zero? `scopectl pod start %s`)", name, ref)
 	}
+	for _, r := range reps {
+		if r.Node == "" {
+			// The API server gives an empty log for a pod on no node: say why instead.
+			return fmt.Errorf("kubernetes: replica %s is on no node yet (%s: %s)", r.Name, r.Phase, cmpOrString(r.Reason, "no reason given"))
+		}
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	errs := make([]error, len(reps))
@@ -73,8 +79,9 @@ func (a *app) kubeJobLogs(ctx context.Context, job store.TrainJob, kubeconfig, c
 	if err != nil {
 		return err
 	}
-	if st.Pod == "" {
-		return fmt.Errorf("kubernetes: job %s has no pod (%s: %s)", name, st.Phase, st.Reason)
+	if st.Pod == "" || st.Node == "" {
+		// The API server gives an empty log for a pod on no node: say why instead.
+		return fmt.Errorf("kubernetes: job %s has no pod on a node yet (%s: %s)", name, st.Phase, cmpOrString(st.Reason, "no reason given"))
 	}
 	return c.Logs(ctx, st.Pod, kubernetes.LogOptions{Container: container, Follow: follow}, func(l string) error {
 		_, err := fmt.Fprintln(a.stdout, l)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -345,4 +346,27 @@ func FuzzParseMachine(f *testing.F) {
 			t.Fatalf("%q: round trip %+v %q %q %v", s, tg2, job2, dir2, err)
 		}
 	})
+}
+
+// Container logs and exec go through the API server, which asks the pod's kubelet: a
+// pod on no node yet has an empty log, and exec into it is one line naming pod and
+// container.
+func TestLogsAndExecWithoutKubelet(t *testing.T) {
+	e, c := client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.ApplyJob(ctx, jobSpec(), kubernetes.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := e.JobPod(t, c.Namespace, "wan-1", corev1.PodStatus{Phase: corev1.PodPending})
+	var lines []string
+	err := c.Logs(ctx, pod, kubernetes.LogOptions{Container: "train", Follow: true, Tail: 10}, func(l string) error { lines = append(lines, l); return nil })
+	if err != nil || len(lines) != 0 {
+		t.Fatalf("logs of a pod on no node: %q %v", lines, err)
+	}
+	code, err := c.Exec(ctx, pod, "train", []string{"true"}, nil, io.Discard, io.Discard)
+	if err == nil || code != -1 || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "exec in "+pod+"/train") {
+		t.Fatalf("exec: %d %v", code, err)
+	}
+	t.Logf("exec: %v", err)
 }
