@@ -135,6 +135,7 @@ func (a *app) serveCmd() *cobra.Command {
 						return u, nil
 					}
 				}
+				a.kubeTrainer(opt.Trainer, rf) // jobs on Kubernetes Jobs
 			}
 			if src := gpu.Local(cmd.Context()); fmt.Sprint(src) != "none" {
 				opt.LocalGPU = src

@@ -224,7 +224,7 @@ func (a *app) kubeTrainer(t *train.Trainer, rf remoteFlags) {
 	t.Dial = ms.Open
 	prev := t.Resolve
 	t.Resolve = func(ctx context.Context, job store.TrainJob) (string, error) {
-		if isKubeJob(job) {
+		if isKubeJob(job) || prev == nil {
 			return job.Target, nil
 		}
 		return prev(ctx, job)
