@@ -114,6 +114,19 @@ func TestRunAgainstAPIServer(t *testing.T) {
 	if err != nil || *j.Spec.BackoffLimit != 0 {
 		t.Fatalf("job: %v", err)
 	}
+	// A namespace that does not exist, no kubeconfig: one line each.
+	for _, tc := range []struct {
+		env        []string
+		args, want string
+	}{
+		{env, "k8s://lab/no-such-ns", "namespace does not exist"},
+		{append(append([]string{}, env...), "KUBECONFIG="+filepath.Join(t.TempDir(), "none")), "k8s://lab/" + ns, "no kubeconfig"},
+	} {
+		_, errs, code := scopectl(t, tc.env, "train", "run", cfg, "--target", tc.args, "--wait", "2s")
+		if code == 0 || strings.Count(strings.TrimSpace(errs), "\n") > 0 || !strings.Contains(errs, tc.want) || strings.Contains(errs, hfToken) {
+			t.Errorf("%s: exit %d: %q", tc.args, code, errs)
+		}
+	}
 	// The workspace claim and the HF token's Secret are there; the token only in it.
 	s, err := e.CS.CoreV1().Secrets(ns).Get(ctx, "wan-a-secrets", metav1.GetOptions{})
 	if err != nil || string(s.Data["HF_TOKEN"]) != hfToken {
