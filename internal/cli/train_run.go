@@ -110,6 +110,7 @@ func (a *app) trainRun() *cobra.Command {
 				if done, err := a.kubeTrainMachine(ctx, cmd, &in, &kf, gpu, wait); done || err != nil {
 					return err
 				}
+				rf.kube.kubeconfig = kf.kubeconfig // the trainer reaches the pod with the same kubeconfig
 			case (host != "") && (pod != "") || (host != "" || pod != "") && newPod:
 				return usageError("give one of --host, --pod and --new")
 			case newPod:
