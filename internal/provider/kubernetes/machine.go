@@ -185,8 +185,10 @@ func (ms *Machines) Open(ctx context.Context, raw string) (remote.Remote, error)
 	// The agent makes the folder on the first request to it.
 	if _, err := r.List(ctx); err != nil {
 		r.Close()
+		// A forward that broke (the laptop slept, the API server restarted) is made
+		// again by the next Open; a pod that is gone is said so.
+		ms.forget(t, job)
 		if _, perr := m.c.JobPod(ctx, job); perr != nil {
-			ms.forget(t, job)
 			return nil, perr
 		}
 		return nil, fmt.Errorf("kubernetes: job %s: the agent sidecar of pod %s: %w", job, m.pod, err)

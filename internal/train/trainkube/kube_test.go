@@ -456,3 +456,46 @@ func waitState(ctx context.Context, t *testing.T, tr *train.Trainer, id, what st
 	t.Fatalf("timed out waiting for %s", what)
 	return nil
 }
+
+// A forward that broke is made again by the next Open; a pod that is gone is one line.
+func TestForwardMadeAgain(t *testing.T) {
+	t.Parallel()
+	e, c := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := c.ApplyJob(ctx, kubernetes.TrainJobSpec{Name: "fwd-1", Image: "ostris/aitoolkit:test", HostNetwork: true}, kubernetes.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	k := startPod(t, e, c, "fwd-1")
+	ms := k.machines()
+	defer ms.Close()
+	forwards := 0
+	ms.Forward = func(ctx context.Context, c *kubernetes.Client, pod string, port int) (string, func(), error) {
+		forwards++
+		if forwards == 1 {
+			return "127.0.0.1:1", func() {}, nil // broken at once
+		}
+		return k.agentAddr, func() {}, nil
+	}
+	addr := kubernetes.MachineURL(c.Target(), "fwd-1") + k.ws + "/x"
+	if _, err := ms.Open(ctx, addr); err == nil || !strings.Contains(err.Error(), "agent sidecar of pod "+k.pod) {
+		t.Fatalf("open through a broken forward: %v", err)
+	}
+	r, err := ms.Open(ctx, addr)
+	if err != nil || forwards != 2 {
+		t.Fatalf("open again: %v (%d forwards)", err, forwards)
+	}
+	out, code, err := r.(remote.Runner).Run(ctx, "echo hello; exit 3")
+	if err != nil || code != 3 || out != "hello\n" {
+		t.Fatalf("run: %q %d %v", out, code, err)
+	}
+	r.Close()
+	e.PodStatus(t, c.Namespace, k.pod, corev1.PodStatus{Phase: corev1.PodSucceeded})
+	ms.Forward = func(ctx context.Context, c *kubernetes.Client, pod string, port int) (string, func(), error) {
+		return "127.0.0.1:1", func() {}, nil
+	}
+	ms.Close()
+	if _, err := ms.Open(ctx, addr); err == nil || !strings.Contains(err.Error(), "it has no running pod") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("open after the pod ended: %v", err)
+	}
+}
