@@ -188,8 +188,9 @@ func (a *app) kubeTrainMachine(ctx context.Context, cmd *cobra.Command, in *trai
 	}
 	a.note("job %s: pod %s runs on %s", name, st.Pod, cmpOrString(st.Node, "its node"))
 	in.Target, in.PodID = kubernetes.MachineURL(c.Target(), name), name
-	in.Image, in.Workspace = "", kubernetes.JobWorkspace // ai-toolkit is the container's own (/app/ai-toolkit)
-	in.HFToken = secret.Secret{}                         // the pod has it from the Secret
+	in.Image, in.Workspace = "", kubernetes.JobWorkspace  // ai-toolkit is the container's own (/app/ai-toolkit)
+	in.HFToken = secret.Secret{}                          // the pod has it from the Secret
+	in.MachineBinary = kubernetes.JobBinDir + "/scopectl" // when this scopectl cannot run there (not linux/amd64)
 	return false, nil
 }
 

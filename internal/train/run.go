@@ -110,6 +110,9 @@ type RunInput struct {
 	Workspace  string // default /workspace
 	// Binary is the scopectl to copy there (default: this one, if linux/amd64).
 	Binary string
+	// MachineBinary is a scopectl already on the machine (a Kubernetes Job's pod has
+	// one), used when Binary is empty and this scopectl cannot run there.
+	MachineBinary string
 	Force  bool
 	// Env is added to the trainer's environment (not for secrets).
 	Env []string
@@ -284,6 +287,9 @@ func (t *Trainer) run(ctx context.Context, in RunInput, rs *resumeFrom) (*RunRes
 		return res, fmt.Errorf("%w: the config or a dataset has errors (--force runs it anyway)", ErrRefused)
 	}
 	bin, err := t.binary(in.Binary)
+	if err != nil && in.Binary == "" && in.MachineBinary != "" {
+		bin, err = nil, nil // the machine's own
+	}
 	if err != nil {
 		return res, err
 	}
@@ -325,9 +331,11 @@ func (t *Trainer) run(ctx context.Context, in RunInput, rs *resumeFrom) (*RunRes
 		return res, err
 	}
 	// scopectl, content-addressed: a running supervisor's binary is never replaced.
-	binPath, err := t.sendBinary(ctx, m, ws, bin)
-	if err != nil {
-		return res, err
+	binPath := in.MachineBinary
+	if bin != nil {
+		if binPath, err = t.sendBinary(ctx, m, ws, bin); err != nil {
+			return res, err
+		}
 	}
 	job.Binary = binPath
 	// Datasets, into content-named folders.
