@@ -172,21 +172,21 @@ func (a *app) kubeTrainMachine(ctx context.Context, cmd *cobra.Command, in *trai
 		})
 	}
 	for _, ap := range applied {
-		a.note("%s/%s %s", ap.Kind, ap.Name, ap.Action)
+		a.kubeNote("%s/%s %s", ap.Kind, ap.Name, ap.Action)
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	st, err := c.WaitJobRunning(wctx, name, func(st kubernetes.JobState) {
 		if st.Reason != "" {
-			a.note("job %s: %s: %s", name, st.Phase, st.Reason)
+			a.kubeNote("job %s: %s: %s", name, st.Phase, st.Reason)
 		} else {
-			a.note("job %s: %s", name, st.Phase)
+			a.kubeNote("job %s: %s", name, st.Phase)
 		}
 	})
 	if err != nil {
 		return true, err
 	}
-	a.note("job %s: pod %s runs on %s", name, st.Pod, cmpOrString(st.Node, "its node"))
+	a.kubeNote("job %s: pod %s runs on %s", name, st.Pod, cmpOrString(st.Node, "its node"))
 	in.Target, in.PodID = kubernetes.MachineURL(c.Target(), name), name
 	in.Image, in.Workspace = "", kubernetes.JobWorkspace  // ai-toolkit is the container's own (/app/ai-toolkit)
 	in.HFToken = secret.Secret{}                          // the pod has it from the Secret
@@ -194,7 +194,7 @@ func (a *app) kubeTrainMachine(ctx context.Context, cmd *cobra.Command, in *trai
 	return false, nil
 }
 
-func (a *app) note(format string, args ...any) {
+func (a *app) kubeNote(format string, args ...any) {
 	if !a.json {
 		fmt.Fprintf(a.stderr, format+"\n", args...)
 	}
@@ -363,17 +363,17 @@ func (a *app) kubeResumeMachine(ctx context.Context, t *train.Trainer, job *stor
 		return err
 	}
 	for _, ap := range applied {
-		a.note("%s/%s %s", ap.Kind, ap.Name, ap.Action)
+		a.kubeNote("%s/%s %s", ap.Kind, ap.Name, ap.Action)
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	if _, err := c.WaitJobRunning(wctx, spec.Name, func(st kubernetes.JobState) { a.note("job %s: %s %s", spec.Name, st.Phase, st.Reason) }); err != nil {
+	if _, err := c.WaitJobRunning(wctx, spec.Name, func(st kubernetes.JobState) { a.kubeNote("job %s: %s %s", spec.Name, st.Phase, st.Reason) }); err != nil {
 		return err
 	}
 	job.Target, job.PodID = kubernetes.MachineURL(c.Target(), spec.Name), spec.Name
 	if err := t.Jobs.PutTrainJob(ctx, *job); err != nil {
 		return err
 	}
-	a.note("job %s continues on Job %s (claim %s)", job.ID, spec.Name, spec.Claim)
+	a.kubeNote("job %s continues on Job %s (claim %s)", job.ID, spec.Name, spec.Claim)
 	return nil
 }
