@@ -222,9 +222,9 @@ func TestRealJobController(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st kubernetes.JobState
-	waitFor(ctx, t, "job failed", func() bool {
-		st, _ = c.JobStatus(ctx, "run1")
-		return st.Phase == "failed"
+	waitFor(ctx, t, "the job controller's verdict", func() bool {
+		st, _ = c.JobStatus(ctx, "run1") // failed at once from the pod; then the Job's condition
+		return st.Phase == "failed" && strings.Contains(st.Reason, "BackoffLimitExceeded")
 	})
 	l, _ := e.CS.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "batch.kubernetes.io/job-name=run1"})
 	if len(l.Items) != 1 || !strings.Contains(st.Reason, "BackoffLimitExceeded") {
