@@ -29,6 +29,7 @@ type deployFlags struct {
 	wait     time.Duration
 	rf       remoteFlags
 	rp       runpodDeployFlags
+	noGuard  bool
 	kube     kubeDeployFlags // --provider kubernetes (kube.go)
 }
 
@@ -86,6 +87,7 @@ func (a *app) deployCmd() *cobra.Command {
 	f.StringVar(&o.pipeline, "pipeline", "", "Scope pipeline to load (e.g. longlive, krea-realtime-video)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print the plan, change nothing")
 	f.DurationVar(&o.wait, "wait", 10*time.Minute, "how long to wait for the pod, for health and for the pipeline to load (each)")
+	f.BoolVar(&o.noGuard, "no-guard", false, "do not start the guard on the pod or SSH host (`pod watch` or `serve` then enforce its limits)")
 	o.rf.add(cmd)
 	o.rp.add(cmd)
 	o.kube.add(cmd)
@@ -117,7 +119,17 @@ func (a *app) deploySSHHost(cmd *cobra.Command, o *deployFlags) (done bool, err 
 			return true, err
 		}
 	}
-	return true, a.deployHost(cmd, o)
+	if err := a.deployHost(cmd, o); err != nil || o.dryRun || o.noGuard {
+		return true, err
+	}
+	// The guard on the host enforces the limits deploy just put on the container (one
+	// already running is kept); one line when it cannot start.
+	if c, err := a.sshHosts(o.rf); err == nil {
+		if p, err := c.Get(cmd.Context(), rec.ID); err == nil {
+			a.startGuard(cmd.Context(), c, p, o.rf, guardFlags{}, true)
+		}
+	}
+	return true, nil
 }
 
 // hostOnlyFlags only mean something to a Docker host.

@@ -92,6 +92,9 @@ func (a *app) deployRunPod(cmd *cobra.Command, o *deployFlags) error {
 	}
 	if c, ok := d.RunPod.(*runpod.Client); ok {
 		a.podHooks(d, c, rp.budget, o.rf)
+		if o.noGuard {
+			d.InstallGuard = nil
+		}
 	}
 	res, err := d.Deploy(ctx, in)
 	if err != nil {

@@ -211,21 +211,23 @@ func (a *app) installGuard(ctx context.Context, c provider.Provider, p *provider
 // (>0) waits that long for the pod to run (with its public SSH port when needSSH).
 func (a *app) installGuardWith(ctx context.Context, c provider.Provider, p *provider.Pod, rf remoteFlags, binary string, o guardOverrides, wait time.Duration, needSSH bool) (*guard.Installed, error) {
 	in := guard.InstallInput{Pod: p, Provider: c, Wait: wait, NeedSSH: needSSH, NoGPU: o.noGPU, Warn: a.warn}
-	if binary == "" {
-		if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
-			return nil, &guard.NotInstalledError{Pod: p.ID, Missing: fmt.Sprintf("this scopectl is %s/%s, the pod needs linux/amd64 (--binary)", runtime.GOOS, runtime.GOARCH)}
+	in.Binary = func() ([]byte, error) {
+		path := binary
+		if path == "" {
+			if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+				return nil, fmt.Errorf("this scopectl is %s/%s, the pod needs linux/amd64 (--binary)", runtime.GOOS, runtime.GOARCH)
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, err
+			}
+			if strings.HasSuffix(exe, ".test") { // a Go test running the CLI in-process: never copied as scopectl
+				return nil, errors.New("this process is a test binary, not scopectl (--binary)")
+			}
+			path = exe
 		}
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		binary = exe
+		return os.ReadFile(path)
 	}
-	bin, err := os.ReadFile(binary)
-	if err != nil {
-		return nil, err
-	}
-	in.Binary = bin
 	if o.idleSet || o.maxSet {
 		l := provider.Limits{}
 		if cur := limitsOf(*p, nil); cur != nil {

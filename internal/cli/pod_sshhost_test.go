@@ -179,7 +179,7 @@ func TestPodSSHHost(t *testing.T) {
 	deploytest.RemoveContainerAtEnd(t, name)
 	scopePort := deploytest.FreePort(t)
 	out := e.mustRun("deploy", "--pod", id, "--image", img, "--name", name, "--gpus=false", "--volume", filepath.Join(e.root, "workspace"),
-		"--port", fmt.Sprint(scopePort), "--wait", "60s", "--idle-stop", "45m", "--max-hours", "3", "--json")
+		"--port", fmt.Sprint(scopePort), "--wait", "60s", "--idle-stop", "45m", "--max-hours", "3", "--no-guard", "--json")
 	if !strings.Contains(out, `"action": "create"`) || !strings.Contains(out, fmt.Sprintf("http://127.0.0.1:%d", scopePort)) {
 		t.Fatalf("deploy --pod %s: %s", id, out)
 	}
@@ -214,7 +214,7 @@ func TestPodSSHHost(t *testing.T) {
 	}
 	// Again: nothing changes.
 	if out := e.mustRun("deploy", "--pod", id, "--image", img, "--gpus=false", "--volume", filepath.Join(e.root, "workspace"),
-		"--port", fmt.Sprint(scopePort), "--wait", "60s", "--idle-stop", "45m", "--max-hours", "3", "--json"); !strings.Contains(out, `"action": "keep"`) {
+		"--port", fmt.Sprint(scopePort), "--wait", "60s", "--idle-stop", "45m", "--max-hours", "3", "--no-guard", "--json"); !strings.Contains(out, `"action": "keep"`) {
 		t.Fatalf("second deploy --pod: %s", out)
 	}
 

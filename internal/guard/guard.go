@@ -247,7 +247,9 @@ func (g *Guard) Check(ctx context.Context) string {
 			g.stopped = true
 			return g.note(now, "not running; waiting for it to run")
 		case g.stopped:
-			// Started again (by a user, a deploy): a full idle limit, a fresh max-hours count.
+			// Started again (by a user, a deploy): a full idle limit, a fresh max-hours count,
+			// from when it was seen running (docker inspect takes a while on a busy host).
+			now = g.now()
 			g.stopped, g.Started, g.lastActive, g.errs, g.failedStops, g.nextStop = false, now, now, 0, 0, time.Time{}
 			g.logf("guard: %s runs: limits (%s) count from now", g.Stopper, g.Limits)
 		}

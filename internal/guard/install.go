@@ -58,8 +58,9 @@ type InstallInput struct {
 	Dir string
 	// Args are more `scopectl guard` flags (--scope-url, --no-procs, --min-gpu-util).
 	Args []string
-	// Binary is the static linux/amd64 scopectl to copy there.
-	Binary []byte
+	// Binary gives the static linux/amd64 scopectl to copy there; it is asked for only
+	// once the pod is reachable (what is missing there is said first).
+	Binary func() ([]byte, error)
 	// Open opens url (ssh://user@host:port/folder) as a remote that runs commands. A
 	// RunPod pod's host key is the caller's business (trust on first use per pod).
 	Open func(ctx context.Context, url string) (remote.Remote, remote.Runner, error)
@@ -101,9 +102,6 @@ func Install(ctx context.Context, in InstallInput) (*Installed, error) {
 	p := in.Pod
 	if p == nil {
 		return nil, errors.New("guard: no pod to install on")
-	}
-	if len(in.Binary) == 0 {
-		return nil, notInstalled(p.ID, "no scopectl binary to copy")
 	}
 	if in.Provider != nil && in.Wait > 0 && !in.Host {
 		got, err := deploy.WaitPod(ctx, in.Provider, p.ID, in.NeedSSH, in.Wait)
@@ -219,11 +217,18 @@ func Install(ctx context.Context, in InstallInput) (*Installed, error) {
 			res.Stops = recordStops(ctx, in, p, out)
 		}
 	}
-	sum := sha256.Sum256(in.Binary)
+	if in.Binary == nil {
+		return nil, notInstalled(p.ID, "no scopectl binary to copy")
+	}
+	bin, err := in.Binary()
+	if err != nil {
+		return nil, notInstalled(p.ID, "%v", err)
+	}
+	sum := sha256.Sum256(bin)
 	want := hex.EncodeToString(sum[:])
 	// The same scopectl already there (on the volume, from the pod's last boot): kept.
 	if h, ok := r.(remote.Hasher); !ok || !sameHash(ctx, h, want) {
-		if _, err := r.Put(ctx, "scopectl", remote.Source{R: bytes.NewReader(in.Binary), Size: int64(len(in.Binary)), SHA256: want}, remote.PutOptions{}); err != nil {
+		if _, err := r.Put(ctx, "scopectl", remote.Source{R: bytes.NewReader(bin), Size: int64(len(bin)), SHA256: want}, remote.PutOptions{}); err != nil {
 			return nil, notInstalled(p.ID, "copying scopectl: %v", err)
 		}
 	}

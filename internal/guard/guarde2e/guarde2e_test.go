@@ -162,7 +162,7 @@ func (p *pods) install(t *testing.T, pod *provider.Pod, bin []byte) (*guard.Inst
 		needSSH = needSSH || (v.ID == pod.ID && slices.Contains(v.Ports, "22/tcp"))
 	}
 	return guard.Install(context.Background(), guard.InstallInput{Pod: pod, Provider: p.c, Wait: 30 * time.Second, NeedSSH: needSSH,
-		Binary: bin, Dir: filepath.Join(ws, ".scopectl"), Args: []string{"--no-procs", "--scope-url", p.scopeURL(t, pod.ID)},
+		Binary: func() ([]byte, error) { return bin, nil }, Dir: filepath.Join(ws, ".scopectl"), Args: []string{"--no-procs", "--scope-url", p.scopeURL(t, pod.ID)},
 		Open: func(ctx context.Context, u string) (remote.Remote, remote.Runner, error) {
 			p.mu.Lock()
 			kh := p.khosts[pod.ID]

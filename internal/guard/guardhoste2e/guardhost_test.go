@@ -59,7 +59,7 @@ func TestHostGuard(t *testing.T) {
 		Ports: map[string]int{"22/tcp": sshPort, "8000/http": scopePort}}
 	install := func() *guard.Installed {
 		t.Helper()
-		gi, err := guard.Install(ctx, guard.InstallInput{Pod: host, Host: true, Container: name, Binary: bin, NoGPU: true,
+		gi, err := guard.Install(ctx, guard.InstallInput{Pod: host, Host: true, Container: name, Binary: func() ([]byte, error) { return bin, nil }, NoGPU: true,
 			Args: []string{"--no-procs", "--every", "500ms"}, Open: open})
 		if err != nil {
 			t.Fatal(err)
@@ -122,6 +122,9 @@ func TestHostGuard(t *testing.T) {
 	}
 	t.Logf("SSH host: idle limit %s (a label): the container ran %.1fs (%.1fs past the limit, docker stop's own wait included); seen stopped %.1fs after deploy returned",
 		limit, ran().Seconds(), (ran() - limit).Seconds(), time.Since(t0).Seconds())
+	if ran() < limit {
+		t.Errorf("stopped after %s, before its idle limit %s", ran(), limit)
+	}
 	_ = took
 	waitFor("stop.json: the stop accepted", 30*time.Second, func() bool {
 		b, _ := os.ReadFile(filepath.Join(gdir, "stop.json"))
@@ -135,6 +138,9 @@ func TestHostGuard(t *testing.T) {
 	}
 	took = waitFor("the restarted container stopped again", limit+60*time.Second, func() bool { return !running() })
 	t.Logf("SSH host: started again, ran %.1fs (seen stopped %.1fs after docker start)", ran().Seconds(), took.Seconds())
+	if ran() < limit {
+		t.Errorf("restarted container stopped after %s, before its idle limit %s", ran(), limit)
+	}
 
 	// A second install keeps the guard that runs.
 	if again := install(); !again.Already || again.PID != gi.PID {
