@@ -22,6 +22,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   "$link" down "$name" >/dev/null 2>&1 || true
+  pkill -f -- "$root/" 2>/dev/null || true # the log watchers' tail -F outlive their subshells
   rm -rf "$root"
 }
 trap cleanup EXIT
