@@ -113,7 +113,7 @@ type RunInput struct {
 	// MachineBinary is a scopectl already on the machine (a Kubernetes Job's pod has
 	// one), used when Binary is empty and this scopectl cannot run there.
 	MachineBinary string
-	Force  bool
+	Force         bool
 	// Env is added to the trainer's environment (not for secrets).
 	Env []string
 	// HFToken reaches the trainer as HF_TOKEN through a 0600 file.
