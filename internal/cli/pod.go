@@ -454,7 +454,7 @@ func (a *app) podAction(verb string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use: verb + " ID",
 		Short: map[string]string{"stop": "Stop a pod (the volume stays; billing for the GPU stops), or an SSH host's Scope container",
-			"start": "Start a stopped pod, or an SSH host's Scope container"}[verb],
+			"start": "Start a stopped pod, or an SSH host's Scope container, and its guard again (--no-guard skips)"}[verb],
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, id, err := a.podTarget(cmd.Context(), args[0], rf)
