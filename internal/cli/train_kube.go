@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/aitk"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/kubernetes"
+	"github.com/daydreamlive/scopectl/internal/remote"
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/store"
 	"github.com/daydreamlive/scopectl/internal/train"
@@ -48,6 +50,9 @@ type kubeTrainFlags struct {
 	dryRun         bool
 	output         string
 	forceConflicts bool
+	// prepare applies the Job and waits for its pod (set by kubeTrainMachine; run by
+	// kubeLazy on the trainer's first visit to the machine).
+	prepare func(ctx context.Context) error
 }
 
 func (f *kubeTrainFlags) add(cmd *cobra.Command) {
@@ -92,9 +97,10 @@ func kubeJobName(cfgName string) string {
 	return n + "-" + hex.EncodeToString(b[:])
 }
 
-// kubeTrainMachine applies the training Job for train run and waits for its pod (the
-// agent ready); in then points the Trainer at it. With --dry-run it prints and done is
-// true.
+// kubeTrainMachine prepares the training Job for train run and points in at it; the
+// Job is applied (and its pod waited for) only when the Trainer first reaches for the
+// machine, after the config and dataset checks (kubeLazy): a refused run never takes a
+// GPU. With --dry-run it prints and done is true.
 func (a *app) kubeTrainMachine(ctx context.Context, cmd *cobra.Command, in *train.RunInput, f *kubeTrainFlags, gpu string, wait time.Duration) (done bool, err error) {
 	switch {
 	case f.provider != "" && f.provider != kubernetes.Name:
@@ -159,11 +165,11 @@ func (a *app) kubeTrainMachine(ctx context.Context, cmd *cobra.Command, in *trai
 	if _, err := spec.Normalize(); err != nil {
 		return true, usageError("%v", err)
 	}
-	applied, err := c.ApplyJob(ctx, spec, kubernetes.ApplyOptions{Force: f.forceConflicts, ServerDryRun: f.dryRun})
-	if err != nil {
-		return true, err
-	}
 	if f.dryRun {
+		applied, err := c.ApplyJob(ctx, spec, kubernetes.ApplyOptions{Force: f.forceConflicts, ServerDryRun: true})
+		if err != nil {
+			return true, err
+		}
 		return true, a.out(map[string]any{"job": name, "target": c.Target().String(), "applied": applied}, func(w io.Writer) {
 			fmt.Fprintf(w, "dry run in %s (nothing stored):\n", c.Target())
 			for _, ap := range applied {
@@ -171,22 +177,29 @@ func (a *app) kubeTrainMachine(ctx context.Context, cmd *cobra.Command, in *trai
 			}
 		})
 	}
-	for _, ap := range applied {
-		a.kubeNote("%s/%s %s", ap.Kind, ap.Name, ap.Action)
-	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	st, err := c.WaitJobRunning(wctx, name, func(st kubernetes.JobState) {
-		if st.Reason != "" {
-			a.kubeNote("job %s: %s: %s", name, st.Phase, st.Reason)
-		} else {
-			a.kubeNote("job %s: %s", name, st.Phase)
+	f.prepare = func(ctx context.Context) error {
+		applied, err := c.ApplyJob(ctx, spec, kubernetes.ApplyOptions{Force: f.forceConflicts})
+		if err != nil {
+			return err
 		}
-	})
-	if err != nil {
-		return true, err
+		for _, ap := range applied {
+			a.kubeNote("%s/%s %s", ap.Kind, ap.Name, ap.Action)
+		}
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		st, err := c.WaitJobRunning(wctx, name, func(st kubernetes.JobState) {
+			if st.Reason != "" {
+				a.kubeNote("job %s: %s: %s", name, st.Phase, st.Reason)
+			} else {
+				a.kubeNote("job %s: %s", name, st.Phase)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		a.kubeNote("job %s: pod %s runs on %s", name, st.Pod, cmpOrString(st.Node, "its node"))
+		return nil
 	}
-	a.kubeNote("job %s: pod %s runs on %s", name, st.Pod, cmpOrString(st.Node, "its node"))
 	in.Target, in.PodID = kubernetes.MachineURL(c.Target(), name), name
 	in.Image, in.Workspace = "", kubernetes.JobWorkspace  // ai-toolkit is the container's own (/app/ai-toolkit)
 	in.HFToken = secret.Secret{}                          // the pod has it from the Secret
@@ -213,6 +226,24 @@ func parseKV(flag string, vs []string) (map[string]string, error) {
 		m[k] = val
 	}
 	return m, nil
+}
+
+// kubeLazy makes t apply the Job and wait for its pod (f.prepare) on its first visit
+// to the machine, which comes after the config and dataset checks.
+func (a *app) kubeLazy(t *train.Trainer, f *kubeTrainFlags) {
+	if f.prepare == nil {
+		return
+	}
+	open := t.Dial
+	var once sync.Once
+	var perr error
+	t.Dial = func(ctx context.Context, addr string) (remote.Remote, error) {
+		once.Do(func() { perr = f.prepare(ctx) })
+		if perr != nil {
+			return nil, perr
+		}
+		return open(ctx, addr)
+	}
 }
 
 // isKubeJob reports whether a job runs on a Kubernetes Job.

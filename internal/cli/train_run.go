@@ -153,6 +153,7 @@ func (a *app) trainRun() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			a.kubeLazy(t, &kf) // the Job is applied once the checks have passed
 			res, err := t.Run(ctx, in)
 			if res != nil && res.Refused {
 				a.printProblems(res)

@@ -96,8 +96,18 @@ func TestRunAgainstAPIServer(t *testing.T) {
 	if l, _ := e.CS.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{}); len(l.Items) != 0 {
 		t.Fatal("the dry run stored a Job")
 	}
+	// A dataset with no usable items: refused before any Job is applied (no GPU taken).
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(aitktest.Config{Name: "bad", Steps: 10, SaveEvery: 5, Keep: 2, Dataset: t.TempDir(), TrainingFolder: "output"}.JSON()), 0o600)
+	_, errs, code = scopectl(t, env, "train", "run", bad, "--target", "k8s://lab/"+ns+"/wan-bad", "--wait", "3s")
+	if code != 3 {
+		t.Fatalf("a dataset with no items: exit %d:\n%s", code, errs)
+	}
+	if _, err := e.CS.BatchV1().Jobs(ns).Get(ctx, "wan-bad", metav1.GetOptions{}); err == nil {
+		t.Fatal("a refused run applied its Job")
+	}
 	t0 := time.Now()
-	_, errs, code = scopectl(t, env, "train", "run", cfg, "--target", "k8s://lab/"+ns+"/wan-a", "--wait", "3s")
+	_, errs, code = scopectl(t, env, "train", "run", cfg, "--target", "k8s://lab/"+ns+"/wan-a", "--wait", "3s", "--force")
 	last := strings.TrimSpace(errs[strings.LastIndex(strings.TrimRight(errs, "\n"), "\n")+1:])
 	if code == 0 || !strings.Contains(last, "job wan-a: not ready") || !strings.Contains(last, "no pod yet") {
 		t.Fatalf("exit %d after %v:\n%s", code, time.Since(t0), errs)
@@ -106,7 +116,7 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		t.Fatalf("stderr:\n%s", errs)
 	}
 	t.Logf("no pod: %s", last)
-	_, errs, _ = scopectl(t, env, "train", "run", cfg, "--target", "k8s://lab/"+ns+"/wan-a", "--wait", "1s")
+	_, errs, _ = scopectl(t, env, "train", "run", cfg, "--target", "k8s://lab/"+ns+"/wan-a", "--wait", "1s", "--force")
 	if !strings.Contains(errs, "Job/wan-a unchanged") || !strings.Contains(errs, "Secret/wan-a-secrets unchanged") {
 		t.Fatalf("second apply:\n%s", errs)
 	}
@@ -122,8 +132,10 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		{env, "k8s://lab/no-such-ns", "namespace does not exist"},
 		{append(append([]string{}, env...), "KUBECONFIG="+filepath.Join(t.TempDir(), "none")), "k8s://lab/" + ns, "no kubeconfig"},
 	} {
-		_, errs, code := scopectl(t, tc.env, "train", "run", cfg, "--target", tc.args, "--wait", "2s")
-		if code == 0 || strings.Count(strings.TrimSpace(errs), "\n") > 0 || !strings.Contains(errs, tc.want) || strings.Contains(errs, hfToken) {
+		_, errs, code := scopectl(t, tc.env, "train", "run", cfg, "--target", tc.args, "--wait", "2s", "--force")
+		lines := strings.Split(strings.TrimSpace(errs), "\n")
+		last := lines[len(lines)-1]
+		if code == 0 || !strings.HasPrefix(last, "scopectl train run: ") || !strings.Contains(last, tc.want) || strings.Contains(errs, hfToken) {
 			t.Errorf("%s: exit %d: %q", tc.args, code, errs)
 		}
 	}
