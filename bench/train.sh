@@ -76,7 +76,7 @@ $A "$S" "${run[@]}" "$root/warm.json" >/dev/null 2>"$root/warm.err" || { cat "$r
 echo "job: a $CKPT_BYTES-byte checkpoint at step 10..."
 watchlog benchlora "$root/b.txt"
 t0=$(date +%s.%N)
-$A "$S" "${run[@]}" "$root/job.json" --env STANDIN_CKPT_BYTES="$CKPT_BYTES" --env STANDIN_STEP_MS=2000 \
+$A "$S" ${DETAIL:+-v} "${run[@]}" "$root/job.json" --env STANDIN_CKPT_BYTES="$CKPT_BYTES" --env STANDIN_STEP_MS=2000 \
   2> >(while IFS= read -r l; do echo "$(date +%s.%N) $l"; done >"$root/a.txt") >"$root/run.out"
 sleep 0.5
 start=$(awk '/^start/{print $2; exit}' "$root/b.txt")
@@ -96,3 +96,6 @@ printf 'checkpoint saved -> verified in the library: %6.2f s\n' "$tr"
 printf 'plain ssh cat of the same file:             %6.2f s  (scp: %.2f s)\n' "$plain" "$scp"
 printf 'ratio to ssh cat: %.2f   to scp: %.2f   (goal <= 1.2)\n' "$(echo "$tr / $plain" | bc -l)" "$(echo "$tr / $scp" | bc -l)"
 printf 'train run start -> ai-toolkit started (dataset already on B): %.2f s\n' "$over"
+if [ -n "${DETAIL:-}" ]; then # what train run said before ai-toolkit started, seconds from its start
+  awk -v t0="$t0" -v s="$start" '$1 <= s {printf "  %6.2f s  %s\n", $1 - t0, substr($0, index($0, " ") + 1)}' "$root/a.txt"
+fi
