@@ -53,6 +53,11 @@ type kubeTrainFlags struct {
 	// prepare applies the Job and waits for its pod (set by kubeTrainMachine; run by
 	// kubeLazy on the trainer's first visit to the machine).
 	prepare func(ctx context.Context) error
+	// cleanup deletes the Job (not its claim) when train run fails before the
+	// supervisor runs; set once prepare has applied it.
+	cleanup func(ctx context.Context) error
+	job     string
+	machine string
 }
 
 func (f *kubeTrainFlags) add(cmd *cobra.Command) {
@@ -177,11 +182,13 @@ func (a *app) kubeTrainMachine(ctx context.Context, cmd *cobra.Command, in *trai
 			}
 		})
 	}
+	f.job, f.machine = name, kubernetes.MachineURL(c.Target(), name)
 	f.prepare = func(ctx context.Context) error {
 		applied, err := c.ApplyJob(ctx, spec, kubernetes.ApplyOptions{Force: f.forceConflicts})
 		if err != nil {
 			return err
 		}
+		f.cleanup = func(ctx context.Context) error { return c.DeleteJob(ctx, name, false) }
 		for _, ap := range applied {
 			a.kubeNote("%s/%s %s", ap.Kind, ap.Name, ap.Action)
 		}
@@ -244,6 +251,20 @@ func (a *app) kubeLazy(t *train.Trainer, f *kubeTrainFlags) {
 		}
 		return open(ctx, addr)
 	}
+}
+
+// kubeRunFailed deletes the Job of a train run that failed before its supervisor ran
+// (its pod would hold a GPU for nothing), keeping its claim and what was sent to it.
+func (a *app) kubeRunFailed(f *kubeTrainFlags, err error) error {
+	if f.cleanup == nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if cerr := f.cleanup(ctx); cerr != nil {
+		return fmt.Errorf("%w; deleting Job %s failed too (`scopectl pod rm --provider kubernetes %s` frees its GPU): %v", err, f.job, f.job, cerr)
+	}
+	return fmt.Errorf("%w; Job %s deleted (no GPU held); its claim %s-workspace keeps what was sent: `train run … --target %s` goes on from there", err, f.job, f.job, f.machine)
 }
 
 // isKubeJob reports whether a job runs on a Kubernetes Job.

@@ -160,7 +160,7 @@ func (a *app) trainRun() *cobra.Command {
 				return withCode(ExitRefused, err)
 			}
 			if err != nil {
-				return err
+				return a.kubeRunFailed(&kf, err) // the Job goes: no pod waits on a GPU for nothing
 			}
 			if detach {
 				return a.out(res, func(w io.Writer) {

@@ -116,13 +116,19 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		t.Fatalf("stderr:\n%s", errs)
 	}
 	t.Logf("no pod: %s", last)
-	_, errs, _ = scopectl(t, env, "train", "run", cfg, "--target", "k8s://lab/"+ns+"/wan-a", "--wait", "1s", "--force")
-	if !strings.Contains(errs, "Job/wan-a unchanged") || !strings.Contains(errs, "Secret/wan-a-secrets unchanged") {
-		t.Fatalf("second apply:\n%s", errs)
+	// The Job went with the failure (no pod may wait on a GPU for nothing); its claim stayed.
+	if !strings.Contains(last, "Job wan-a deleted (no GPU held)") || !strings.Contains(last, "--target k8s://lab/"+ns+"/wan-a") {
+		t.Fatalf("last line: %s", last)
 	}
-	j, err := e.CS.BatchV1().Jobs(ns).Get(ctx, "wan-a", metav1.GetOptions{})
-	if err != nil || *j.Spec.BackoffLimit != 0 {
-		t.Fatalf("job: %v", err)
+	if _, err := e.CS.BatchV1().Jobs(ns).Get(ctx, "wan-a", metav1.GetOptions{}); err == nil {
+		t.Fatal("the Job of a failed run stayed")
+	}
+	_, errs, _ = scopectl(t, env, "train", "run", cfg, "--target", "k8s://lab/"+ns+"/wan-a", "--wait", "1s", "--force", "--detach")
+	if !strings.Contains(errs, "PersistentVolumeClaim/wan-a-workspace unchanged") || !strings.Contains(errs, "Job/wan-a created") {
+		t.Fatalf("second run:\n%s", errs)
+	}
+	if _, err := e.CS.BatchV1().Jobs(ns).Get(ctx, "wan-a", metav1.GetOptions{}); err == nil {
+		t.Fatal("the Job of the second failed run stayed")
 	}
 	// A namespace that does not exist, no kubeconfig: one line each.
 	for _, tc := range []struct {
@@ -139,9 +145,8 @@ func TestRunAgainstAPIServer(t *testing.T) {
 			t.Errorf("%s: exit %d: %q", tc.args, code, errs)
 		}
 	}
-	// The workspace claim and the HF token's Secret are there; the token only in it.
-	s, err := e.CS.CoreV1().Secrets(ns).Get(ctx, "wan-a-secrets", metav1.GetOptions{})
-	if err != nil || string(s.Data["HF_TOKEN"]) != hfToken {
-		t.Fatalf("secret: %v", err)
+	// What stays is the workspace claim.
+	if _, err := e.CS.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "wan-a-workspace", metav1.GetOptions{}); err != nil {
+		t.Fatalf("claim: %v", err)
 	}
 }
