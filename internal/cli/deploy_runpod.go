@@ -119,7 +119,7 @@ func (a *app) podHooks(d *deploy.Deployer, c *runpod.Client, budget budgetFlags,
 	d.BudgetGate = func(ctx context.Context, cs provider.CreateSpec, in deploy.DeployInput) error {
 		return a.budgetGate(ctx, c, budget, cs, in.MaxHours)
 	}
-	d.InstallGuard = func(ctx context.Context, p *provider.Pod) (map[string]any, error) {
+	d.InstallGuard = func(ctx context.Context, p *provider.Pod) (*deploy.GuardInfo, error) {
 		return a.installGuard(ctx, c, p, rf, "")
 	}
 }

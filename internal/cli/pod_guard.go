@@ -199,12 +199,12 @@ type guardOverrides struct {
 
 // installGuard copies scopectl onto pod p and starts its guard (guard.Install). On an
 // SSH host the guard runs on the host itself and docker-stops the Scope container.
-func (a *app) installGuard(ctx context.Context, c provider.Provider, p *provider.Pod, rf remoteFlags, binary string) (map[string]any, error) {
+func (a *app) installGuard(ctx context.Context, c provider.Provider, p *provider.Pod, rf remoteFlags, binary string) (*deploy.GuardInfo, error) {
 	info, err := a.installGuardWith(ctx, c, p, rf, binary, guardOverrides{}, 0, false)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"pod": info.Pod, "limits": info.Limits, "log": info.Log, "pid": info.PID, "already_running": info.Already}, nil
+	return &deploy.GuardInfo{Pod: info.Pod, Limits: info.Limits, Log: info.Log, PID: info.PID, Already: info.Already}, nil
 }
 
 // installGuardWith is guard.Install with this machine's SSH, binary and ledger; wait

@@ -65,7 +65,7 @@ type DeployInput struct {
 type DeployResult struct {
 	Created  *bool                 `json:"created,omitempty"` // a RunPod deploy: the pod was made now
 	DryRun   bool                  `json:"dry_run"`
-	Guard    map[string]any        `json:"guard,omitempty"`
+	Guard    *GuardInfo            `json:"guard,omitempty"`
 	Health   *scope.Health         `json:"health,omitempty"`
 	Host     string                `json:"host,omitempty"`
 	Pipeline *scope.PipelineStatus `json:"pipeline,omitempty"`
@@ -76,6 +76,17 @@ type DeployResult struct {
 	URL      string                `json:"url,omitempty"`
 	// LoRAs is how many LoRAs were loaded with the pipeline (for the text output).
 	LoRAs int `json:"-"`
+}
+
+// GuardInfo is the guard a deploy started (or found running) on its pod: deploy
+// --json's "guard". It carries guard.Installed's fields (deploy cannot import guard,
+// which imports deploy); pid and already_running are always present.
+type GuardInfo struct {
+	Pod     string `json:"pod"`
+	Limits  string `json:"limits"`
+	Log     string `json:"log"`
+	PID     int    `json:"pid"`
+	Already bool   `json:"already_running"`
 }
 
 // InputError is bad input (exit status 2 on the command line, 400 from the API).
@@ -118,7 +129,7 @@ type Deployer struct {
 	// BudgetGate refuses (or warns about) a pod the day's budget cannot pay; nil: none.
 	BudgetGate func(ctx context.Context, cs provider.CreateSpec, in DeployInput) error
 	// InstallGuard installs the guard on a deployed pod; nil: none.
-	InstallGuard func(ctx context.Context, p *provider.Pod) (map[string]any, error)
+	InstallGuard func(ctx context.Context, p *provider.Pod) (*GuardInfo, error)
 	// HFToken goes to every deploy as the secret HF_TOKEN unless its input has one.
 	HFToken  secret.Secret
 	Progress progress.Reporter // transfers

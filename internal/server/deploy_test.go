@@ -53,7 +53,15 @@ func TestAPIDeploy(t *testing.T) {
 	lib.Store.(store.PodStore).PutPod(ctx, store.Pod{RequestID: reqID, Provider: runpod.Name, ID: p.ID, Name: "scope", CreatedAt: time.Now()})
 	red := &secret.Redactor{}
 	red.Add(secret.New(canaryToken))
-	srv, err := server.New(server.Options{Lib: lib, RunPod: c, Token: secret.New(canaryToken), Redactor: red, Interval: time.Hour})
+	// The face's deployer (as scopectl serve gives it), whose guard install answers as
+	// guard.Install would: the result carries it as deploy --json does.
+	guarded := ""
+	dep := &deploy.Deployer{Lib: lib, RunPod: c, Pods: lib.Store.(store.PodStore),
+		InstallGuard: func(_ context.Context, p *provider.Pod) (*deploy.GuardInfo, error) {
+			guarded = p.ID
+			return &deploy.GuardInfo{Pod: p.ID, Limits: "idle-stop 30m0s", Log: "/workspace/.scopectl/guard.log", PID: 4242}, nil
+		}}
+	srv, err := server.New(server.Options{Lib: lib, RunPod: c, Token: secret.New(canaryToken), Redactor: red, Interval: time.Hour, Deployer: dep})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +86,13 @@ func TestAPIDeploy(t *testing.T) {
 	if res.Pod == nil || res.Pod.ID != p.ID || res.Pod.Image != "daydreamlive/scope:v2" || res.Pod.Env["FOO"] != "bar" || res.Created == nil || *res.Created ||
 		res.Health == nil || res.URL != c.ProxyURL(p.ID, deploy.ContainerPort) || res.Pipeline == nil || len(res.Steps) == 0 || res.Steps[0].Action != "update" {
 		t.Fatalf("deploy result: %s", body)
+	}
+	if g := res.Guard; g == nil || guarded != p.ID || g.Pod != p.ID || g.PID != 4242 || g.Limits != "idle-stop 30m0s" {
+		t.Fatalf("deploy result's guard: %+v (installed on %q)", g, guarded)
+	}
+	_, body, _ = h.do("GET", "/api/v1/deploys/"+job.ID, "", auth())
+	if !strings.Contains(body, `"guard":{"pod":"`+p.ID+`","limits":"idle-stop 30m0s","log":"/workspace/.scopectl/guard.log","pid":4242,"already_running":false}`) {
+		t.Fatalf("deploy job's guard JSON: %s", body)
 	}
 	got, err := c.Get(ctx, p.ID)
 	if err != nil || got.Image != "daydreamlive/scope:v2" || got.Status != provider.StatusRunning {

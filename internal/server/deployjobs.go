@@ -230,7 +230,7 @@ func (s *Server) runDeploy(d *deploy.Deployer, in deploy.DeployInput, req Deploy
 		}
 	}
 	if f := d.InstallGuard; f != nil {
-		dd.InstallGuard = func(ctx context.Context, p *provider.Pod) (map[string]any, error) {
+		dd.InstallGuard = func(ctx context.Context, p *provider.Pod) (*deploy.GuardInfo, error) {
 			phase("installing the guard on pod " + p.ID)
 			return f(ctx, p)
 		}
