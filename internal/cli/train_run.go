@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os/signal"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,12 +18,9 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/aitk"
 	"github.com/daydreamlive/scopectl/internal/deploy"
-	"github.com/daydreamlive/scopectl/internal/library"
-	"github.com/daydreamlive/scopectl/internal/lorasync"
 	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/remote"
-	"github.com/daydreamlive/scopectl/internal/scope"
 	"github.com/daydreamlive/scopectl/internal/secret"
 	"github.com/daydreamlive/scopectl/internal/store"
 	"github.com/daydreamlive/scopectl/internal/train"
@@ -240,119 +235,67 @@ func (p *previewFlags) add(cmd *cobra.Command) {
 	f.StringVar(&p.pipeline, "preview-pipeline", "", "with --preview: the pipeline to load (default: the one Scope has loaded)")
 }
 
-// previewTarget is where a preview goes: the LoRA folder (a sync remote), the path
-// Scope sees it under, and Scope's URL ("" when not known).
-func (a *app) previewTarget(ctx context.Context, p previewFlags, rf remoteFlags) (folder, scopeDir, scopeURL string, err error) {
-	scopeURL = p.scopeURL
-	if strings.Contains(p.target, "://") || strings.ContainsAny(p.target, `/\`) || p.target == "." {
-		folder, scopeDir = p.target, p.target
-		if u, perr := url.Parse(p.target); perr == nil && u.Scheme != "" && u.Scheme != "file" {
-			scopeDir = u.Path
-		} else if abs, aerr := filepath.Abs(strings.TrimPrefix(p.target, "file://")); aerr == nil {
-			scopeDir = abs
-		}
-		return folder, scopeDir, scopeURL, nil
-	}
-	c, pod, err := a.podWithClient(ctx, p.target, rf)
+// previewer is the preview core with this invocation's library, remotes and pods.
+func (a *app) previewer(rf remoteFlags) (*train.Previewer, error) {
+	lib, err := a.library()
 	if err != nil {
-		return "", "", "", err
+		return nil, err
 	}
-	if _, direct := pod.SSHURL(); !direct {
-		return "", "", "", fmt.Errorf("pod %s has no public SSH port (status %s)", pod.ID, pod.Status)
-	}
-	if scopeURL == "" {
-		scopeURL = podScopeURL(c, pod)
-	}
-	return podSSHURL(pod) + deploy.DefaultLoRADir, deploy.DefaultLoRADir, scopeURL, nil
+	return &train.Previewer{Lib: lib, Progress: a.progress(),
+		Open: func(ctx context.Context, raw, podID string) (remote.Remote, error) {
+			return a.openRemote(ctx, raw, podRemoteFlags(rf, a.cfg.DataDir, podID))
+		},
+		Pod: func(ctx context.Context, ref string) (train.PodTarget, error) {
+			c, p, err := a.podWithClient(ctx, ref, rf)
+			if err != nil {
+				return train.PodTarget{}, err
+			}
+			return train.PodTarget{Pod: p, ScopeURL: podScopeURL(c, p)}, nil
+		}}, nil
 }
 
-// preview installs the newest checkpoint collected (as `lora install`: Scope's exact
-// form, with the manifest) and loads the running pipeline with it, in place of the
-// job's earlier checkpoints (other LoRAs stay); a failure is a warning (the training
-// goes on).
-func (a *app) preview(ctx context.Context, p previewFlags, rf remoteFlags, res *train.CollectResult) {
-	var newest *train.Collected
-	for i := range res.Checkpoints {
-		if c := &res.Checkpoints[i]; c.New && (newest == nil || c.Step > newest.Step) {
-			newest = c
-		}
+// podRemoteFlags trusts a pod's host key on first use, per pod (as the trainer and
+// deploy do: a pod's host keys are made when its container starts), unless the user
+// gave --known-hosts.
+func podRemoteFlags(rf remoteFlags, dataDir, podID string) remoteFlags {
+	if podID != "" && rf.knownHosts == "" {
+		rf.knownHosts = filepath.Join(dataDir, "known_hosts.d", podID)
+		rf.acceptNewHostKey = true
 	}
+	return rf
+}
+
+// preview installs the newest checkpoint collected on the --preview target and
+// loads the running pipeline with it (train.Previewer); a failure is a warning (the
+// training goes on).
+func (a *app) preview(ctx context.Context, p previewFlags, rf remoteFlags, res *train.CollectResult) {
+	newest := train.NewestCollected(res)
 	if p.target == "" || newest == nil {
 		return
 	}
-	if err := a.previewOne(ctx, p, rf, newest); err != nil {
+	pv, err := a.previewer(rf)
+	if err == nil {
+		var r *train.PreviewResult
+		r, err = pv.Preview(ctx, train.PreviewInput{Target: p.target, ScopeURL: p.scopeURL, Pipeline: p.pipeline, Step: newest.Step, Name: newest.Name})
+		if err == nil && !a.json {
+			fmt.Fprintln(a.stderr, previewLine(r))
+		}
+	}
+	if err != nil {
 		a.warn("preview: step " + strconv.Itoa(newest.Step) + ": " + oneLineErr(err))
 	}
 }
 
-func (a *app) previewOne(ctx context.Context, p previewFlags, rf remoteFlags, c *train.Collected) error {
-	folder, scopeDir, scopeURL, err := a.previewTarget(ctx, p, rf)
-	if err != nil {
-		return err
-	}
-	var sc *scope.Client
-	pipeline := p.pipeline
-	var keep []scope.LoRALoad
-	if scopeURL != "" {
-		sc = &scope.Client{Base: scopeURL}
-		st, err := sc.PipelineStatus(ctx)
-		if err != nil {
-			return fmt.Errorf("Scope at %s: %w", scopeURL, err)
-		}
-		if pipeline == "" && (st.Status == "loaded" || st.Status == "loading") {
-			pipeline = st.PipelineID
-		}
-		if st.PipelineID == pipeline {
-			for _, l := range st.LoadedLoRAs {
-				if !sameJobLoRA(path.Base(l.Path), c.Name) {
-					keep = append(keep, scope.LoRALoad{Path: l.Path, Scale: l.Scale})
-				}
-			}
-		}
-	}
-	lib, err := a.library()
-	if err != nil {
-		return err
-	}
-	pr, err := lib.Prepare(ctx, c.Name, library.InstallOptions{Pipeline: pipeline})
-	if err != nil {
-		return err
-	}
-	load := scope.LoRALoad{Path: path.Join(scopeDir, pr.File), Scale: 1}
-	r, err := a.openRemote(ctx, folder, rf)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	if _, err := lorasync.Sync(ctx, lib, r, lorasync.Options{Names: []string{c.Name}, Pipeline: pipeline, Progress: a.progress()}); err != nil {
-		return err
-	}
-	msg := fmt.Sprintf("preview: step %d (%s) installed on %s", c.Step, c.Name, remote.Redact(folder))
-	if sc != nil && pipeline != "" {
-		if err := sc.LoadPipeline(ctx, pipeline, append([]scope.LoRALoad{load}, keep...), nil); err != nil {
-			return fmt.Errorf("loading %s: %w", pipeline, err)
-		}
-		msg += "; loading " + pipeline + " with it"
-	} else if sc != nil {
+// previewLine is one preview's line for the terminal.
+func previewLine(r *train.PreviewResult) string {
+	msg := fmt.Sprintf("preview: step %d (%s) installed on %s", r.Step, r.Name, r.Folder)
+	switch {
+	case r.Pipeline != "":
+		msg += "; loading " + r.Pipeline + " with it"
+	case r.NotLoaded == train.PreviewNoPipeline:
 		msg += " (no pipeline loaded in Scope: give --preview-pipeline)"
 	}
-	if !a.json {
-		fmt.Fprintln(a.stderr, msg)
-	}
-	return nil
-}
-
-// sameJobLoRA: file is a checkpoint of the same job as name (NAME_000000250 and its
-// installed forms), which a newer preview replaces.
-func sameJobLoRA(file, name string) bool {
-	stem := name
-	if i := strings.LastIndexByte(name, '_'); i > 0 {
-		if _, err := strconv.Atoi(name[i+1:]); err == nil {
-			stem = name[:i]
-		}
-	}
-	rest, ok := strings.CutPrefix(file, stem)
-	return ok && (strings.HasPrefix(rest, "_") || strings.HasPrefix(rest, "."))
+	return msg
 }
 
 // watchJob follows a job to its end with a progress line (TTY) or JSON lines.
