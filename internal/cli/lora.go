@@ -17,6 +17,7 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/lora"
+	"github.com/daydreamlive/scopectl/internal/lorasync"
 	"github.com/daydreamlive/scopectl/internal/scope"
 	"github.com/daydreamlive/scopectl/internal/store"
 )
@@ -499,7 +500,7 @@ func (a *app) loraShow() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			all, err := lib.Store.ListInstalls(cmd.Context(), "")
+			all, err := lib.Installs(cmd.Context(), a.cfg.LoRADir)
 			if err != nil {
 				return err
 			}
@@ -634,7 +635,7 @@ func (a *app) loraInstall() *cobra.Command {
 			results := []*library.InstallResult{}
 			var firstErr error
 			for _, ref := range args {
-				r, err := lib.Install(cmd.Context(), ref, opt)
+				r, err := lorasync.Install(cmd.Context(), lib, ref, opt)
 				if err != nil {
 					if firstErr == nil {
 						firstErr = err
@@ -680,7 +681,7 @@ func (a *app) loraUninstall() *cobra.Command {
 			removed := []library.UninstallResult{}
 			var firstErr error
 			for _, ref := range args {
-				r, err := lib.Uninstall(cmd.Context(), ref, dir, force)
+				r, err := lorasync.Uninstall(cmd.Context(), lib, ref, dir, force)
 				removed = append(removed, r...)
 				if err != nil && firstErr == nil {
 					firstErr = err

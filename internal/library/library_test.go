@@ -12,6 +12,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/lora/loratest"
+	"github.com/daydreamlive/scopectl/internal/lorasync"
 	"github.com/daydreamlive/scopectl/internal/scope"
 	"github.com/daydreamlive/scopectl/internal/store"
 )
@@ -181,29 +182,29 @@ func TestInstallUninstall(t *testing.T) {
 		}
 	}
 	opt := library.InstallOptions{Dir: scopeDir, Pipeline: "krea-realtime-video"}
-	r, err := l.Install(ctx, "toolkit", opt)
+	r, err := lorasync.Install(ctx, l, "toolkit", opt)
 	if err != nil || r.Form != "as-is" || r.Status != "installed" {
 		t.Fatalf("%+v %v", r, err)
 	}
-	if r2, err := l.Install(ctx, "toolkit", opt); err != nil || r2.Status != "unchanged" {
+	if r2, err := lorasync.Install(ctx, l, "toolkit", opt); err != nil || r2.Status != "unchanged" {
 		t.Fatalf("%+v %v", r2, err)
 	}
-	if r, err := l.Install(ctx, "kohya", opt); err != nil || r.Form != "as-is" {
+	if r, err := lorasync.Install(ctx, l, "kohya", opt); err != nil || r.Form != "as-is" {
 		t.Fatalf("kohya: %+v %v", r, err)
 	}
-	if r, err := l.Install(ctx, "diff", opt); err != nil || r.Form != "diffusion_model" {
+	if r, err := lorasync.Install(ctx, l, "diff", opt); err != nil || r.Form != "diffusion_model" {
 		t.Fatalf("diffusers: %+v %v", r, err)
 	} else if rep, _ := lora.Inspect(r.Path, lora.InspectOptions{}); !rep.ScopeReady || rep.Family != lora.Comfy {
 		t.Fatalf("installed diffusers LoRA not scope-ready: %v", rep.ScopeIssues)
 	}
 	// Base gate.
-	if _, err := l.Install(ctx, "small", opt); !errors.Is(err, library.ErrRefused) || !strings.Contains(err.Error(), "1.3b") {
+	if _, err := lorasync.Install(ctx, l, "small", opt); !errors.Is(err, library.ErrRefused) || !strings.Contains(err.Error(), "1.3b") {
 		t.Fatalf("gate: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(scopeDir, "small.safetensors")); err == nil {
 		t.Fatal("refused LoRA was written")
 	}
-	if r, err := l.Install(ctx, "small", library.InstallOptions{Dir: scopeDir, Pipeline: "krea-realtime-video", Force: true}); err != nil || len(r.Warnings) == 0 {
+	if r, err := lorasync.Install(ctx, l, "small", library.InstallOptions{Dir: scopeDir, Pipeline: "krea-realtime-video", Force: true}); err != nil || len(r.Warnings) == 0 {
 		t.Fatalf("force: %+v %v", r, err)
 	}
 	m, err := scope.LoadManifest(scopeDir)
@@ -218,11 +219,11 @@ func TestInstallUninstall(t *testing.T) {
 		t.Fatalf("manifest entry %+v", e)
 	}
 	// A file scopectl did not install is never replaced or removed.
-	if _, err := l.Uninstall(ctx, "theirs", scopeDir, false); err == nil {
+	if _, err := lorasync.Uninstall(ctx, l, "theirs", scopeDir, false); err == nil {
 		t.Fatal("uninstalled a foreign file")
 	}
 	os.WriteFile(filepath.Join(src, "theirs.safetensors"), nil, 0o644)
-	if _, err := l.Uninstall(ctx, "toolkit", scopeDir, false); err != nil {
+	if _, err := lorasync.Uninstall(ctx, l, "toolkit", scopeDir, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(scopeDir, "toolkit.safetensors")); !os.IsNotExist(err) {
@@ -238,7 +239,7 @@ func TestInstallUninstall(t *testing.T) {
 	// No temp files left behind.
 	ents, _ := os.ReadDir(scopeDir)
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".") && e.Name() != ".scopectl.lock" {
+		if strings.HasPrefix(e.Name(), ".") && e.Name() != ".scopectl.lock" && e.Name() != library.OwnedName {
 			t.Fatalf("left %s", e.Name())
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/lora"
 	"github.com/daydreamlive/scopectl/internal/lora/loratest"
+	"github.com/daydreamlive/scopectl/internal/lorasync"
 	"github.com/daydreamlive/scopectl/internal/store"
 )
 
@@ -54,7 +55,7 @@ func TestAddOwnsItsBytes(t *testing.T) {
 	if res, err := l.Verify(ctx, nil); err != nil || res[0].Status != "ok" || res[0].Fix != "" {
 		t.Fatalf("%+v %v", res, err)
 	}
-	if _, err := l.Install(ctx, "slime", library.InstallOptions{Dir: t.TempDir(), Pipeline: "longlive"}); err != nil {
+	if _, err := lorasync.Install(ctx, l, "slime", library.InstallOptions{Dir: t.TempDir(), Pipeline: "longlive"}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -83,7 +84,7 @@ func TestLinkedEntryDamageNamesTheFix(t *testing.T) {
 			t.Errorf("check error lacks %q: %v", want, err)
 		}
 	}
-	_, err = l.Install(ctx, "slime", library.InstallOptions{Dir: t.TempDir(), Pipeline: "longlive"})
+	_, err = lorasync.Install(ctx, l, "slime", library.InstallOptions{Dir: t.TempDir(), Pipeline: "longlive"})
 	if !errors.Is(err, library.ErrDamaged) || !strings.Contains(err.Error(), "lora rm slime") {
 		t.Fatalf("install: %v", err)
 	}
@@ -166,7 +167,7 @@ func TestScanRecognisesInstallsAndSkipsUnchanged(t *testing.T) {
 		if _, err := l.Add(ctx, p, library.AddOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.Install(ctx, lora.DisplayName(p), library.InstallOptions{Dir: scopeDir, Pipeline: "longlive"}); err != nil {
+		if _, err := lorasync.Install(ctx, l, lora.DisplayName(p), library.InstallOptions{Dir: scopeDir, Pipeline: "longlive"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -93,7 +93,15 @@ func (l *Library) Scan(ctx context.Context, dir string, opt ScanOptions) (*ScanR
 		}
 	}
 	s := &scan{l: l, opt: opt, res: &ScanResult{Files: []ScanFile{}, Indexed: []*AddResult{}, Counts: map[string]int{}}}
-	if s.installs, err = l.Store.ListInstalls(ctx, ""); err != nil {
+	// What scopectl installed: the ownership records of the folders scanned and of those
+	// it installed into (a converted file is recognised wherever it was copied to).
+	var dirs []string
+	for _, p := range paths {
+		if d := filepath.Dir(p); len(dirs) == 0 || dirs[len(dirs)-1] != d {
+			dirs = append(dirs, d)
+		}
+	}
+	if s.installs, err = l.Installs(ctx, dirs...); err != nil {
 		return nil, err
 	}
 	all, err := l.Store.ListLoRAs(ctx, store.Filter{})

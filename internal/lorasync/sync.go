@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -20,28 +21,20 @@ import (
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/remote"
+	"github.com/daydreamlive/scopectl/internal/remote/file"
 	"github.com/daydreamlive/scopectl/internal/scope"
 	"github.com/daydreamlive/scopectl/internal/store"
 )
 
-// OwnedName is scopectl's record, in the remote folder, of the files it put there. A dot
-// name ending in neither .safetensors nor .json: Scope ignores it.
-const OwnedName = ".scopectl-owned"
+// OwnedName is scopectl's record, in the folder, of the files it put there (the one
+// record of ownership: see library.OwnedName).
+const OwnedName = library.OwnedName
 
 // Owned is the ownership record's content.
-type Owned struct {
-	Version int                  `json:"version"`
-	Files   map[string]OwnedFile `json:"files"`
-}
+type Owned = library.Owned
 
 // OwnedFile is one file scopectl published.
-type OwnedFile struct {
-	SHA256       string    `json:"sha256"`
-	Size         int64     `json:"size"`
-	SourceSHA256 string    `json:"source_sha256"`
-	Name         string    `json:"name"`
-	SyncedAt     time.Time `json:"synced_at"`
-}
+type OwnedFile = library.OwnedFile
 
 // FilesInFlight is how many files a sync sends at once.
 var FilesInFlight = 2
@@ -55,6 +48,8 @@ type Options struct {
 	Force    bool   // replace files scopectl did not put there; pass the base-model gate
 	Pipeline string // base-model gate, as lora install
 	Progress progress.Reporter
+
+	install bool // lora install: one LoRA, reported as an install
 }
 
 // Action is one step of the plan. Field names are part of --json.
@@ -109,7 +104,13 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		want = append(want, pr)
 		res.Warnings = append(res.Warnings, pr.Warnings...)
 	}
-	st, err := readState(ctx, r)
+	return run(ctx, lib, r, want, opt, res)
+}
+
+// run makes r hold the prepared LoRAs want: the one path by which scopectl writes LoRAs
+// into a folder, local (lora install) or remote (sync).
+func run(ctx context.Context, lib *library.Library, r remote.Remote, want []*library.Prepared, opt Options, res *Result) (*Result, error) {
+	st, err := readState(ctx, lib, r)
 	if err != nil {
 		return nil, err
 	}
@@ -122,10 +123,13 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		switch {
 		case present && have.Size == pr.Size && st.sameContent(ctx, r, have, pr.SHA256):
 			a.Op, a.Reason = "skip", "already there (size and sha256 match)"
+			if !isOwned && !opt.Force {
+				a.Reason = "already there (size and sha256 match; not put there by scopectl, so left as it is)"
+			}
 		case present && !isOwned && !opt.Force:
-			return nil, fmt.Errorf("%s on %s was not put there by scopectl: %w (use --force to replace it)", pr.File, r, library.ErrRefused)
+			return nil, fmt.Errorf("%s was not put there by scopectl: %w (use --force to replace it)", st.where(r, pr.File), library.ErrRefused)
 		case present && isOwned && !opt.Force && !st.sameContent(ctx, r, have, owned.SHA256):
-			return nil, fmt.Errorf("%s on %s was changed since scopectl put it there: %w (use --force to replace it)", pr.File, r, library.ErrRefused)
+			return nil, fmt.Errorf("%s was changed since scopectl put it there: %w (use --force to replace it)", st.where(r, pr.File), library.ErrRefused)
 		case present:
 			a.Reason = "content differs"
 		default:
@@ -146,8 +150,11 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		sort.Strings(gone)
 		for _, file := range gone {
 			reason := "no longer wanted"
-			if _, present := st.files[file]; !present {
+			have, present := st.files[file]
+			if !present {
 				reason = "already gone"
+			} else if !opt.Force && !st.sameContent(ctx, r, have, st.owned.Files[file].SHA256) {
+				return nil, fmt.Errorf("%s was changed since scopectl put it there: %w (use --force to remove it anyway)", st.where(r, file), library.ErrRefused)
 			}
 			res.Actions = append(res.Actions, Action{Op: "delete", File: file, Name: st.owned.Files[file].Name, Reason: reason})
 		}
@@ -155,7 +162,7 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 	if opt.DryRun {
 		return res, nil
 	}
-	changed := false
+	changed := st.migrating()
 	// Puts run FilesInFlight at a time, so that one file's far-side verification and
 	// fsync overlap the next file's transfer instead of idling the link.
 	var wg sync.WaitGroup
@@ -174,7 +181,12 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 			nput++
 		}
 	}
-	overall := opt.Progress.Start("sync", fmt.Sprintf("%d files to %s", nput, r), total)
+	var overall *progress.Tracker
+	if opt.install && len(want) == 1 {
+		overall = opt.Progress.Start("install", want[0].Entry.Name, total)
+	} else {
+		overall = opt.Progress.Start("sync", fmt.Sprintf("%d files to %s", nput, r), total)
+	}
 	defer overall.Finish()
 	for i := range res.Actions {
 		a := &res.Actions[i]
@@ -187,7 +199,7 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			err := put(ctx, r, pr, opt.Progress, overall, a)
+			err := put(ctx, lib, r, pr, opt, overall, a)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -198,14 +210,14 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 			}
 			a.Done = true
 			res.Sent += a.Sent
-			st.owned.Files[a.File] = owned(a, pr)
+			st.setOwned(a.File, owned(a, pr, opt))
 			changed = true
 		}()
 	}
 	wg.Wait()
 	if firstErr != nil {
 		if changed && !st.pushOnly { // record what did arrive, so the next run knows it owns those files
-			_ = st.save(ctx, r)
+			_ = st.save(ctx, lib, r)
 		}
 		return res, firstErr
 	}
@@ -214,15 +226,21 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		switch a.Op {
 		case "delete":
 			if err := r.Delete(ctx, a.File); err != nil && !errors.Is(err, remote.ErrNotFound) {
+				if changed && !st.pushOnly {
+					_ = st.save(ctx, lib, r)
+				}
 				return res, err
 			}
-			delete(st.owned.Files, a.File)
-			st.manifest.Remove(a.File)
+			st.dropOwned(a.File)
+			st.removeManifest(a.File)
 			changed = true
 		case "skip":
-			if o, ok := st.owned.Files[a.File]; !ok || o.SHA256 != a.SHA256 {
+			// A file of the wanted content that scopectl did not put there stays the
+			// user's (never removed by uninstall or --delete) unless --force claims it.
+			o, ok := st.owned.Files[a.File]
+			if (ok && o.SHA256 != a.SHA256) || (!ok && opt.Force) {
 				pr := want[indexOf(want, a.File)]
-				st.owned.Files[a.File] = owned(a, pr)
+				st.setOwned(a.File, owned(a, pr, opt))
 				changed = true
 			}
 		default:
@@ -230,9 +248,12 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		}
 		a.Done = true
 	}
-	for _, pr := range want {
-		if e, ok := st.manifest.Get(pr.File); !ok || e.SHA256 != pr.SHA256 || e.SizeBytes != pr.Size {
-			st.manifest.Set(manifestEntry(pr))
+	for i, pr := range want {
+		// A file just sent gets a fresh entry (its added_at is when it arrived); one left
+		// in place keeps its entry while that still describes it.
+		sent := res.Actions[i].Op == "put"
+		if e, ok := st.manifest.Get(pr.File); sent || !ok || e.SHA256 != pr.SHA256 || e.SizeBytes != pr.Size {
+			st.setManifest(manifestEntry(pr))
 			changed = true
 		}
 	}
@@ -252,16 +273,17 @@ func Sync(ctx context.Context, lib *library.Library, r remote.Remote, opt Option
 		return res, nil
 	}
 	if changed {
-		if err := st.save(ctx, r); err != nil {
+		if err := st.save(ctx, lib, r); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
 }
 
-// owned is the ownership record of a file this sync put (or found) on the remote.
-func owned(a *Action, pr *library.Prepared) OwnedFile {
-	return OwnedFile{SHA256: a.SHA256, Size: a.Size, SourceSHA256: pr.Entry.SHA256, Name: pr.Entry.Name, SyncedAt: time.Now().UTC()}
+// owned is the ownership record of a file this sync put (or found) in the folder.
+func owned(a *Action, pr *library.Prepared, opt Options) OwnedFile {
+	return OwnedFile{SHA256: a.SHA256, Size: a.Size, SourceSHA256: pr.Entry.SHA256, Name: pr.Entry.Name, SyncedAt: time.Now().UTC(),
+		Form: pr.Form, Pipeline: opt.Pipeline}
 }
 
 func indexOf(ps []*library.Prepared, file string) int {
@@ -275,15 +297,15 @@ func indexOf(ps []*library.Prepared, file string) int {
 
 // put sends one file. Progress goes to the overall tracker and, for JSON events, to a
 // tracker of its own (two bars redrawing one terminal line would garble it).
-func put(ctx context.Context, r remote.Remote, pr *library.Prepared, rep progress.Reporter, overall *progress.Tracker, a *Action) error {
+func put(ctx context.Context, lib *library.Library, r remote.Remote, pr *library.Prepared, opt Options, overall *progress.Tracker, a *Action) error {
 	f, err := os.Open(pr.Path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	var w io.Writer = overall
-	if rep.Mode == progress.JSON {
-		t := rep.Start("send", pr.File, pr.Size)
+	if opt.Progress.Mode == progress.JSON && !opt.install {
+		t := opt.Progress.Start("send", pr.File, pr.Size)
 		defer t.Finish()
 		w = io.MultiWriter(t, overall)
 	}
@@ -291,6 +313,12 @@ func put(ctx context.Context, r remote.Remote, pr *library.Prepared, rep progres
 	a.Sent, a.Resumed = pres.Sent, pres.Resumed
 	overall.Add(pres.Resumed) // bytes that were already there count as done
 	if err != nil {
+		if errors.Is(err, remote.ErrHashMismatch) && pr.Path == pr.Entry.Path {
+			// The library's own file changed under it: say so, with the fix.
+			if cerr := lib.Check(ctx, pr.Entry); cerr != nil {
+				return cerr
+			}
+		}
 		return fmt.Errorf("sending %s to %s: %w", pr.File, r, err)
 	}
 	return nil
@@ -300,17 +328,61 @@ func manifestEntry(pr *library.Prepared) scope.ManifestEntry {
 	return scope.ManifestEntry{Filename: pr.File, Provenance: library.Provenance(pr.Entry), SHA256: pr.SHA256, SizeBytes: pr.Size, AddedAt: time.Now().UTC()}
 }
 
-// state is what the remote holds, read once per sync.
+// state is what the folder holds, read once per sync, and the changes this sync makes to
+// its records.
 type state struct {
 	files    map[string]remote.Entry
 	manifest *scope.Manifest
-	owned    Owned
+	owned    *Owned
 	hashes   map[string]string // far-side hashes computed during this sync
 	pushOnly bool              // the remote cannot be listed (croc)
+	// local is the folder's path when it is on this machine (lora install, sync to a
+	// path): its records are then rewritten under Scope's manifest lock, and hashes of
+	// unchanged files come from the library's cache.
+	local string
+	lib   *library.Library
+	// legacy: files an older scopectl recorded as installed here in the library index
+	// only; they are carried into the folder's record, and the index rows dropped, once
+	// that record is written.
+	legacy []string
+	// edits replays this sync's changes on the records as they are when written (a local
+	// folder's records are read again under the lock, so that concurrent runs merge).
+	edits []func(*Owned, *scope.Manifest)
 }
 
-func readState(ctx context.Context, r remote.Remote) (*state, error) {
-	st := &state{files: map[string]remote.Entry{}, manifest: scope.NewManifest(), owned: Owned{Version: 1, Files: map[string]OwnedFile{}}, hashes: map[string]string{}}
+func (st *state) where(r remote.Remote, file string) string {
+	if st.local != "" {
+		return filepath.Join(st.local, file)
+	}
+	return fmt.Sprintf("%s on %s", file, r)
+}
+
+func (st *state) edit(fn func(*Owned, *scope.Manifest)) {
+	fn(st.owned, st.manifest)
+	st.edits = append(st.edits, fn)
+}
+
+func (st *state) setOwned(file string, f OwnedFile) {
+	st.edit(func(o *Owned, _ *scope.Manifest) { o.Files[file] = f })
+}
+
+func (st *state) dropOwned(file string) {
+	st.edit(func(o *Owned, _ *scope.Manifest) { delete(o.Files, file) })
+}
+
+func (st *state) setManifest(e scope.ManifestEntry) {
+	st.edit(func(_ *Owned, m *scope.Manifest) { m.Set(e) })
+}
+
+func (st *state) removeManifest(file string) {
+	st.edit(func(_ *Owned, m *scope.Manifest) { m.Remove(file) })
+}
+
+// migrating: the folder's record must be written to take over an older scopectl's.
+func (st *state) migrating() bool { return len(st.legacy) > 0 }
+
+func readState(ctx context.Context, lib *library.Library, r remote.Remote) (*state, error) {
+	st := &state{files: map[string]remote.Entry{}, manifest: scope.NewManifest(), owned: library.NewOwned(), hashes: map[string]string{}}
 	entries, err := r.List(ctx)
 	if errors.Is(err, errors.ErrUnsupported) {
 		// A push-only remote (croc): the peer cannot be listed or read back, so every
@@ -334,24 +406,52 @@ func readState(ctx context.Context, r remote.Remote) (*state, error) {
 		return nil, err
 	}
 	if b, err := readSmall(ctx, r, OwnedName); err == nil {
-		if err := json.Unmarshal(b, &st.owned); err != nil || st.owned.Files == nil {
-			return nil, fmt.Errorf("%s on %s is damaged; move it away to start over", OwnedName, r)
+		if st.owned, err = library.ParseOwned(b, r.String()); err != nil {
+			return nil, err
 		}
 	} else if !errors.Is(err, remote.ErrNotFound) {
 		return nil, err
+	}
+	if f, ok := r.(*file.Folder); ok {
+		st.local, st.lib = f.Dir(), lib
+		// Read both records on the way in: what an older scopectl installed here and
+		// recorded only in the library index is owned as before.
+		rows, err := lib.Store.ListInstalls(ctx, st.local)
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range rows {
+			st.legacy = append(st.legacy, in.File)
+			if _, ok := st.owned.Files[in.File]; !ok {
+				of := library.OwnedFromInstall(in)
+				file := in.File
+				st.edit(func(o *Owned, _ *scope.Manifest) {
+					if _, ok := o.Files[file]; !ok {
+						o.Files[file] = of
+					}
+				})
+			}
+		}
 	}
 	return st, nil
 }
 
 // sameContent verifies a remote file against a sha256: the listing's hash, else a hash
-// computed on the far side, else the manifest's record when the size matches (a remote
-// that can do neither, such as croc, cannot be checked without moving the data).
+// computed on the far side (for a local folder, the library's cached hash of the file),
+// else the manifest's record when the size matches (a remote that can do neither, such as
+// croc, cannot be checked without moving the data).
 func (st *state) sameContent(ctx context.Context, r remote.Remote, e remote.Entry, sha string) bool {
 	if e.SHA256 != "" {
 		return e.SHA256 == sha
 	}
 	if h, ok := st.hashes[e.Name]; ok {
 		return h == sha
+	}
+	if st.lib != nil && st.local != "" {
+		if h, err := st.lib.FileSHA256(ctx, filepath.Join(st.local, e.Name)); err == nil {
+			st.hashes[e.Name] = h
+			return h == sha
+		}
 	}
 	if hr, ok := r.(remote.Hasher); ok {
 		if h, err := hr.Hash(ctx, e.Name); err == nil {
@@ -363,19 +463,47 @@ func (st *state) sameContent(ctx context.Context, r remote.Remote, e remote.Entr
 	return ok && m.SHA256 == sha && m.SizeBytes == e.Size
 }
 
-func (st *state) save(ctx context.Context, r remote.Remote) error {
-	ob, err := json.MarshalIndent(st.owned, "", "  ")
+// save writes the folder's ownership record and Scope's manifest. A local folder's are
+// read again and this sync's edits replayed on them under Scope's manifest lock (as lora
+// install always did), so that two scopectl runs writing to one folder both keep theirs.
+func (st *state) save(ctx context.Context, lib *library.Library, r remote.Remote) error {
+	if st.local == "" {
+		ob, err := st.owned.Encode()
+		if err != nil {
+			return err
+		}
+		if err := writeSmall(ctx, r, OwnedName, ob); err != nil {
+			return err
+		}
+		mb, err := st.manifest.Encode()
+		if err != nil {
+			return err
+		}
+		return writeSmall(ctx, r, scope.ManifestName, mb)
+	}
+	err := scope.UpdateManifest(st.local, func(m *scope.Manifest) error {
+		o, err := library.ReadOwned(st.local)
+		if err != nil {
+			return err
+		}
+		for _, fn := range st.edits {
+			fn(o, m)
+		}
+		return library.WriteOwned(st.local, o)
+	})
 	if err != nil {
 		return err
 	}
-	if err := writeSmall(ctx, r, OwnedName, ob); err != nil {
-		return err
+	// The folder's record now holds what the library index held for it: only one record
+	// is written from now on.
+	for _, file := range st.legacy {
+		if err := lib.Store.DeleteInstall(ctx, st.local, file); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
 	}
-	mb, err := st.manifest.Encode()
-	if err != nil {
-		return err
-	}
-	return writeSmall(ctx, r, scope.ManifestName, mb)
+	st.legacy = nil
+	lib.NoteInstallDir(st.local)
+	return nil
 }
 
 const maxSmall = 16 << 20
