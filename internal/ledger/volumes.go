@@ -96,3 +96,21 @@ func ObserveVolumes(ctx context.Context, ls store.LedgerStore, prov string, vols
 	}
 	return notes, nil
 }
+
+// VolumeSizes is each network volume's size in GB as its latest row in runs says: its
+// size now while it exists, its last size once it is gone. Report lines give a
+// volume's dollars; this gives what they are for (and, with NetworkMonthly, its rate).
+func VolumeSizes(runs []store.Run) map[string]int {
+	out := map[string]int{}
+	latest := map[string]time.Time{}
+	for _, r := range runs {
+		if !IsVolume(r) {
+			continue
+		}
+		if t, ok := latest[r.PodID]; ok && !r.StartedAt.After(t) {
+			continue
+		}
+		latest[r.PodID], out[r.PodID] = r.StartedAt, r.VolumeGB
+	}
+	return out
+}

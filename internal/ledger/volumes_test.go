@@ -56,6 +56,10 @@ func TestVolumeLedger(t *testing.T) {
 	if len(rep.Pods) != 1 || rep.Pods[0].Key != "p1" || rep.Pods[0].Storage != 0 {
 		t.Fatalf("pods %+v", rep.Pods)
 	}
+	// The sizes now: v1's latest row, v2's last before it went.
+	if sz := VolumeSizes(runs); len(sz) != 2 || sz["v1"] != 300 || sz["v2"] != 2000 {
+		t.Fatalf("sizes %v", sz)
+	}
 	var dayStorage float64
 	for _, d := range rep.Days {
 		dayStorage += d.Storage

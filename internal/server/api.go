@@ -67,6 +67,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/v1/jobs/{id}/{action}", s.api(s.jobAction))
 
 	m.HandleFunc("GET /api/v1/transfers", s.api(s.listTransfers))
+
+	m.HandleFunc("GET /api/v1/cost", s.api(s.getCost))
 	m.HandleFunc("DELETE /api/v1/transfers/{id}", s.api(s.cancelTransfer))
 
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
@@ -477,6 +479,9 @@ func (s *Server) podAction(r *http.Request) (any, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if action != "start" {
+		s.recordStop(ctx, id, action)
 	}
 	s.log.Info("pod action", "pod", id, "action", action)
 	s.metrics.actions.WithLabelValues("pod_" + action).Inc()

@@ -299,7 +299,7 @@ func TestBadInput(t *testing.T) {
 // holds the token; the page carries a strict CSP and no inline script.
 func TestAuth(t *testing.T) {
 	h := newHarness(t, false)
-	for _, p := range []string{"/api/v1/loras", "/api/v1/pods", "/api/v1/jobs", "/api/v1/transfers", "/api/v1/deploys", "/metrics"} {
+	for _, p := range []string{"/api/v1/loras", "/api/v1/pods", "/api/v1/jobs", "/api/v1/transfers", "/api/v1/deploys", "/api/v1/cost", "/metrics"} {
 		if code, _, _ := h.do("GET", p, "", nil); code != 401 {
 			t.Errorf("GET %s without token: %d", p, code)
 		}

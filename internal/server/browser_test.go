@@ -85,6 +85,9 @@ func TestPageInBrowser(t *testing.T) {
 		chromedp.Poll[chromedp.Void](`document.querySelector("#pod-logs-state").textContent === "live"`, chromedp.WithPollingTimeout(5*time.Second)))
 	(&scope.Client{Base: h.scope}).LoadPipeline(context.Background(), "streamdiffusionv2", nil, nil)
 	step("pod log follows", chromedp.Poll[chromedp.Void](`document.querySelector("#pod-log").textContent.includes("Pipeline streamdiffusionv2 loaded")`, chromedp.WithPollingTimeout(15*time.Second)))
+	// the cost card: pods and network volumes from the ledger, as scopectl cost shows them
+	step("cost", chromedp.WaitVisible(css(`#cost-volumes tr[data-volume="nvbigdata"]`)), chromedp.WaitVisible(css(`#cost-pods tr[data-cost-pod="`+h.podID+`"]`)))
+	costVols, costPods, costTotal := text(`#cost-volumes tbody`), text(`#cost-pods tbody`), text(`#cost-total`)
 	shot("pods")
 
 	// a deploy from the page: it runs in the background, shows its phase, then its result
@@ -157,6 +160,14 @@ func TestPageInBrowser(t *testing.T) {
 	}
 	if !strings.Contains(deployText, "done") || !strings.Contains(deployText, "Scope at ") || !strings.Contains(deployText, "longlive") {
 		t.Errorf("deploy card: %q", deployText)
+	}
+	if !strings.Contains(costVols, "models") || !strings.Contains(costVols, "100 GB") || !strings.Contains(costVols, "$7.00/mo") ||
+		!strings.Contains(costVols, "datasets") || !strings.Contains(costVols, "1500 GB") || !strings.Contains(costVols, "$95.00/mo") ||
+		!strings.Contains(costVols, "$2.30") {
+		t.Errorf("cost card, volumes: %q", costVols)
+	}
+	if !strings.Contains(costPods, "scope-a6000") || !strings.Contains(costTotal, "total $") {
+		t.Errorf("cost card, pods: %q, total %q", costPods, costTotal)
 	}
 	if !strings.Contains(jobLog, "HF_TOKEN=") || !strings.Contains(jobLog, "641/1000") {
 		t.Errorf("job log: %q", jobLog)

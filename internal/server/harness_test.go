@@ -26,6 +26,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/gpu"
 	"github.com/daydreamlive/scopectl/internal/inflight"
+	"github.com/daydreamlive/scopectl/internal/ledger"
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
@@ -276,9 +277,22 @@ func newHarness(t *testing.T, open bool) *harness {
 	h.saveTo = t.TempDir()
 	h.xfers = inflight.Dir(t.TempDir())
 
+	// network volumes: one the ledger has known for ten days, one it meets now; and a
+	// run of the pod three days ago (ended by scopectl)
+	h.rp.SetNetworkVolumes([]runpodtest.NetworkVolume{{ID: "nv7models", Name: "models", SizeGB: 100, DataCenterID: "EU-RO-1"},
+		{ID: "nvbigdata", Name: "datasets", SizeGB: 1500, DataCenterID: "EU-RO-1"}})
+	if ls, ok := lib.Store.(store.LedgerStore); ok {
+		t10 := time.Now().Add(-240 * time.Hour).UTC()
+		ls.AddRun(ctx, store.Run{Provider: ledger.VolumeProvider(runpod.Name), PodID: "nv7models", Name: "models", VolumeGB: 100,
+			NetworkVolumeID: "nv7models", StartedAt: t10, SeenAt: time.Now().Add(-time.Hour).UTC()})
+		t3, e3 := time.Now().Add(-72*time.Hour).UTC(), time.Now().Add(-70*time.Hour).UTC()
+		ls.AddRun(ctx, store.Run{Provider: runpod.Name, PodID: p.ID, Name: "scope-a6000", GPUType: p.GPUType, CostPerHr: 0.69, VolumeGB: 50,
+			StartedAt: t3, SeenAt: e3, EndedAt: &e3, EndSource: ledger.EndScopectl})
+	}
+
 	smi := fakeSMI()
 	srv, err := server.New(server.Options{Lib: lib, RunPod: h.client, Token: secret.New(canaryToken), OpenReads: open, Redactor: red,
-		Version: "1.2.3-test", Interval: time.Hour, ScopeURL: func(provider.Pod) string { return scopeURL }, LogEvery: 100 * time.Millisecond, Transfers: h.xfers,
+		Version: "1.2.3-test", Interval: time.Hour, VolumeEvery: time.Nanosecond, ScopeURL: func(provider.Pod) string { return scopeURL }, LogEvery: 100 * time.Millisecond, Transfers: h.xfers,
 		PodGPU: func(context.Context, provider.Pod) (gpu.Source, error) { return smi, nil }})
 	if err != nil {
 		t.Fatal(err)

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"runtime"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -14,7 +16,8 @@ import (
 )
 
 // metrics are scopectl's Prometheus series: base units, scopectl_ prefix, labels
-// pod, gpu and job only (never a file name or a step).
+// pod, gpu, job and (network) volume ids, and a cost's kind, only (never a file name
+// or a step).
 type metrics struct {
 	s             *Server
 	transferBytes prometheus.Counter
@@ -28,6 +31,7 @@ type metrics struct {
 	trainStep, trainTotal, trainLoss, trainLR           *prometheus.Desc
 	trainSpeed, trainETA, trainRunning, trainCkpts      *prometheus.Desc
 	trainCost, loras                                    *prometheus.Desc
+	volumeCost, volumePrice, volumeSize, ledgerCost     *prometheus.Desc
 }
 
 func newMetrics(s *Server) *metrics {
@@ -66,6 +70,12 @@ func newMetrics(s *Server) *metrics {
 		trainCkpts:   d("train_checkpoints", "Checkpoints the supervisor staged.", "job"),
 		trainCost:    d("train_cost_dollars_total", "The training job's machine cost so far.", "job"),
 		loras:        d("library_loras", "LoRAs in the library."),
+
+		// from the cost ledger, as `scopectl cost` reports it (volume: RunPod's id)
+		volumeCost:  d("volume_cost_dollars_total", "Storage cost of the network volume so far (scopectl cost's VOLUME line).", "volume"),
+		volumePrice: d("volume_price_dollars_per_month", "What the network volume costs per month at its size, at RunPod's published rate (while it exists).", "volume"),
+		volumeSize:  d("volume_size_bytes", "The network volume's size (while it exists).", "volume"),
+		ledgerCost:  d("cost_dollars_total", "Spent in all, per the cost ledger (scopectl cost's TOTAL), by kind: gpu or storage.", "kind"),
 	}
 	s.reg.MustRegister(m, m.transferBytes, m.transfers, m.actions, m.panics,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "scopectl"}))
@@ -80,7 +90,7 @@ func newMetrics(s *Server) *metrics {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.gpuUtil, m.gpuMemUsed, m.gpuMemTotal, m.gpuPower, m.gpuTemp, m.podPrice, m.podCost,
 		m.podUptime, m.podUp, m.podIdle, m.scopeUp, m.scopeFPS, m.scopeSessions, m.trainStep, m.trainTotal, m.trainLoss, m.trainLR,
-		m.trainSpeed, m.trainETA, m.trainRunning, m.trainCkpts, m.trainCost, m.loras} {
+		m.trainSpeed, m.trainETA, m.trainRunning, m.trainCkpts, m.trainCost, m.loras, m.volumeCost, m.volumePrice, m.volumeSize, m.ledgerCost} {
 		ch <- d
 	}
 }
@@ -164,7 +174,26 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	if n, ok := s.loraCount(); ok {
 		g(m.loras, float64(n))
 	}
+	if _, ok := s.ledgerStore(); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rep, err := s.costReport(ctx, time.Time{})
+		cancel()
+		if err == nil {
+			c(m.ledgerCost, rep.Total.GPUDollars, "gpu")
+			c(m.ledgerCost, rep.Total.Storage, "storage")
+			for _, v := range rep.Volumes {
+				c(m.volumeCost, v.Storage, v.Key)
+				if v.Running {
+					g(m.volumePrice, v.Monthly, v.Key)
+					g(m.volumeSize, float64(v.SizeGB)*gb, v.Key)
+				}
+			}
+		}
+	}
 }
+
+// gb is RunPod's GB (it bills per 10^9 bytes).
+const gb = 1e9
 
 func (s *Server) metricsHandler() http.Handler {
 	h := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})

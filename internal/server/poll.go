@@ -90,14 +90,16 @@ func (s *Server) scopeURL(p provider.Pod) string {
 
 // listPods is every pod the sampler watches: RunPod's (reconciled with the store),
 // the SSH hosts scopectl recorded, and this machine when it has a GPU or a Scope.
-func (s *Server) listPods(ctx context.Context) ([]pods.View, string) {
-	var out []pods.View
+// rp is RunPod's listing when it succeeded (nil otherwise).
+func (s *Server) listPods(ctx context.Context) (out []pods.View, rp []pods.View, _ string) {
 	var why []string
 	ps, _ := s.opt.Lib.Store.(store.PodStore)
 	if s.opt.RunPod != nil && ps != nil {
 		vs, err := pods.Reconcile(ctx, s.opt.RunPod, ps)
 		if err != nil {
 			why = append(why, "RunPod: "+err.Error())
+		} else {
+			rp = vs
 		}
 		out = append(out, vs...)
 	} else if s.opt.RunPod == nil {
@@ -125,14 +127,17 @@ func (s *Server) listPods(ctx context.Context) ([]pods.View, string) {
 		out = append(out, pods.View{Pod: provider.Pod{ID: LocalPod, Name: host, Status: provider.StatusRunning,
 			CreatedAt: s.started, StartedAt: s.started}, Note: "this machine"})
 	}
-	return out, strings.Join(why, "; ")
+	return out, rp, strings.Join(why, "; ")
 }
 
 func (s *Server) poll(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, max(s.opt.Interval*3, 15*time.Second))
 	defer cancel()
 	now := time.Now()
-	views, why := s.listPods(ctx)
+	views, rp, why := s.listPods(ctx)
+	if rp != nil {
+		s.observeLedger(ctx, rp)
+	}
 
 	s.mu.RLock()
 	old := s.pods

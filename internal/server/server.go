@@ -76,6 +76,9 @@ type Options struct {
 	// Transfers is the registry of transfers other scopectl processes run (the data
 	// dir's); "": none shown.
 	Transfers inflight.Dir
+	// VolumeEvery is how often RunPod's network volumes are listed for the cost ledger
+	// (default 1 min; pods are observed at every sample).
+	VolumeEvery time.Duration
 	// Deployer runs POST /api/v1/deploys, the same core as `scopectl deploy`; nil: one
 	// over Lib, RunPod and RemoteEnv that deploys to hosts and existing pods only.
 	Deployer *deploy.Deployer
@@ -102,6 +105,14 @@ type Server struct {
 	deploys   deployJobs
 	loraCache listCache
 
+	// the cost ledger: RunPod's pods in its last successful listing (for ledger.Build's
+	// live), whether there was one, when volumes were last listed, the shared report
+	live      map[string]bool
+	liveOK    bool
+	ledgerMu  sync.Mutex
+	volumesAt time.Time
+	cost      costCache
+
 	refresh chan struct{}
 	started time.Time
 }
@@ -119,6 +130,9 @@ func New(opt Options) (*Server, error) {
 	}
 	if opt.History <= 0 {
 		opt.History = 720
+	}
+	if opt.VolumeEvery <= 0 {
+		opt.VolumeEvery = time.Minute
 	}
 	if opt.Redactor == nil {
 		opt.Redactor = secret.Default

@@ -247,6 +247,26 @@
     stream("pod", `/api/v1/pods/${encodeURIComponent(p.id)}/logs`, pre, st);
   }
 
+  // ---- cost: GET /api/v1/cost is scopectl cost --json (the same ledger, the same sums)
+  async function loadCost() {
+    const r = await api("/api/v1/cost");
+    const t = r.total || {};
+    $("#cost-total").replaceChildren("GPU " + fmtUSD(t.gpu_dollars) + " · storage " + fmtUSD(t.storage_dollars) + " · total ", h("b", {}, fmtUSD(t.dollars)));
+    const names = {};
+    document.querySelectorAll("#pod-cards .pod[data-pod]").forEach(c => { const n = $(".name", c); if (n) names[c.dataset.pod] = n.textContent; });
+    const empty = (n, text) => h("tr", {}, h("td", { colspan: n, class: "empty" }, text));
+    const pods = r.pods || [], vols = r.volumes || [];
+    $("#cost-pods tbody").replaceChildren(...(pods.length ? pods.map(l => h("tr", { "data-cost-pod": l.key },
+      h("td", {}, h("span", { class: "pill " + (l.running ? "ok" : "") }, names[l.key] && names[l.key] !== l.key ? names[l.key] : l.key), names[l.key] && names[l.key] !== l.key ? h("span", { class: "muted mono" }, " " + l.key) : null),
+      h("td", { class: "num" }, l.hours.toFixed(2)), h("td", { class: "num" }, fmtUSD(l.gpu_dollars)), h("td", { class: "num muted" }, fmtUSD(l.idle_dollars)),
+      h("td", { class: "num" }, fmtUSD(l.storage_dollars)), h("td", { class: "num" }, h("b", {}, fmtUSD(l.dollars))))) : [empty(6, "No pod runs in the ledger yet.")]));
+    $("#cost-volumes tbody").replaceChildren(...(vols.length ? vols.map(v => h("tr", { "data-volume": v.key },
+      h("td", {}, h("span", { class: "pill " + (v.running ? "ok" : "") }, v.name || v.key), h("span", { class: "muted mono" }, " " + v.key + (v.running ? "" : " · gone"))),
+      h("td", { class: "num" }, v.size_gb + " GB"), h("td", { class: "num" }, v.running ? fmtUSD(v.dollars_per_month) + "/mo" : "–"),
+      h("td", { class: "num" }, h("b", {}, fmtUSD(v.storage_dollars))))) : [empty(4, "No network volumes seen.")]));
+    $("#cost-note").textContent = (r.notes || []).join(" · ");
+  }
+
   // ---- deploys in the background
   async function loadDeploys() {
     const r = await api("/api/v1/deploys?limit=1000");
@@ -419,7 +439,7 @@
   }
 
   // ---- views and the update loop
-  const loaders = { library: () => loadLibrary(true), pods: () => Promise.all([loadPods(), loadDeploys()]), jobs: loadJobs, transfers: refreshTransfers };
+  const loaders = { library: () => loadLibrary(true), pods: () => Promise.all([loadPods(), loadDeploys()]).then(loadCost), jobs: loadJobs, transfers: refreshTransfers };
   function show(view) {
     state.view = view;
     document.querySelectorAll(".tab").forEach(b => b.classList.toggle("active", b.dataset.view === view));
@@ -429,7 +449,7 @@
   }
   async function tick() {
     try {
-      if (state.view === "pods") await Promise.all([loadPods(), loadDeploys()]);
+      if (state.view === "pods") { await Promise.all([loadPods(), loadDeploys()]); await loadCost(); }
       else if (state.view === "jobs") await loadJobs();
       await refreshTransfers();
     } catch (e) { $("#live").classList.add("stale"); }
