@@ -76,9 +76,15 @@ func Observe(ctx context.Context, ls store.LedgerStore, prov string, pods []prov
 		if start.IsZero() {
 			start = now
 		}
-		if start.After(now.Add(time.Minute)) {
-			notes = append(notes, fmt.Sprintf("pod %s: RunPod says it started at %s, %s ahead of this machine's clock: counted from now",
-				p.ID, start.UTC().Format(time.RFC3339), start.Sub(now).Round(time.Second)))
+		// A start ahead of this clock is counted from now, said once (when its run
+		// opens); later sightings continue that run rather than take the clamped start
+		// for a restart (serve observes every few seconds).
+		skewed := start.After(now.Add(time.Minute))
+		if skewed {
+			if cur == nil {
+				notes = append(notes, fmt.Sprintf("pod %s: RunPod says it started at %s, %s ahead of this machine's clock: counted from now",
+					p.ID, start.UTC().Format(time.RFC3339), start.Sub(now).Round(time.Second)))
+			}
 			start = now
 		}
 		rec := recs[p.ID]
@@ -89,7 +95,7 @@ func Observe(ctx context.Context, ls store.LedgerStore, prov string, pods []prov
 			if _, err := ls.AddRun(ctx, run); err != nil {
 				errs = append(errs, err)
 			}
-		case cur.StartedAt.Before(start.UTC().Add(-time.Second)) && !cur.StartedAt.Equal(start.UTC()) && cur.EndSource == "" && start.After(cur.SeenAt):
+		case !skewed && cur.StartedAt.Before(start.UTC().Add(-time.Second)) && !cur.StartedAt.Equal(start.UTC()) && cur.EndSource == "" && start.After(cur.SeenAt):
 			// Restarted since last seen: the old run ended unseen.
 			errs = append(errs, close(ctx, ls, cur, cur.SeenAt, EndObserved, "restarted at "+start.UTC().Format(time.RFC3339)))
 			if _, err := ls.AddRun(ctx, run); err != nil {

@@ -79,6 +79,15 @@ func TestLedgerFaults(t *testing.T) {
 	if err != nil || len(notes) != 1 || !strings.Contains(notes[0], "ahead of this machine's clock") {
 		t.Fatalf("notes %q err %v", notes, err)
 	}
+	// Seen again every few seconds (serve's sampler), still ahead: the same run, said once.
+	for i := 1; i <= 5; i++ {
+		if notes, err := Observe(ctx, s, "runpod", []provider.Pod{skewed}, nil, now.Add(time.Duration(i)*5*time.Second)); err != nil || len(notes) != 0 {
+			t.Fatalf("sighting %d: notes %q err %v", i, notes, err)
+		}
+	}
+	if runs, _ := s.Runs(ctx, time.Time{}); len(runs) != 1 || !runs[0].StartedAt.Equal(now) || runs[0].EndedAt != nil {
+		t.Fatalf("a skewed pod seen again: %+v", runs)
+	}
 	// Terminated behind scopectl's back: gone from the list: closed at last seen, noted.
 	notes, err = Observe(ctx, s, "runpod", nil, nil, now.Add(time.Hour))
 	if err != nil || len(notes) != 1 || !strings.Contains(notes[0], "is gone") {
