@@ -64,6 +64,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/jobs/{id}/log/stream", s.jobLogStream)
 	m.HandleFunc("GET /api/v1/jobs/{id}/samples", s.api(s.jobSamples))
 	m.HandleFunc("GET /api/v1/jobs/{id}/samples/{file}", s.jobSampleFile)
+	m.HandleFunc("POST /api/v1/jobs/{id}/preview", s.api(s.jobPreview))
 	m.HandleFunc("POST /api/v1/jobs/{id}/{action}", s.api(s.jobAction))
 
 	m.HandleFunc("GET /api/v1/transfers", s.api(s.listTransfers))
@@ -184,7 +185,7 @@ func (s *Server) getLoRA(r *http.Request) (any, error) {
 		return nil, err
 	}
 	d := LoRADetail{LoRA: e, Installs: []store.Install{}, Samples: []store.Sample{}}
-	ins, err := s.opt.Lib.Store.ListInstalls(r.Context(), "")
+	ins, err := s.opt.Lib.Installs(r.Context()) // the folders' ownership records
 	if err != nil {
 		return nil, err
 	}
