@@ -617,6 +617,8 @@ func (a *app) loraInstall() *cobra.Command {
 		Long: "Writes each LoRA so that its effect in Scope equals B @ A × alpha/rank of the source:\n" +
 			"diffusers keys (which Scope silently ignores) are converted, and alpha is kept in a form\n" +
 			"Scope applies. Refuses a base model that does not fit --pipeline unless --force.\n" +
+			"It is `scopectl sync NAME --to DIR`: the files scopectl put into DIR are recorded in\n" +
+			"DIR/.scopectl-owned, so a file it did not put there is never replaced without --force.\n" +
 			"Known pipelines: " + strings.Join(scope.Pipelines(), ", ") + ".",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

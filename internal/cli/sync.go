@@ -97,7 +97,8 @@ func (a *app) syncCmd() *cobra.Command {
 		Short: "Make a remote LoRA folder hold library LoRAs, in the form Scope applies exactly",
 		Long: "Sends only what is missing or different (verified by size and sha256), publishes each file\n" +
 			"atomically and resumes interrupted uploads. Keeps Scope's lora_manifest.json on the remote\n" +
-			"correct. --delete removes only files scopectl put there before.\n\n" +
+			"correct. --delete removes only files scopectl put there before (recorded in the folder's\n" +
+			".scopectl-owned, the record lora install keeps too), and one changed since only with --force.\n\n" +
 			"Remotes: " + strings.Join(remote.Schemes(), ", ") + " URLs; a plain path is a local folder.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
