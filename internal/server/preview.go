@@ -50,8 +50,10 @@ func (s *Server) jobPreview(r *http.Request) (any, error) {
 		return nil, err
 	}
 	pv := &train.Previewer{Lib: s.opt.Lib,
-		Open: func(ctx context.Context, raw, _ string) (remote.Remote, error) { return remote.Open(ctx, raw, s.opt.RemoteEnv) },
-		Pod:  s.previewPod}
+		Open: func(ctx context.Context, raw, _ string) (remote.Remote, error) {
+			return remote.Open(ctx, raw, s.opt.RemoteEnv)
+		},
+		Pod: s.previewPod}
 	res, err := pv.Preview(r.Context(), train.PreviewInput{Target: target, ScopeURL: req.ScopeURL, Pipeline: req.Pipeline, Step: step, Name: name})
 	if err != nil {
 		return nil, err
