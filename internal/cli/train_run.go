@@ -230,7 +230,7 @@ type previewFlags struct {
 
 func (p *previewFlags) add(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&p.target, "preview", "", "put each new checkpoint on a running Scope and load it: a pod id (its "+deploy.DefaultLoRADir+", Scope through the pod's HTTP port) or a LoRA folder (a sync remote, e.g. ssh://root@host:22"+deploy.DefaultLoRADir+", or a local folder)")
+	f.StringVar(&p.target, "preview", "", "put each new checkpoint on a running Scope and load it: a pod id (the LoRA folder its DAYDREAM_SCOPE_LORA_DIR names, default "+deploy.DefaultLoRADir+", Scope through the pod's HTTP port) or a LoRA folder (a sync remote, e.g. ssh://root@host:22"+deploy.DefaultLoRADir+", or a local folder)")
 	f.StringVar(&p.scopeURL, "preview-scope", "", "with --preview: Scope's URL (default for a pod: its proxy URL)")
 	f.StringVar(&p.pipeline, "preview-pipeline", "", "with --preview: the pipeline to load (default: the one Scope has loaded)")
 }
