@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/atomicfile"
@@ -51,6 +52,13 @@ func ParseOwned(b []byte, where string) (*Owned, error) {
 	o := NewOwned()
 	if err := json.Unmarshal(b, o); err != nil || o.Files == nil {
 		return nil, fmt.Errorf("%s on %s is damaged (expected a JSON object with \"files\"); move it away to start over", OwnedName, where)
+	}
+	for name := range o.Files {
+		// The record names files in its own folder, never a path elsewhere: a record that
+		// does (edited by hand, or by someone on the far side) is not trusted at all.
+		if name == "" || name == "." || name == ".." || name == OwnedName || strings.ContainsAny(name, "/\\\x00") {
+			return nil, fmt.Errorf("%s on %s is damaged: %q is not a file name in the folder; move it away to start over", OwnedName, where, name)
+		}
 	}
 	return o, nil
 }

@@ -254,3 +254,35 @@ func TestUserFilesStayTheUsers(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// Installs running at once into one folder each keep their file in the folder's record
+// and in Scope's manifest (the records are rewritten under the manifest lock).
+func TestConcurrentInstallsMerge(t *testing.T) {
+	lib, _, dir := setup(t)
+	names := []string{"toolkit", "kohya", "diff"}
+	errs := make(chan error, len(names))
+	for _, n := range names {
+		go func() {
+			_, err := lorasync.Install(ctx, lib, n, library.InstallOptions{Dir: dir})
+			errs <- err
+		}()
+	}
+	for range names {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := scope.LoadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := readOwned(t, dir)
+	for _, n := range names {
+		if _, ok := o.Files[n+".safetensors"]; !ok {
+			t.Errorf("%s missing from the record: %+v", n, o.Files)
+		}
+		if _, ok := m.Get(n + ".safetensors"); !ok {
+			t.Errorf("%s missing from the manifest", n)
+		}
+	}
+}
