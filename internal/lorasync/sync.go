@@ -183,7 +183,11 @@ func run(ctx context.Context, lib *library.Library, r remote.Remote, want []*lib
 	}
 	var overall *progress.Tracker
 	if opt.install && len(want) == 1 {
-		overall = opt.Progress.Start("install", want[0].Entry.Name, total)
+		rep := opt.Progress
+		if nput == 0 {
+			rep = progress.Reporter{} // an install with nothing to write shows no progress, as before
+		}
+		overall = rep.Start("install", want[0].Entry.Name, total)
 	} else {
 		overall = opt.Progress.Start("sync", fmt.Sprintf("%d files to %s", nput, r), total)
 	}
