@@ -121,6 +121,9 @@ func (l *Library) installDirs() []string {
 // NoteInstallDir remembers that the local folder dir holds an ownership record. Best
 // effort: the list only tells lora show where to look.
 func (l *Library) NoteInstallDir(dir string) {
+	if l.BlobDir == "" { // no data dir to keep the list in
+		return
+	}
 	dirs := l.installDirs()
 	for _, d := range dirs {
 		if d == dir {
