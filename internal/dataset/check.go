@@ -16,8 +16,6 @@ import (
 	"sort"
 	"strings"
 	"unicode/utf8"
-
-	"golang.org/x/sys/unix"
 )
 
 var sprintf = fmt.Sprintf
@@ -528,7 +526,7 @@ func (c *checker) summarize() {
 	if o.CacheLatentsToDisk && t.LatentCacheFiles > 0 {
 		c.dataset(finding(CodeLatentCache, Info, "the latent cache needs about %s in %d file(s) under _latent_cache beside the media", humanBytes(t.LatentCacheBytes), t.LatentCacheFiles))
 	}
-	if unix.Access(r.Dir, unix.W_OK) != nil {
+	if !writable(r.Dir) {
 		c.dataset(finding(CodeNotWritable, Info, "the folder is not writable here: ai-toolkit writes .aitk_size.json (and caches) into it"))
 	}
 	for _, it := range r.Items {

@@ -40,7 +40,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/atomicfile"
@@ -180,10 +179,10 @@ func Lock(dir string) (release func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("guard: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flock(f); err != nil {
 		b, _ := os.ReadFile(p)
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errWouldBlock) {
 			return nil, fmt.Errorf("guard: %w (pid %s holds %s)", ErrLocked, strings.TrimSpace(string(b)), p)
 		}
 		return nil, fmt.Errorf("guard: lock %s: %w", p, err)

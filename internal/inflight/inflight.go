@@ -21,7 +21,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/atomicfile"
@@ -201,10 +200,4 @@ func readBounded(p string) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(io.LimitReader(f, maxFile+1))
-}
-
-// alive: a process with that id exists (signal 0 reaches it, or it belongs to someone else).
-func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }
