@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -51,28 +52,34 @@ func (c *Client) Prepare(ctx context.Context, s ScopeSpec) (ScopeSpec, error) {
 	if s.AgentImage == "-" {
 		return s, nil
 	}
-	if _, ok := s.SecretEnv[SecretAgentToken]; ok {
-		return s, nil
+	s.SecretEnv, err = c.withAgentToken(ctx, s.SecretName(), s.SecretEnv)
+	return s, err
+}
+
+// withAgentToken returns a copy of env holding the agent token: the one the Secret
+// named already holds (so that applying again changes nothing), or a new random one.
+func (c *Client) withAgentToken(ctx context.Context, secretName string, env map[string]secret.Secret) (map[string]secret.Secret, error) {
+	if _, ok := env[SecretAgentToken]; ok {
+		return env, nil
 	}
-	env := map[string]secret.Secret{}
-	for k, v := range s.SecretEnv {
-		env[k] = v
+	out := maps.Clone(env)
+	if out == nil {
+		out = map[string]secret.Secret{}
 	}
-	sec, err := c.CS.CoreV1().Secrets(c.Namespace).Get(ctx, s.SecretName(), metav1.GetOptions{})
+	sec, err := c.CS.CoreV1().Secrets(c.Namespace).Get(ctx, secretName, metav1.GetOptions{})
 	switch {
 	case err == nil && len(sec.Data[SecretAgentToken]) > 0:
-		env[SecretAgentToken] = secret.New(string(sec.Data[SecretAgentToken]))
+		out[SecretAgentToken] = secret.New(string(sec.Data[SecretAgentToken]))
 	case err == nil || apierrors.IsNotFound(err):
 		var b [32]byte
 		if _, err := rand.Read(b[:]); err != nil {
-			return s, err
+			return env, err
 		}
-		env[SecretAgentToken] = secret.New(hex.EncodeToString(b[:]))
+		out[SecretAgentToken] = secret.New(hex.EncodeToString(b[:]))
 	default:
-		return s, c.explain(err, "read secret "+s.SecretName())
+		return env, c.explain(err, "read secret "+secretName)
 	}
-	s.SecretEnv = env
-	return s, nil
+	return out, nil
 }
 
 // Apply applies s with server-side apply under FieldManager: the Secret, the Service,

@@ -1,10 +1,7 @@
 package kubernetes
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
@@ -21,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	batchac "k8s.io/client-go/applyconfigurations/batch/v1"
 	coreac "k8s.io/client-go/applyconfigurations/core/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/secret"
@@ -215,23 +211,7 @@ func (s TrainJobSpec) BuildJob(ns string) (JobObjects, error) {
 // YAML renders the manifests for --dry-run -o yaml. The Secret is never printed: a
 // comment names it and its keys instead.
 func (o JobObjects) YAML() ([]byte, error) {
-	var b bytes.Buffer
-	if o.Secret != nil {
-		keys := slices.Sorted(maps.Keys(o.Secret.Data))
-		fmt.Fprintf(&b, "# Secret %s/%s (keys %s) is applied too; its values are never printed\n",
-			*o.Secret.Namespace, *o.Secret.Name, strings.Join(keys, ", "))
-	}
-	for i, obj := range []any{o.Claim, o.Job} {
-		if i > 0 {
-			b.WriteString("---\n")
-		}
-		y, err := yaml.Marshal(obj)
-		if err != nil {
-			return nil, err
-		}
-		b.Write(y)
-	}
-	return b.Bytes(), nil
+	return manifestYAML(o.Secret, o.Claim, o.Job)
 }
 
 // PrepareJob normalizes s and gives it the agent token the Job's Secret already holds
@@ -241,28 +221,8 @@ func (c *Client) PrepareJob(ctx context.Context, s TrainJobSpec) (TrainJobSpec, 
 	if err != nil {
 		return s, err
 	}
-	if _, ok := s.SecretEnv[SecretAgentToken]; ok {
-		return s, nil
-	}
-	env := maps.Clone(s.SecretEnv)
-	if env == nil {
-		env = map[string]secret.Secret{}
-	}
-	sec, err := c.CS.CoreV1().Secrets(c.Namespace).Get(ctx, s.SecretName(), metav1.GetOptions{})
-	switch {
-	case err == nil && len(sec.Data[SecretAgentToken]) > 0:
-		env[SecretAgentToken] = secret.New(string(sec.Data[SecretAgentToken]))
-	case err == nil || apierrors.IsNotFound(err):
-		var b [32]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return s, err
-		}
-		env[SecretAgentToken] = secret.New(hex.EncodeToString(b[:]))
-	default:
-		return s, c.explain(err, "read secret "+s.SecretName())
-	}
-	s.SecretEnv = env
-	return s, nil
+	s.SecretEnv, err = c.withAgentToken(ctx, s.SecretName(), s.SecretEnv)
+	return s, err
 }
 
 // ApplyJob applies s's claim, Secret and Job with server-side apply (s through

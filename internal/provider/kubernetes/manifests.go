@@ -263,13 +263,19 @@ func secretHash(env map[string]secret.Secret) string {
 // YAML renders the manifests as a multi-document YAML stream for --dry-run -o yaml.
 // The Secret is never printed: a comment names it and its keys instead.
 func (o Objects) YAML() ([]byte, error) {
+	return manifestYAML(o.Secret, o.Service, o.StatefulSet)
+}
+
+// manifestYAML prints objs as a YAML stream, with a comment naming the Secret's keys
+// in place of the Secret itself: its values are never printed.
+func manifestYAML(sec *coreac.SecretApplyConfiguration, objs ...any) ([]byte, error) {
 	var b bytes.Buffer
-	if o.Secret != nil {
-		keys := slices.Sorted(maps.Keys(o.Secret.Data))
+	if sec != nil {
+		keys := slices.Sorted(maps.Keys(sec.Data))
 		fmt.Fprintf(&b, "# Secret %s/%s (keys %s) is applied too; its values are never printed\n",
-			*o.Secret.Namespace, *o.Secret.Name, strings.Join(keys, ", "))
+			*sec.Namespace, *sec.Name, strings.Join(keys, ", "))
 	}
-	for i, obj := range []any{o.Service, o.StatefulSet} {
+	for i, obj := range objs {
 		if i > 0 {
 			b.WriteString("---\n")
 		}
