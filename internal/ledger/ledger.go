@@ -40,12 +40,8 @@ const (
 	hoursPerMonth           = 730
 )
 
-// Observe brings the ledger up to date with the pods the provider lists now: a
-// running pod's run is opened (or its last-seen time moved), a run whose pod is no
-// longer running is closed at its last-seen time, and a price change ends one row and
-// starts the next. recs names the pods scopectl created (by pod id), for their names.
-// notes are one line each (clock skew, a pod gone behind scopectl's back).
-func Observe(ctx context.Context, ls store.LedgerStore, prov string, pods []provider.Pod, recs map[string]store.Pod, now time.Time) (notes []string, err error) {
+// openRuns is prov's open rows by pod (or volume) id, the newest where there are several.
+func openRuns(ctx context.Context, ls store.LedgerStore, prov string) (map[string]*store.Run, error) {
 	open, err := ls.OpenRuns(ctx, prov)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
@@ -56,6 +52,19 @@ func Observe(ctx context.Context, ls store.LedgerStore, prov string, pods []prov
 		if prev := openBy[r.PodID]; prev == nil || r.StartedAt.After(prev.StartedAt) {
 			openBy[r.PodID] = r
 		}
+	}
+	return openBy, nil
+}
+
+// Observe brings the ledger up to date with the pods the provider lists now: a
+// running pod's run is opened (or its last-seen time moved), a run whose pod is no
+// longer running is closed at its last-seen time, and a price change ends one row and
+// starts the next. recs names the pods scopectl created (by pod id), for their names.
+// notes are one line each (clock skew, a pod gone behind scopectl's back).
+func Observe(ctx context.Context, ls store.LedgerStore, prov string, pods []provider.Pod, recs map[string]store.Pod, now time.Time) (notes []string, err error) {
+	openBy, err := openRuns(ctx, ls, prov)
+	if err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	var errs []error

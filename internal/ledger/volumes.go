@@ -44,16 +44,9 @@ func NetworkMonthly(sizeGB int) float64 {
 // ObserveVolumes brings the volume rows of prov up to date with the volumes listed now.
 func ObserveVolumes(ctx context.Context, ls store.LedgerStore, prov string, vols []Volume, now time.Time) (notes []string, err error) {
 	vp := VolumeProvider(prov)
-	open, err := ls.OpenRuns(ctx, vp)
+	openBy, err := openRuns(ctx, ls, vp)
 	if err != nil {
-		return nil, fmt.Errorf("ledger: %w", err)
-	}
-	openBy := map[string]*store.Run{}
-	for i := range open {
-		r := &open[i]
-		if prev := openBy[r.PodID]; prev == nil || r.StartedAt.After(prev.StartedAt) {
-			openBy[r.PodID] = r
-		}
+		return nil, err
 	}
 	now = now.UTC()
 	seen := map[string]bool{}
