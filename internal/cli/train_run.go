@@ -182,6 +182,7 @@ func (a *app) trainRun() *cobra.Command {
 	f.StringVar(&in.Binary, "binary", "", "scopectl binary to copy (default: this one, if linux/amd64)")
 	f.StringArrayVar(&in.Env, "env", nil, "KEY=VALUE for the trainer's environment (not for secrets: HF_TOKEN is sent from the config)")
 	f.BoolVar(&in.Force, "force", false, "run even if the config or a dataset has errors")
+	f.BoolVar(&in.NoPrepull, "no-prepull", false, "let ai-toolkit download the base model itself instead of scopectl pulling it into the machine's HF cache first")
 	f.BoolVar(&in.Keep, "keep", false, "leave the pod running when the job ends")
 	pv.add(cmd)
 	f.BoolVar(&detach, "detach", false, "start the job and return")
@@ -399,6 +400,12 @@ func stateLine(st *train.State) string {
 	if st.Loss != nil {
 		s += fmt.Sprintf(" loss %.4g", *st.Loss)
 	}
+	if d := st.Download; d != nil && st.Phase == train.PhaseDownloading {
+		s += fmt.Sprintf(" %s (%d/%d) %s of %s", d.Repo, d.Item, d.Items, humanBytes(d.Done), humanBytes(d.Total))
+		if d.Speed > 0 {
+			s += " at " + humanBytes(d.Speed) + "/s"
+		}
+	}
 	if st.Reason != "" && train.Terminal(st.Phase) {
 		s += " (" + st.Reason + ")"
 	}
@@ -428,6 +435,9 @@ func (a *app) trainStatus() *cobra.Command {
 				}
 				if st.Info != "" {
 					fmt.Fprintf(w, "  info: %s\n", st.Info)
+				}
+				if d := st.Download; d != nil && d.Ended {
+					fmt.Fprintf(w, "  models: %d repo(s), %d file(s), %s pulled into %s\n", d.Items, d.Files, humanBytes(d.Total), d.Cache)
 				}
 				if st.SupervisorAlive != nil && !*st.SupervisorAlive && !train.Terminal(st.Phase) {
 					fmt.Fprintf(w, "  the supervisor is not running: scopectl train resume %s\n", st.JobID)

@@ -114,6 +114,9 @@ type RunInput struct {
 	// one), used when Binary is empty and this scopectl cannot run there.
 	MachineBinary string
 	Force         bool
+	// NoPrepull leaves the base model to the trainer's own download instead of
+	// pulling it into the machine's HF cache first (Spec.Pull).
+	NoPrepull bool
 	// Env is added to the trainer's environment (not for secrets).
 	Env []string
 	// HFToken reaches the trainer as HF_TOKEN through a 0600 file.
@@ -382,6 +385,9 @@ func (t *Trainer) run(ctx context.Context, in RunInput, rs *resumeFrom) (*RunRes
 		spec.Keep = *p0.Save.MaxStepSavesToKeep
 	}
 	spec.Env = append([]string{"HF_HOME=" + path.Join(ws, "hf")}, in.Env...)
+	if !in.NoPrepull {
+		spec.Pull = aitk.PrepullPlan(cfg)
+	}
 	if in.HFToken.IsSet() {
 		sr, err := t.open(ctx, m.base, path.Join(jobDir, SecretsDir), m.pod)
 		if err != nil {

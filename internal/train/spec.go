@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/daydreamlive/scopectl/internal/aitk"
 	"github.com/daydreamlive/scopectl/internal/atomicfile"
 )
 
@@ -76,6 +77,10 @@ type Spec struct {
 	// Poll is how often the supervisor looks at the job row, the save folder and
 	// the loss log (default 1s).
 	Poll time.Duration `json:"poll,omitempty"`
+	// Pull is what the supervisor downloads into the trainer's HF cache (HF_HUB_CACHE,
+	// else $HF_HOME/hub from Env) before the trainer starts: the base model and the other
+	// Hub models the config names (aitk.PrepullPlan). Empty: the trainer downloads.
+	Pull []aitk.PullItem `json:"pull,omitempty"`
 }
 
 // Default stop escalation: a Wan 14B step can take a minute and a save longer.
@@ -88,15 +93,16 @@ const (
 const (
 	PhasePreparing = "preparing" // the laptop is still sending (no supervisor yet)
 	PhaseStarting  = "starting"
-	PhaseLoading   = "loading model"
-	PhaseCaching   = "caching latents"
-	PhaseTraining  = "training"
-	PhaseSampling  = "sampling"
-	PhaseSaving    = "saving"
-	PhaseStopping  = "stopping"
-	PhaseDone      = "done"
-	PhaseFailed    = "failed"
-	PhaseStopped   = "stopped"
+	// PhaseDownloading ("downloading model", prepull.go) comes between the two.
+	PhaseLoading  = "loading model"
+	PhaseCaching  = "caching latents"
+	PhaseTraining = "training"
+	PhaseSampling = "sampling"
+	PhaseSaving   = "saving"
+	PhaseStopping = "stopping"
+	PhaseDone     = "done"
+	PhaseFailed   = "failed"
+	PhaseStopped  = "stopped"
 )
 
 // Terminal reports whether a phase is an end.
@@ -131,6 +137,8 @@ type State struct {
 	OOMSkips  int        `json:"oom_skips,omitempty"`
 	StopAt    *time.Time `json:"stop_requested_at,omitempty"`
 	Escalated string     `json:"stop_escalated,omitempty"` // "", "SIGINT", "SIGKILL"
+	// Download is the pre-pull of the base model (Spec.Pull), bytes done of total.
+	Download *Download `json:"download,omitempty"`
 
 	Checkpoints []Checkpoint `json:"checkpoints"`
 	// Failures are checkpoints that could not be staged (pruned first, never

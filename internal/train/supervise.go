@@ -102,6 +102,32 @@ func Supervise(ctx context.Context, dir string, log io.Writer) error {
 			return err
 		}
 	}
+	if len(spec.Pull) > 0 {
+		if err := s.prepull(ctx); err != nil {
+			if ctx.Err() != nil {
+				// Stopped mid-pull (SIGTERM): the state stays "downloading model" and
+				// a resume continues the pull where it stopped.
+				s.logf("pre-pull interrupted: %v", err)
+				s.write()
+				return err
+			}
+			if errors.Is(err, errStopDuringPull) {
+				now := time.Now().UTC()
+				s.st.Phase, s.st.Reason, s.st.Ended = PhaseStopped, "stopped while downloading the model", &now
+				s.logf("stop requested during the pre-pull: stopped")
+				s.write()
+				return nil
+			}
+			if s.st.Download != nil {
+				s.st.Download.Error = err.Error()
+			}
+			s.logf("%v", err)
+			s.fail(-1, "", err.Error())
+			return nil
+		}
+		s.st.Phase = PhaseStarting
+		s.write()
+	}
 	if err := s.start(ctx); err != nil {
 		s.fail(-1, "", err.Error())
 		return err
