@@ -56,11 +56,15 @@ UsePAM no
 PidFile $root/sshd.pid
 Subsystem sftp internal-sftp
 CFG
+# CLEAN_HOME=1: B's sessions get an empty HOME, so no ~/.bashrc runs per command (this
+# machine's root .bashrc runs `pyenv init`, ~1 s a command; a pod's own .bashrc may too).
+if [ -n "${CLEAN_HOME:-}" ]; then mkdir -p "$root/bhome"; echo "SetEnv HOME=$root/bhome" >> "$root/sshd_config"; fi
 $B /usr/sbin/sshd -D -e -f "$root/sshd_config" 2>"$root/sshd.log" & pids+=($!)
 sleep 1
 echo "$BIP $(cut -d' ' -f1,2 "$root/hostkey.pub")" > "$HOME/.ssh/known_hosts"
 host="ssh://root@$BIP:22"
-run=(train run --host "$host" --aitk-dir "$root/aitk" --workspace "$root/ws" --force --interval "$INTERVAL")
+run=(train run --host "$host" --aitk-dir "$root/aitk" --workspace "$root/ws" --force --no-prepull --interval "$INTERVAL")
+# --no-prepull: the base model is not what is measured (no Hub here; a pod pulls it once)
 
 # B side: stamp the job's train.log appearing and each "Saved checkpoint" line.
 watchlog() { # job-name-glob out
