@@ -634,6 +634,7 @@ func (a *app) trainResume() *cobra.Command {
 	f.StringVar(&in.Config, "config", "", "with --host/--pod: the job config (default: the one the job was started from)")
 	f.StringArrayVar(&in.Env, "env", nil, "KEY=VALUE for the trainer's environment")
 	f.BoolVar(&in.Force, "force", false, "resume even if the config changed or has errors")
+	f.BoolVar(&in.NoPrepull, "no-prepull", false, "let ai-toolkit download the base model itself (on a new machine) instead of scopectl pulling it first")
 	f.StringVar(&in.DockerGPUs, "docker-gpus", "", "docker run --gpus (default all; - for none)")
 	f.DurationVar(&in.StopGrace, "stop-grace", 0, "stop: time before SIGINT (default 5m)")
 	f.DurationVar(&in.KillGrace, "kill-grace", 0, "stop: time after SIGINT before SIGKILL (default 2m)")

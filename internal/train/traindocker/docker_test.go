@@ -23,7 +23,8 @@ func TestTrainRunDockerImage(t *testing.T) {
 	ref := aitktest.Image(t, reg)
 	w := NewWorld(t, aitktest.Config{Name: "dockerlora", Steps: 30, SaveEvery: 10, Keep: 2, SampleEvery: 10})
 	args := []string{"train", "run", w.Config, "--host", w.Host, "--image", ref, "--docker-gpus", "-", "--workspace", w.WS,
-		"--force", "--compress", "off", "--poll", "100ms", "--interval", "300ms", "--json", "--env", aitktest.EnvStepMS + "=50"}
+		"--force", "--compress", "off", "--poll", "100ms", "--interval", "300ms", "--json", "--env", aitktest.EnvStepMS + "=50",
+		"--no-prepull"} // the container cannot reach the fake Hub on the test's loopback
 	var res train.CollectResult
 	out := w.Scopectl(args...)
 	if err := json.Unmarshal([]byte(out), &res); err != nil {

@@ -5,7 +5,9 @@ package traine2e
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +68,13 @@ func TestTrainRunKillReattachCollect(t *testing.T) {
 	}
 	if len(st.State.Failures) > 0 {
 		t.Errorf("failures: %v", st.State.Failures)
+	}
+	// The base model was pulled into the machine's HF cache before the trainer started.
+	if d := st.State.Download; d == nil || !d.Ended || d.Done != d.Total || d.Repo != BaseModel {
+		t.Errorf("pre-pull: %+v", d)
+	}
+	if _, err := os.Stat(filepath.Join(w.WS, "hf", "hub", "models--Wan-AI--Wan2.1-T2V-1.3B-Diffusers", "refs", "main")); err != nil {
+		t.Errorf("pre-pull: %v", err)
 	}
 	// 5 step saves and the final one; with keep 1 only the newest stays on the machine,
 	// the staged copies carry the rest.

@@ -45,7 +45,7 @@ func TestResumeOnAnotherMachine(t *testing.T) {
 	ws2 := filepath.Join(filepath.Dir(w.WS), "ws2")
 	var rr train.RunResult
 	out := w.Scopectl("train", "resume", id, "--host", w.Host, "--aitk-dir", w.Checkout, "--workspace", ws2, "--force", "--compress", "off",
-		"--poll", "100ms", "--env", aitktest.EnvStepMS+"=20", "--detach", "--json")
+		"--poll", "100ms", "--env", aitktest.EnvStepMS+"=20", "--env", "HF_ENDPOINT="+w.Hub.URL(), "--detach", "--json")
 	if err := json.Unmarshal([]byte(out), &rr); err != nil || rr.Job.Workspace != ws2 {
 		t.Fatalf("%v: %s", err, out)
 	}

@@ -75,7 +75,7 @@ func TestTrainNewAndPodTerminated(t *testing.T) {
 	w.Env = append(w.Env, "RUNPOD_API_URL="+srv.RESTURL(), "RUNPOD_GRAPHQL_URL="+srv.GraphQLURL(),
 		"SCOPECTL_RUNPOD_PROXY_URL="+srv.ProxyURL(), "RUNPOD_API_KEY="+rpKey)
 	common := []string{"--aitk-dir", w.Checkout, "--workspace", w.WS, "--force", "--compress", "off",
-		"--poll", "100ms", "--interval", "300ms", "--json"}
+		"--poll", "100ms", "--interval", "300ms", "--json", "--no-prepull"} // the base model is the trainer's here
 
 	// --new: the pinned image on CUDA 13 hosts, stopped at the job's end.
 	out := w.Scopectl(append([]string{"train", "run", w.Config, "--new", "--gpu", gpu, "--env", aitktest.EnvStepMS + "=50"}, common...)...)

@@ -71,7 +71,8 @@ func TestTrainRunPreviewPod(t *testing.T) {
 
 	// Trained on the SSH host, previewed on the pod: the lines a user reads (no --json).
 	args := []string{"train", "run", w.Config, "--host", w.Host, "--aitk-dir", w.Checkout, "--workspace", w.WS, "--force",
-		"--compress", "off", "--poll", "100ms", "--interval", "300ms", "--env", aitktest.EnvStepMS + "=100", "--preview", pod.ID}
+		"--compress", "off", "--poll", "100ms", "--interval", "300ms", "--env", aitktest.EnvStepMS + "=100", "--preview", pod.ID,
+		"--env", "HF_ENDPOINT=" + w.Hub.URL()}
 	_, stderr, code := w.ScopectlCode(args...)
 	if code != 0 {
 		t.Fatalf("train run: exit %d\n%s", code, stderr)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/aitk/aitktest"
+	"github.com/daydreamlive/scopectl/internal/hub/hf/hftest"
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/scope"
 	"github.com/daydreamlive/scopectl/internal/store"
@@ -32,10 +33,30 @@ type World struct {
 	Bin, Home, Data, WS    string
 	Host, Checkout, Config string
 	Env                    []string
+	// Hub is a fake Hugging Face Hub holding a tiny repo under the config's base model
+	// id; RunArgs points the job at it (HF_ENDPOINT), so the pre-pull runs for real.
+	Hub *hftest.Server
+}
+
+// BaseModel is the repo aitktest.Config names as model.name_or_path.
+const BaseModel = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+
+// HubFiles is a tiny Diffusers repo laid out like Wan2.1's.
+func HubFiles() []hftest.File {
+	return []hftest.File{
+		{Path: "model_index.json", Data: []byte(`{"_class_name":"WanPipeline"}`)},
+		{Path: "scheduler/scheduler_config.json", Data: []byte(`{}`)},
+		{Path: "transformer/config.json", Data: []byte(`{}`)},
+		{Path: "transformer/diffusion_pytorch_model.safetensors", Data: bytes.Repeat([]byte("w"), 256<<10), LFS: true},
+		{Path: "transformer/diffusion_pytorch_model.bin", Data: []byte("duplicate"), LFS: true},
+		{Path: "vae/config.json", Data: []byte(`{}`)},
+		{Path: "vae/diffusion_pytorch_model.safetensors", Data: []byte("vae"), LFS: true},
+	}
 }
 
 func NewWorld(t *testing.T, c aitktest.Config) *World {
-	w := &World{T: t, Bin: testkit.Scopectl(t)}
+	w := &World{T: t, Bin: testkit.Scopectl(t), Hub: hftest.Start(t, hftest.Options{})}
+	w.Hub.AddRepo(hftest.Repo{ID: BaseModel, Files: HubFiles()})
 	root := t.TempDir()
 	w.Home, w.Data, w.WS = filepath.Join(root, "home"), filepath.Join(root, "data"), filepath.Join(root, "ws")
 	os.MkdirAll(w.Home, 0o700)
@@ -70,7 +91,8 @@ func (w *World) Scopectl(args ...string) string {
 
 func (w *World) RunArgs(extra ...string) []string {
 	return append([]string{"train", "run", w.Config, "--host", w.Host, "--aitk-dir", w.Checkout, "--workspace", w.WS,
-		"--force", "--compress", "off", "--poll", "100ms", "--stop-grace", "3s", "--kill-grace", "2s", "--interval", "300ms", "--json"}, extra...)
+		"--force", "--compress", "off", "--poll", "100ms", "--stop-grace", "3s", "--kill-grace", "2s", "--interval", "300ms", "--json",
+		"--env", "HF_ENDPOINT=" + w.Hub.URL()}, extra...)
 }
 
 func (w *World) Status(id string) train.StatusResult {
