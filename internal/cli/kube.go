@@ -135,7 +135,7 @@ func (f *kubeDeployFlags) add(cmd *cobra.Command) {
 func (a *app) deployKube(cmd *cobra.Command, o *deployFlags) error {
 	ctx := cmd.Context()
 	kf := &o.kube
-	for _, n := range []string{"pod", "new", "port", "gpus", "volume", "gpu-count", "cloud", "volume-gb", "container-disk-gb", "network-volume", "max-price", "idle-stop", "max-hours", "ssh-key", "keep"} {
+	for _, n := range []string{"pod", "new", "port", "gpus", "volume", "gpu-count", "cloud", "volume-gb", "container-disk-gb", "network-volume", "max-price", "ssh-key", "keep"} {
 		if cmd.Flags().Changed(n) {
 			return usageError("--%s is not for --provider kubernetes", n)
 		}
@@ -171,7 +171,9 @@ func (a *app) deployKube(cmd *cobra.Command, o *deployFlags) error {
 	}
 	s := kubernetes.ScopeSpec{Name: o.s.Name, Replicas: kf.replicas, Image: ps.Image, AgentImage: kf.agentImage,
 		GPUResource: gpuRes, GPUCount: gpuN, HostNetwork: kf.hostNetwork, StorageClass: kf.storageClass,
-		VolumeSize: kf.volumeSize, LoRADir: ps.LoRADir, Env: ps.PodEnv(), SecretEnv: map[string]secret.Secret{}}
+		VolumeSize: kf.volumeSize, LoRADir: ps.LoRADir, Env: ps.PodEnv(), SecretEnv: map[string]secret.Secret{},
+		// The guard container beside the agent scales the StatefulSet to zero past these.
+		Limits: provider.Limits{IdleStop: o.rp.idle, MaxHours: o.rp.maxHours}}
 	switch o.s.Pull {
 	case "":
 	case deploy.PullAlways:

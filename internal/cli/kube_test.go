@@ -4,9 +4,12 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/daydreamlive/scopectl/internal/guard"
+	"github.com/daydreamlive/scopectl/internal/provider/kubernetes"
 	"github.com/daydreamlive/scopectl/internal/provider/kubernetes/kubetest"
 )
 
@@ -20,7 +23,12 @@ func TestKubernetesCLI(t *testing.T) {
 	t.Setenv("HF_TOKEN", "hf_CLIcanaryNEVERprinted123456")
 
 	// --dry-run -o yaml prints the manifests, never the token, and applies nothing.
-	y := e.mustRun("deploy", "--provider", "kubernetes", "--replicas", "2", "--gpu", "nvidia.com/gpu=1", "--dry-run", "-o", "yaml")
+	y := e.mustRun("deploy", "--provider", "kubernetes", "--replicas", "2", "--gpu", "nvidia.com/gpu=1", "--idle-stop", "20m", "--max-hours", "3", "--dry-run", "-o", "yaml")
+	for _, want := range []string{"kind: Role\n", "kind: RoleBinding", "serviceAccountName: scope-guard", "name: SCOPECTL_IDLE_STOP\n          value: 20m0s", "- --statefulset"} {
+		if !strings.Contains(y, want) {
+			t.Errorf("dry run lacks %q", want)
+		}
+	}
 	if !strings.Contains(y, "kind: StatefulSet") || !strings.Contains(y, "namespace: "+ns) || strings.Contains(y, "hf_CLIcanary") {
 		t.Fatalf("dry run:\n%s", y)
 	}
@@ -37,7 +45,7 @@ func TestKubernetesCLI(t *testing.T) {
 		t.Fatalf("deploy:\n%s", out)
 	}
 	out = e.mustRun("deploy", "--provider", "kubernetes", "--replicas", "2", "--wait", "0")
-	if strings.Count(out, "unchanged") != 3 {
+	if strings.Count(out, "unchanged") != 6 { // Secret, the guard's ServiceAccount, Role, RoleBinding, Service, StatefulSet
 		t.Fatalf("second deploy:\n%s", out)
 	}
 	if out := e.mustRun("deploy", "--provider", "kubernetes", "--replicas", "3", "--dry-run"); !strings.Contains(out, "would configure  StatefulSet/scope") || !strings.Contains(out, "would keep       Service/scope") {
@@ -55,6 +63,23 @@ func TestKubernetesCLI(t *testing.T) {
 	sts, err := k.CS.AppsV1().StatefulSets(ns).Get(ctx, "scope", metav1.GetOptions{})
 	if err != nil || *sts.Spec.Replicas != 2 {
 		t.Fatalf("after start: %v", err)
+	}
+	// The on-pod guard's stop (as its ServiceAccount would make it) is pod get's last stop.
+	kc, err := kubernetes.NewForConfig(k.Config, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := guard.Stop{By: "guard", Kind: guard.KindIdle, Reason: "idle 30m0s (idle-stop 30m0s)", At: time.Now()}
+	if err := (guard.KubernetesStopper{Client: kc, StatefulSet: "scope"}).StopFor(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if out := e.mustRun("pod", "get", "k8s://lab/"+ns+"/scope"); !strings.Contains(out, "EXITED") || !strings.Contains(out, "by guard (idle): idle 30m0s (idle-stop 30m0s)") {
+		t.Fatalf("pod get after the guard's stop:\n%s", out)
+	}
+	e.mustRun("pod", "start", "k8s://lab/"+ns+"/scope")
+	// The guard outside a Kubernetes pod: one line.
+	if _, errs, code := e.run("guard", "--statefulset", "scope", "--idle-stop", "1m", "--dir", t.TempDir()); code == 0 || !strings.Contains(errs, "no in-cluster credentials") || strings.Count(strings.TrimSpace(errs), "\n") > 0 {
+		t.Fatalf("guard outside a cluster: %d %q", code, errs)
 	}
 	if out := e.mustRun("status", "k8s://lab/"+ns+"/scope"); !strings.Contains(out, "REPLICA") {
 		t.Fatalf("status:\n%s", out)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/gpu"
 	"github.com/daydreamlive/scopectl/internal/guard"
 	"github.com/daydreamlive/scopectl/internal/provider"
+	"github.com/daydreamlive/scopectl/internal/provider/kubernetes"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
 	"github.com/daydreamlive/scopectl/internal/provider/sshhost"
 	"github.com/daydreamlive/scopectl/internal/remote"
@@ -28,7 +30,7 @@ import (
 // same static binary the agent uses, and stops its pod past the pod's limits. See
 // package guard.
 func (a *app) guardCmd() *cobra.Command {
-	var dir, scopeURL, container, jobsGlob string
+	var dir, scopeURL, container, jobsGlob, statefulSet string
 	var every time.Duration
 	var minUtil int
 	var noGPU, noProcs bool
@@ -59,8 +61,15 @@ func (a *app) guardCmd() *cobra.Command {
 					return err
 				}
 			}
+			var ks guard.KubernetesStopper
+			if statefulSet != "" {
+				// In a Kubernetes pod: its ServiceAccount's token, never the user's kubeconfig.
+				if ks, err = guard.InClusterStopper(statefulSet); err != nil {
+					return err
+				}
+			}
 			var podID, key string
-			if container == "" {
+			if container == "" && statefulSet == "" {
 				podID, key = guard.PodEnv(runpod.EnvPodID), guard.PodEnv(runpod.EnvAPIKey)
 				if podID == "" || key == "" {
 					return errors.New("guard: no RUNPOD_POD_ID or RUNPOD_API_KEY on this machine: not a RunPod pod (use --container on an SSH host)")
@@ -79,10 +88,19 @@ func (a *app) guardCmd() *cobra.Command {
 			g := &guard.Guard{Limits: lim, Dir: dir, Every: every, Log: logf,
 				Jobs: &guard.Jobs{Glob: jobsGlob, Procs: !noProcs}}
 			g.Probes = []watch.Probe{watch.ScopeProbe{URL: func(provider.Pod) string { return scopeURL }}}
+			if statefulSet != "" {
+				if _, err := exec.LookPath("nvidia-smi"); err != nil && !noGPU {
+					noGPU = true // the guard's container has no GPU of its own: Scope's API decides
+					logf("guard: no nvidia-smi in this container: GPU utilisation is not read")
+				}
+			}
 			if !noGPU {
 				g.Probes = append(g.Probes, watch.GPUProbe{Source: func(context.Context, provider.Pod) (gpu.Source, error) { return gpu.SMI{}, nil }, MinUtil: minUtil})
 			}
-			if container != "" {
+			if statefulSet != "" {
+				g.Stopper, g.Target = ks, statefulSet
+				g.Probes = append(g.Probes, guard.ReplicaProbe{Stopper: ks, Self: os.Getenv(kubernetes.EnvPodName), Port: kubernetes.ScopePort})
+			} else if container != "" {
 				ds := guard.DockerStopper{Container: container}
 				g.Stopper, g.Target = ds, "container "+container
 				if !override {
@@ -125,6 +143,7 @@ func (a *app) guardCmd() *cobra.Command {
 	f.StringVar(&dir, "dir", guard.DefaultDir, "where the guard keeps its lock, state.json, stop.json and stops.jsonl")
 	f.StringVar(&scopeURL, "scope-url", fmt.Sprintf("http://127.0.0.1:%d", deploy.ContainerPort), "Scope's HTTP API on this machine")
 	f.StringVar(&container, "container", "", "on an SSH host: the Scope container to docker stop")
+	f.StringVar(&statefulSet, "statefulset", "", "in a Kubernetes pod: the Scope StatefulSet to scale to zero (in-cluster credentials)")
 	f.StringVar(&jobsGlob, "jobs", guard.DefaultJobsGlob, "training job state files")
 	f.DurationVar(&every, "every", guard.DefaultEvery, "how often to check")
 	f.IntVar(&minUtil, "min-gpu-util", 5, "GPU utilisation (%) that counts as busy")

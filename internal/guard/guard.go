@@ -392,7 +392,12 @@ func (g *Guard) stop(ctx context.Context, now time.Time, kind, reason string) st
 	g.writeStop(s) // before asking: a RunPod stop kills this process
 	g.logf("guard: stopping %s: %s", g.Stopper, reason)
 	sctx, cancel := context.WithTimeout(ctx, DefaultStopTimeout)
-	err := g.Stopper.Stop(sctx)
+	var err error
+	if r, ok := g.Stopper.(ReasonStopper); ok {
+		err = r.StopFor(sctx, s) // records why on the target itself (a StatefulSet's annotations)
+	} else {
+		err = g.Stopper.Stop(sctx)
+	}
 	cancel()
 	if err != nil {
 		s.Error = oneLine(err.Error())

@@ -106,6 +106,29 @@ func (c *Client) Apply(ctx context.Context, s ScopeSpec, opt ApplyOptions) ([]Ap
 		}
 		out = append(out, applied("Secret", cur, got, dry))
 	}
+	if o.ServiceAccount != nil {
+		sas := c.CS.CoreV1().ServiceAccounts(c.Namespace)
+		curSA, _ := sas.Get(ctx, *o.ServiceAccount.Name, metav1.GetOptions{})
+		sa, err := sas.Apply(ctx, o.ServiceAccount, ao)
+		if err != nil {
+			return out, c.explain(err, "apply serviceaccount "+*o.ServiceAccount.Name)
+		}
+		out = append(out, applied("ServiceAccount", curSA, sa, dry))
+		roles := c.CS.RbacV1().Roles(c.Namespace)
+		curRole, _ := roles.Get(ctx, *o.Role.Name, metav1.GetOptions{})
+		role, err := roles.Apply(ctx, o.Role, ao)
+		if err != nil {
+			return out, c.explain(err, "apply role "+*o.Role.Name)
+		}
+		out = append(out, applied("Role", curRole, role, dry))
+		rbs := c.CS.RbacV1().RoleBindings(c.Namespace)
+		curRB, _ := rbs.Get(ctx, *o.RoleBinding.Name, metav1.GetOptions{})
+		rb, err := rbs.Apply(ctx, o.RoleBinding, ao)
+		if err != nil {
+			return out, c.explain(err, "apply rolebinding "+*o.RoleBinding.Name)
+		}
+		out = append(out, applied("RoleBinding", curRB, rb, dry))
+	}
 	services := c.CS.CoreV1().Services(c.Namespace)
 	curSvc, _ := services.Get(ctx, s.Name, metav1.GetOptions{})
 	svc, err := services.Apply(ctx, o.Service, ao)

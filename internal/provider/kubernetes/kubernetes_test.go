@@ -50,7 +50,7 @@ func TestManifests(t *testing.T) {
 		t.Fatalf("statefulset spec: %+v", sts.Spec)
 	}
 	pod := sts.Spec.Template.Spec
-	if len(pod.Containers) != 2 || *pod.Containers[0].Name != "scope" || *pod.Containers[1].Name != "agent" {
+	if len(pod.Containers) != 3 || *pod.Containers[0].Name != "scope" || *pod.Containers[1].Name != "agent" || *pod.Containers[2].Name != "guard" {
 		t.Fatalf("containers: %d", len(pod.Containers))
 	}
 	scope := pod.Containers[0]
@@ -69,7 +69,8 @@ func TestManifests(t *testing.T) {
 			env[*e.Name] = *e.Value
 		}
 	}
-	if env["HF_TOKEN"] != "secret:scope-secrets/HF_TOKEN" || env["SCOPE_LORA_DIR"] != "/workspace/models/lora" || len(env) != 5 {
+	if env["HF_TOKEN"] != "secret:scope-secrets/HF_TOKEN" || env["SCOPE_LORA_DIR"] != "/workspace/models/lora" ||
+		env[provider.EnvIdleStop] != "0" || env[provider.EnvMaxHours] != "0" || len(env) != 7 { // the limits: none here
 		t.Fatalf("env %v", env)
 	}
 	agent := pod.Containers[1]
@@ -191,7 +192,7 @@ func TestApplyIdempotentAndOneFieldChanges(t *testing.T) {
 	s := spec()
 	// A server-side dry run is the plan: everything would be created, nothing is.
 	plan, err := c.Apply(ctx, s, kubernetes.ApplyOptions{ServerDryRun: true})
-	if err != nil || actions(plan) != "Secret=created Service=created StatefulSet=created" {
+	if err != nil || actions(plan) != "Secret=created ServiceAccount=created Role=created RoleBinding=created Service=created StatefulSet=created" {
 		t.Fatalf("dry run: %s %v", actions(plan), err)
 	}
 	if l, _ := e.CS.AppsV1().StatefulSets(c.Namespace).List(ctx, metav1.ListOptions{}); len(l.Items) != 0 {
@@ -203,14 +204,14 @@ func TestApplyIdempotentAndOneFieldChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("first apply (3 objects) in %v", time.Since(t0))
-	if got := actions(first); got != "Secret=created Service=created StatefulSet=created" {
+	if got := actions(first); got != "Secret=created ServiceAccount=created Role=created RoleBinding=created Service=created StatefulSet=created" {
 		t.Fatalf("first apply: %s", got)
 	}
 	second, err := c.Apply(ctx, s, kubernetes.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := actions(second); got != "Secret=unchanged Service=unchanged StatefulSet=unchanged" {
+	if got := actions(second); got != "Secret=unchanged ServiceAccount=unchanged Role=unchanged RoleBinding=unchanged Service=unchanged StatefulSet=unchanged" {
 		t.Fatalf("second apply: %s", got)
 	}
 	for i := range first {
@@ -235,7 +236,7 @@ func TestApplyIdempotentAndOneFieldChanges(t *testing.T) {
 	// A changed flag changes that field only; the dry run says so first and stores nothing.
 	s.Image = "example.com/scope:2"
 	plan, err = c.Apply(ctx, s, kubernetes.ApplyOptions{ServerDryRun: true})
-	if err != nil || actions(plan) != "Secret=unchanged Service=unchanged StatefulSet=configured" {
+	if err != nil || actions(plan) != "Secret=unchanged ServiceAccount=unchanged Role=unchanged RoleBinding=unchanged Service=unchanged StatefulSet=configured" {
 		t.Fatalf("dry run of a change: %s %v", actions(plan), err)
 	}
 	if now, _ := e.CS.AppsV1().StatefulSets(c.Namespace).Get(ctx, "scope", metav1.GetOptions{}); now.ResourceVersion != before.ResourceVersion {
@@ -245,7 +246,7 @@ func TestApplyIdempotentAndOneFieldChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := actions(third); got != "Secret=unchanged Service=unchanged StatefulSet=configured" {
+	if got := actions(third); got != "Secret=unchanged ServiceAccount=unchanged Role=unchanged RoleBinding=unchanged Service=unchanged StatefulSet=configured" {
 		t.Fatalf("image change: %s", got)
 	}
 	after, _ := e.CS.AppsV1().StatefulSets(c.Namespace).Get(ctx, "scope", metav1.GetOptions{})
@@ -267,7 +268,7 @@ func TestApplyIdempotentAndOneFieldChanges(t *testing.T) {
 	// A changed token rolls the pods (the template's hash) but is never in it.
 	s.SecretEnv = map[string]secret.Secret{"HF_TOKEN": secret.New(hfToken + "x")}
 	fourth, err := c.Apply(ctx, s, kubernetes.ApplyOptions{})
-	if err != nil || actions(fourth) != "Secret=configured Service=unchanged StatefulSet=configured" {
+	if err != nil || actions(fourth) != "Secret=configured ServiceAccount=unchanged Role=unchanged RoleBinding=unchanged Service=unchanged StatefulSet=configured" {
 		t.Fatalf("token change: %s %v", actions(fourth), err)
 	}
 }
@@ -492,7 +493,7 @@ func TestStopStartRm(t *testing.T) {
 		t.Fatalf("start: replicas %d", *got.Spec.Replicas)
 	}
 	// A deploy after stop/start changes nothing: the same fields, the same manager.
-	if as, err := c.Apply(ctx, s, kubernetes.ApplyOptions{}); err != nil || actions(as) != "Secret=unchanged Service=unchanged StatefulSet=unchanged" {
+	if as, err := c.Apply(ctx, s, kubernetes.ApplyOptions{}); err != nil || actions(as) != "Secret=unchanged ServiceAccount=unchanged Role=unchanged RoleBinding=unchanged Service=unchanged StatefulSet=unchanged" {
 		t.Fatalf("apply after start: %s %v", actions(as), err)
 	}
 	// The controller's volume claim for replica 0, then rm deletes everything.

@@ -19,8 +19,10 @@ import (
 	appsac "k8s.io/client-go/applyconfigurations/apps/v1"
 	coreac "k8s.io/client-go/applyconfigurations/core/v1"
 	metaac "k8s.io/client-go/applyconfigurations/meta/v1"
+	rbacac "k8s.io/client-go/applyconfigurations/rbac/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/secret"
 )
 
@@ -52,6 +54,21 @@ const (
 	AnnoStoppedReplicas = "scopectl.daydream.live/stopped-replicas"
 	// AnnoTag carries the scopectl request id (provider.Pod.Tag).
 	AnnoTag = "scopectl.daydream.live/request-id"
+	// AnnoStoppedBy, AnnoStopReason and AnnoStoppedAt on a StatefulSet record its last
+	// stop by the on-pod guard (GuardStop): pod get shows them.
+	AnnoStoppedBy  = "scopectl.daydream.live/stopped-by"
+	AnnoStopReason = "scopectl.daydream.live/stop-reason"
+	AnnoStoppedAt  = "scopectl.daydream.live/stopped-at"
+)
+
+// The guard container (a second container from the agent's image: `scopectl guard
+// --statefulset NAME`) and where it keeps its files (on the replica's volume).
+const (
+	GuardContainer = "guard"
+	GuardDir       = Workspace + "/.scopectl/guard"
+	// EnvPodNamespace and EnvPodName reach the guard through the downward API.
+	EnvPodNamespace = "SCOPECTL_POD_NAMESPACE"
+	EnvPodName      = "SCOPECTL_POD_NAME"
 )
 
 // Secret keys.
@@ -81,7 +98,18 @@ type ScopeSpec struct {
 	SecretEnv       map[string]secret.Secret
 	ImagePullPolicy corev1.PullPolicy // "" = the cluster's default for the tag
 	Tag             string            // scopectl request id, an annotation
+	// Limits are the replicas' idle stop and max hours: in the containers' env (the same
+	// names as on a RunPod pod, provider.EnvIdleStop …), enforced by the guard container,
+	// which runs beside the agent sidecar and scales the StatefulSet to zero.
+	Limits provider.Limits
 }
+
+// Guarded says whether s runs the guard: it comes with the agent sidecar (same image).
+func (s ScopeSpec) Guarded() bool { return s.AgentImage != "-" }
+
+// GuardAccount names the ServiceAccount, Role and RoleBinding of s's guard: it may get
+// and patch s's StatefulSet (and its scale), that one object only.
+func (s ScopeSpec) GuardAccount() string { return s.Name + "-guard" }
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
@@ -147,11 +175,15 @@ func (s ScopeSpec) labels() map[string]string {
 func (s ScopeSpec) Selector() string { return LabelName + "=scope," + LabelInstance + "=" + s.Name }
 
 // Objects is what Apply applies, in order (s normalized): the Secret (only when s has
-// secret env), the Service, the StatefulSet.
+// secret env), the guard's ServiceAccount, Role and RoleBinding (only with the guard),
+// the Service, the StatefulSet.
 type Objects struct {
-	Secret      *coreac.SecretApplyConfiguration // nil without secret env
-	Service     *coreac.ServiceApplyConfiguration
-	StatefulSet *appsac.StatefulSetApplyConfiguration
+	Secret         *coreac.SecretApplyConfiguration // nil without secret env
+	ServiceAccount *coreac.ServiceAccountApplyConfiguration
+	Role           *rbacac.RoleApplyConfiguration
+	RoleBinding    *rbacac.RoleBindingApplyConfiguration
+	Service        *coreac.ServiceApplyConfiguration
+	StatefulSet    *appsac.StatefulSetApplyConfiguration
 }
 
 // Build returns the apply configurations of s in namespace ns. s must be normalized.
@@ -176,9 +208,22 @@ func (s ScopeSpec) Build(ns string) Objects {
 			coreac.ServicePort().WithName("agent").WithPort(AgentPort).WithTargetPort(intstr.FromString("agent")),
 		))
 
-	env := make([]*coreac.EnvVarApplyConfiguration, 0, len(s.Env)+len(secretKeys))
-	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
-		env = append(env, coreac.EnvVar().WithName(k).WithValue(s.Env[k]))
+	plain := maps.Clone(s.Env)
+	var limitEnv []*coreac.EnvVarApplyConfiguration
+	if s.Guarded() {
+		if plain == nil {
+			plain = map[string]string{}
+		}
+		le := s.Limits.Env()
+		for _, k := range slices.Sorted(maps.Keys(le)) {
+			plain[k] = le[k] // the limits travel with the pod: pod ls reads them from Scope's env
+			limitEnv = append(limitEnv, coreac.EnvVar().WithName(k).WithValue(le[k]))
+		}
+		o.ServiceAccount, o.Role, o.RoleBinding = s.guardRBAC(ns, lbl)
+	}
+	env := make([]*coreac.EnvVarApplyConfiguration, 0, len(plain)+len(secretKeys))
+	for _, k := range slices.Sorted(maps.Keys(plain)) {
+		env = append(env, coreac.EnvVar().WithName(k).WithValue(plain[k]))
 	}
 	for _, k := range secretKeys {
 		if k == SecretAgentToken {
@@ -214,6 +259,18 @@ func (s ScopeSpec) Build(ns string) Objects {
 			agent.WithImagePullPolicy(s.ImagePullPolicy)
 		}
 		pod.WithContainers(agent)
+		fieldEnv := func(name, path string) *coreac.EnvVarApplyConfiguration {
+			return coreac.EnvVar().WithName(name).WithValueFrom(coreac.EnvVarSource().WithFieldRef(coreac.ObjectFieldSelector().WithFieldPath(path)))
+		}
+		g := coreac.Container().WithName(GuardContainer).WithImage(s.AgentImage).
+			WithCommand("scopectl", "guard", "--statefulset", s.Name, "--dir", GuardDir,
+				"--scope-url", "http://127.0.0.1:"+strconv.Itoa(ScopePort)).
+			WithEnv(append(limitEnv, fieldEnv(EnvPodNamespace, "metadata.namespace"), fieldEnv(EnvPodName, "metadata.name"))...).
+			WithVolumeMounts(mount)
+		if s.ImagePullPolicy != "" {
+			g.WithImagePullPolicy(s.ImagePullPolicy)
+		}
+		pod.WithContainers(g).WithServiceAccountName(s.GuardAccount())
 	}
 	place(pod, s.NodeSelector, s.Tolerations)
 	if s.HostNetwork {
@@ -260,10 +317,28 @@ func secretHash(env map[string]secret.Secret) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
+// guardRBAC is the least the guard needs: get and patch of s's StatefulSet and of its
+// scale subresource, named by resourceNames (no other StatefulSet, nothing else).
+func (s ScopeSpec) guardRBAC(ns string, lbl map[string]string) (*coreac.ServiceAccountApplyConfiguration, *rbacac.RoleApplyConfiguration, *rbacac.RoleBindingApplyConfiguration) {
+	n := s.GuardAccount()
+	sa := coreac.ServiceAccount(n, ns).WithLabels(lbl)
+	role := rbacac.Role(n, ns).WithLabels(lbl).WithRules(
+		rbacac.PolicyRule().WithAPIGroups("apps").WithResources("statefulsets", "statefulsets/scale").
+			WithResourceNames(s.Name).WithVerbs("get", "patch"))
+	rb := rbacac.RoleBinding(n, ns).WithLabels(lbl).
+		WithRoleRef(rbacac.RoleRef().WithAPIGroup("rbac.authorization.k8s.io").WithKind("Role").WithName(n)).
+		WithSubjects(rbacac.Subject().WithKind("ServiceAccount").WithName(n).WithNamespace(ns))
+	return sa, role, rb
+}
+
 // YAML renders the manifests as a multi-document YAML stream for --dry-run -o yaml.
 // The Secret is never printed: a comment names it and its keys instead.
 func (o Objects) YAML() ([]byte, error) {
-	return manifestYAML(o.Secret, o.Service, o.StatefulSet)
+	objs := []any{}
+	if o.ServiceAccount != nil {
+		objs = append(objs, o.ServiceAccount, o.Role, o.RoleBinding)
+	}
+	return manifestYAML(o.Secret, append(objs, o.Service, o.StatefulSet)...)
 }
 
 // manifestYAML prints objs as a YAML stream, with a comment naming the Secret's keys

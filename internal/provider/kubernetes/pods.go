@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strconv"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -62,6 +64,9 @@ func (c *Client) podOf(sts *appsv1.StatefulSet) provider.Pod {
 		p.Status = provider.StatusTerminated
 	}
 	p.Detail = fmt.Sprintf("%d/%d replicas ready in %s", sts.Status.ReadyReplicas, want, c.Target())
+	if by, why, at := LastStop(sts.Annotations); by != "" {
+		p.Detail += fmt.Sprintf("; last stop %s by %s: %s", at.Local().Format(time.DateTime), by, why)
+	}
 	for _, ct := range sts.Spec.Template.Spec.Containers {
 		if ct.Name != "scope" {
 			continue
@@ -115,7 +120,7 @@ func (c *Client) Replicas(ctx context.Context, name string) ([]Replica, error) {
 // scale sets the replicas scopectl's apply owns, keeping every other field scopectl
 // owns as it is (ExtractStatefulSet reads back exactly scopectl's fields; applying less
 // would give the others up). stopped is the count to remember for Start, or -1 to forget it.
-func (c *Client) scale(ctx context.Context, name string, replicas int32, stopped int32, force bool) error {
+func (c *Client) scale(ctx context.Context, name string, replicas int32, stopped int32, force bool, extra ...map[string]string) error {
 	sets := c.CS.AppsV1().StatefulSets(c.Namespace)
 	sts, err := sets.Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -134,6 +139,9 @@ func (c *Client) scale(ctx context.Context, name string, replicas int32, stopped
 		anno[k] = v
 	}
 	delete(anno, AnnoStoppedReplicas)
+	for _, m := range extra {
+		maps.Copy(anno, m)
+	}
 	if stopped >= 0 {
 		anno[AnnoStoppedReplicas] = strconv.Itoa(int(stopped))
 	}
@@ -161,6 +169,37 @@ func (c *Client) Stop(ctx context.Context, name string) error {
 		return nil
 	}
 	return c.scale(ctx, name, 0, cur, false)
+}
+
+// GuardStop is the on-pod guard's stop of deployment name: it scales it to zero as Stop
+// does (Start restores the replicas) and records by whom, why and when in annotations
+// (AnnoStoppedBy, AnnoStopReason, AnnoStoppedAt), which pod get shows as the last stop.
+// It needs only get and patch of that StatefulSet (the guard's Role). It takes over
+// spec.replicas if another manager (kubectl scale) holds it: the guard must be able to stop.
+func (c *Client) GuardStop(ctx context.Context, name, by, reason string, at time.Time) error {
+	sts, err := c.CS.AppsV1().StatefulSets(c.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return c.explain(err, "get statefulset "+name)
+	}
+	cur := int32(1)
+	if sts.Spec.Replicas != nil {
+		cur = *sts.Spec.Replicas
+	}
+	if cur == 0 {
+		return nil // stopped already (pod stop, or another replica's guard)
+	}
+	if len(reason) > 1000 {
+		reason = reason[:1000]
+	}
+	return c.scale(ctx, name, 0, cur, true, map[string]string{
+		AnnoStoppedBy: by, AnnoStopReason: reason, AnnoStoppedAt: at.UTC().Format(time.RFC3339)})
+}
+
+// LastStop reads the guard's last stop from a StatefulSet's annotations ("" when none).
+func LastStop(anno map[string]string) (by, reason string, at time.Time) {
+	by, reason = anno[AnnoStoppedBy], anno[AnnoStopReason]
+	at, _ = time.Parse(time.RFC3339, anno[AnnoStoppedAt])
+	return by, reason, at
 }
 
 // Start scales a stopped deployment back to the replicas it had (1 if unknown).
@@ -204,6 +243,15 @@ func (c *Client) Terminate(ctx context.Context, name string) error {
 		}},
 		{"secret " + s.SecretName(), func() error {
 			return c.CS.CoreV1().Secrets(c.Namespace).Delete(ctx, s.SecretName(), metav1.DeleteOptions{})
+		}},
+		{"rolebinding " + s.GuardAccount(), func() error {
+			return c.CS.RbacV1().RoleBindings(c.Namespace).Delete(ctx, s.GuardAccount(), metav1.DeleteOptions{})
+		}},
+		{"role " + s.GuardAccount(), func() error {
+			return c.CS.RbacV1().Roles(c.Namespace).Delete(ctx, s.GuardAccount(), metav1.DeleteOptions{})
+		}},
+		{"serviceaccount " + s.GuardAccount(), func() error {
+			return c.CS.CoreV1().ServiceAccounts(c.Namespace).Delete(ctx, s.GuardAccount(), metav1.DeleteOptions{})
 		}},
 		{"volume claims of " + name, func() error {
 			return c.CS.CoreV1().PersistentVolumeClaims(c.Namespace).DeleteCollection(ctx, metav1.DeleteOptions{},
