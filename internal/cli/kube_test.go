@@ -81,7 +81,7 @@ func TestKubernetesCLI(t *testing.T) {
 	if _, errs, code := e.run("guard", "--statefulset", "scope", "--idle-stop", "1m", "--dir", t.TempDir()); code == 0 || !strings.Contains(errs, "no in-cluster credentials") || strings.Count(strings.TrimSpace(errs), "\n") > 0 {
 		t.Fatalf("guard outside a cluster: %d %q", code, errs)
 	}
-	if out := e.mustRun("status", "k8s://lab/"+ns+"/scope"); !strings.Contains(out, "REPLICA") {
+	if out := e.mustRun("status", "k8s://lab/"+ns+"/scope"); !strings.Contains(out, "REPLICA") || !strings.Contains(out, "by guard (idle): idle 30m0s") {
 		t.Fatalf("status:\n%s", out)
 	}
 	if _, errs, code := e.run("pod", "rm", "--provider", "kubernetes", "scope"); code == 0 || !strings.Contains(errs, "--yes") {

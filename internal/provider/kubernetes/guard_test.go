@@ -76,6 +76,16 @@ func TestKubeGuardManifests(t *testing.T) {
 			t.Errorf("YAML lacks %q", want)
 		}
 	}
+	// Limits given as env (a provider.CreateSpec's) are the guard's; a bad one is named.
+	fromEnv := spec()
+	fromEnv.Env[provider.EnvIdleStop] = "45m"
+	if n, err := fromEnv.Normalize(); err != nil || n.Limits.IdleStop != 45*time.Minute {
+		t.Fatalf("limits from env: %+v %v", n.Limits, err)
+	}
+	fromEnv.Env[provider.EnvIdleStop] = "soon"
+	if _, err := fromEnv.Normalize(); err == nil || !strings.Contains(err.Error(), provider.EnvIdleStop+`="soon" is not a duration`) {
+		t.Fatalf("bad limit: %v", err)
+	}
 	// Without the agent sidecar there is no guard and no RBAC.
 	s.AgentImage = "-"
 	if o := s.Build("studio"); o.Role != nil || len(o.StatefulSet.Spec.Template.Spec.Containers) != 1 {

@@ -156,6 +156,16 @@ func (s ScopeSpec) Normalize() (ScopeSpec, error) {
 			return s, fmt.Errorf("kubernetes: env %s is set both plainly and as a secret", k)
 		}
 	}
+	if s.Limits == (provider.Limits{}) {
+		// Limits given as env (a provider.CreateSpec's, as on RunPod) are the guard's too.
+		if l, ok := provider.LimitsFromEnv(s.Env); ok {
+			if l.Problem != "" {
+				return s, fmt.Errorf("kubernetes: env %s", l.Problem)
+			}
+			l.FromPod = false
+			s.Limits = l
+		}
+	}
 	switch s.ImagePullPolicy {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
