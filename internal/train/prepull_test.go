@@ -192,3 +192,55 @@ func TestSupervisePrepullGated(t *testing.T) {
 		}
 	}
 }
+
+// A supervisor stopped mid-pull (SIGTERM) leaves the job "downloading model"; the next
+// one continues the pull from the chunks already verified instead of starting over.
+func TestSupervisePrepullResumes(t *testing.T) {
+	srv := hftest.Start(t, hftest.Options{})
+	files := wanFiles()
+	const big = "transformer/diffusion_pytorch_model.safetensors"
+	data := bytes.Repeat([]byte("0123456789abcdef"), 20<<16) // 20 MiB: more than one 16 MiB chunk
+	for i := range files {
+		if files[i].Path == big {
+			files[i].Data = data
+		}
+	}
+	srv.AddRepo(hftest.Repo{ID: wanRepo, Files: files})
+	srv.SlowAt(big, -1, 4*time.Millisecond)
+	jd := pullJob(t, srv, filepath.Join(t.TempDir(), "hf"), "")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var log bytes.Buffer
+	errc := make(chan error, 1)
+	go func() { errc <- Supervise(ctx, jd, &log) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if st, err := ReadState(jd); err == nil && st.Download != nil && st.Download.Done > 14<<20 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatalf("supervise: no error after the cancel\n%s", log.String())
+	}
+	st, err := ReadState(jd)
+	if err != nil || st.Phase != PhaseDownloading || st.PID != 0 {
+		t.Fatalf("after the interruption: %+v %v", st, err)
+	}
+	first := srv.CDNBytes(big)
+	if first == 0 || first >= int64(len(data)) {
+		t.Fatalf("first run fetched %d of %d bytes", first, len(data))
+	}
+	srv.SlowAt(big, -1, 0)
+	st = supervise(t, jd)
+	if st.Phase != PhaseDone || st.Download == nil || !st.Download.Ended {
+		t.Fatalf("second run: %s (%s)", st.Phase, st.Reason)
+	}
+	again := srv.CDNBytes(big) - first
+	t.Logf("first run %d bytes, second %d, file %d", first, again, len(data))
+	if again >= int64(len(data)) {
+		t.Errorf("the second run fetched the whole file again (%d bytes)", again)
+	}
+}
