@@ -244,3 +244,28 @@ func TestSupervisePrepullResumes(t *testing.T) {
 		t.Errorf("the second run fetched the whole file again (%d bytes)", again)
 	}
 }
+
+// `train stop` while the model downloads ends the job "stopped" without a trainer.
+func TestSupervisePrepullStop(t *testing.T) {
+	srv := hftest.Start(t, hftest.Options{})
+	srv.AddRepo(hftest.Repo{ID: wanRepo, Files: wanFiles()})
+	srv.SlowAt("transformer/diffusion_pytorch_model.safetensors", -1, 100*time.Millisecond) // ~4 s
+	jd := pullJob(t, srv, filepath.Join(t.TempDir(), "hf"), "")
+	go func() {
+		for i := 0; i < 500; i++ {
+			if st, err := ReadState(jd); err == nil && st.Phase == PhaseDownloading {
+				Control(context.Background(), jd, CtlStop)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	t0 := time.Now()
+	st := supervise(t, jd)
+	if st.Phase != PhaseStopped || st.PID != 0 || !strings.Contains(st.Reason, "downloading") {
+		t.Errorf("phase %s (%s), pid %d", st.Phase, st.Reason, st.PID)
+	}
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Errorf("stop took %s", d)
+	}
+}
