@@ -96,7 +96,7 @@ func (a *app) kubePodViews(ctx context.Context, rf remoteFlags) ([]podView, erro
 	}
 	views := make([]podView, 0, len(pods))
 	for _, p := range pods {
-		views = append(views, podView{Pod: p, Recorded: true, Note: p.Detail})
+		views = append(views, podView{Pod: p, Recorded: true, Note: p.Detail, Limits: limitsOf(p, nil)}) // the guard's, from the pod env
 	}
 	return views, nil
 }
@@ -367,9 +367,9 @@ func printKubePods(w io.Writer, views []podView) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tGPU\tIMAGE\tNOTE")
+	fmt.Fprintln(tw, "ID\tSTATUS\tGPU\tIMAGE\tLIMITS\tNOTE")
 	for _, v := range views {
-		fmt.Fprintf(tw, "%s\t%s\t%d × %s\t%s\t%s\n", v.ID, v.Status, v.GPUCount, v.GPUType, v.Image, v.Note)
+		fmt.Fprintf(tw, "%s\t%s\t%d × %s\t%s\t%s\t%s\n", v.ID, v.Status, v.GPUCount, v.GPUType, v.Image, limitsText(v.Limits), v.Note)
 	}
 	tw.Flush()
 }

@@ -52,7 +52,9 @@ func TestKubernetesCLI(t *testing.T) {
 		t.Fatalf("plan of a change:\n%s", out)
 	}
 	out = e.mustRun("pod", "ls", "--provider", "kubernetes")
-	if !strings.Contains(out, "scope") || !strings.Contains(out, "RUNNING") || !strings.Contains(out, "2 × nvidia.com/gpu") {
+	if !strings.Contains(out, "scope") || !strings.Contains(out, "RUNNING") || !strings.Contains(out, "2 × nvidia.com/gpu") ||
+		!strings.Contains(out, "idle 30m") { // the limits the guard enforces, read from the pod
+
 		t.Fatalf("pod ls:\n%s", out)
 	}
 	e.mustRun("pod", "stop", "--provider", "kubernetes", "scope")
