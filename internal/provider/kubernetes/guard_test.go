@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	authv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
@@ -134,6 +135,21 @@ func TestKubeGuardStopperRBAC(t *testing.T) {
 	}
 	if _, err := sa.List(ctx); err == nil {
 		t.Fatal("the guard's account may list statefulsets")
+	}
+	// The pod's own credentials: a token the API server issues for the ServiceAccount
+	// (TokenRequest), as the kubelet mounts it into the guard's container.
+	if tok, err := e.CS.CoreV1().ServiceAccounts(c.Namespace).CreateToken(ctx, "scope-guard",
+		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{Audiences: nil}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("TokenRequest: %v", err)
+	} else {
+		cfg := &rest.Config{Host: e.Config.Host, BearerToken: tok.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: e.Config.CAData}}
+		if sa, err = kubernetes.NewForConfig(cfg, c.Namespace); err != nil {
+			t.Fatal(err)
+		}
+		if err := (guard.KubernetesStopper{Client: sa, StatefulSet: "other"}).StopFor(ctx, st); err == nil || !strings.Contains(err.Error(), "forbidden") {
+			t.Fatalf("stop of another statefulset with the token: %v", err)
+		}
+		t.Log("the guard stops with a ServiceAccount token from TokenRequest")
 	}
 	t0 := time.Now()
 	if err := (guard.KubernetesStopper{Client: sa, StatefulSet: "scope"}).StopFor(ctx, st); err != nil {
