@@ -155,15 +155,23 @@ func (c *Client) scale(ctx context.Context, name string, replicas int32, stopped
 	return nil
 }
 
-// Stop scales the deployment to zero: GPUs are released, the volumes stay.
-func (c *Client) Stop(ctx context.Context, name string) error {
+// replicas is the StatefulSet's spec.replicas (1 when unset, as Kubernetes defaults it).
+func (c *Client) replicas(ctx context.Context, name string) (int32, error) {
 	sts, err := c.CS.AppsV1().StatefulSets(c.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return c.explain(err, "get statefulset "+name)
+		return 0, c.explain(err, "get statefulset "+name)
 	}
-	cur := int32(1)
 	if sts.Spec.Replicas != nil {
-		cur = *sts.Spec.Replicas
+		return *sts.Spec.Replicas, nil
+	}
+	return 1, nil
+}
+
+// Stop scales the deployment to zero: GPUs are released, the volumes stay.
+func (c *Client) Stop(ctx context.Context, name string) error {
+	cur, err := c.replicas(ctx, name)
+	if err != nil {
+		return err
 	}
 	if cur == 0 {
 		return nil
@@ -177,13 +185,9 @@ func (c *Client) Stop(ctx context.Context, name string) error {
 // It needs only get and patch of that StatefulSet (the guard's Role). It takes over
 // spec.replicas if another manager (kubectl scale) holds it: the guard must be able to stop.
 func (c *Client) GuardStop(ctx context.Context, name, by, reason string, at time.Time) error {
-	sts, err := c.CS.AppsV1().StatefulSets(c.Namespace).Get(ctx, name, metav1.GetOptions{})
+	cur, err := c.replicas(ctx, name)
 	if err != nil {
-		return c.explain(err, "get statefulset "+name)
-	}
-	cur := int32(1)
-	if sts.Spec.Replicas != nil {
-		cur = *sts.Spec.Replicas
+		return err
 	}
 	if cur == 0 {
 		return nil // stopped already (pod stop, or another replica's guard)
