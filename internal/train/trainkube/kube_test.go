@@ -29,6 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/daydreamlive/scopectl/internal/aitk/aitktest"
+	"github.com/daydreamlive/scopectl/internal/hub/hf/hftest"
 	"github.com/daydreamlive/scopectl/internal/library"
 	"github.com/daydreamlive/scopectl/internal/provider/kubernetes"
 	"github.com/daydreamlive/scopectl/internal/provider/kubernetes/kubetest"
@@ -37,6 +38,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/store"
 	"github.com/daydreamlive/scopectl/internal/testkit"
 	"github.com/daydreamlive/scopectl/internal/train"
+	"github.com/daydreamlive/scopectl/internal/train/traintest"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
@@ -270,9 +272,12 @@ func TestTrainOnKubernetesJob(t *testing.T) {
 	tr.Dial = ms.Open
 	var notes testkit.SyncBuffer
 	tr.Notify = func(msg string) { t.Log(msg); notes.Write([]byte(msg + "\n")) }
+	// The pre-pull runs for real, in the pod, from a fake Hub holding the base model.
+	hub := hftest.Start(t, hftest.Options{})
+	hub.AddRepo(hftest.Repo{ID: traintest.BaseModel, Files: traintest.HubFiles()})
 	res, err := tr.Run(ctx, train.RunInput{Config: cfg, Target: kubernetes.MachineURL(c.Target(), "kubelora-1"), PodID: "kubelora-1",
 		AITKDir: checkout, Workspace: k.ws, Binary: filepath.Join(k.bin, "scopectl"), Force: true,
-		Env: []string{aitktest.EnvStepMS + "=40"}, Poll: 100 * time.Millisecond, StopGrace: 3 * time.Second, KillGrace: 2 * time.Second})
+		Env: []string{aitktest.EnvStepMS + "=40", "HF_ENDPOINT=" + hub.URL()}, Poll: 100 * time.Millisecond, StopGrace: 3 * time.Second, KillGrace: 2 * time.Second})
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, k.holdOut.String())
 	}
@@ -343,6 +348,10 @@ func TestTrainOnKubernetesJob(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(res.Job.JobDir, train.SecretsDir, "HF_TOKEN")); err == nil {
 		t.Fatal("HF_TOKEN was written as a file on the volume")
 	}
+	// The base model was pulled into the workspace's HF cache in the pod before training.
+	if _, err := os.Stat(filepath.Join(k.ws, "hf", "hub", "models--Wan-AI--Wan2.1-T2V-1.3B-Diffusers", "refs", "main")); err != nil {
+		t.Errorf("pre-pull: %v", err)
+	}
 	t.Logf("%d commands ran through exec", k.execs)
 }
 
@@ -366,7 +375,7 @@ func TestStopAndSaveNowOnKubernetes(t *testing.T) {
 	defer ms.Close()
 	tr := trainer(t, filepath.Join(root, "data"))
 	tr.Dial = ms.Open
-	res, err := tr.Run(ctx, train.RunInput{Config: cfg, Target: kubernetes.MachineURL(c.Target(), "stoplora-1"), PodID: "stoplora-1",
+	res, err := tr.Run(ctx, train.RunInput{Config: cfg, NoPrepull: true, Target: kubernetes.MachineURL(c.Target(), "stoplora-1"), PodID: "stoplora-1",
 		AITKDir: checkout, Workspace: k.ws, Binary: filepath.Join(k.bin, "scopectl"), Force: true,
 		Env: []string{aitktest.EnvStepMS + "=30"}, Poll: 100 * time.Millisecond, StopGrace: 5 * time.Second, KillGrace: 2 * time.Second})
 	if err != nil {
