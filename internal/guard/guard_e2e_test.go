@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/daydreamlive/scopectl/internal/guard"
+	"github.com/daydreamlive/scopectl/internal/guard/guardtest"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod/runpodtest"
@@ -38,34 +38,15 @@ type pods struct {
 	logs map[string]*strings.Builder
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// fakeSMI writes an nvidia-smi that reports one GPU at $FAKE_GPU_UTIL percent.
-func fakeSMI(t *testing.T) string {
-	dir := t.TempDir()
-	script := "#!/bin/sh\necho \"0, GPU-fake, NVIDIA GeForce RTX 4090, 1000, 24564, ${FAKE_GPU_UTIL:-0}, 40, 60.5, 450.0, 550.54\"\n"
-	if err := os.WriteFile(filepath.Join(dir, "nvidia-smi"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 func newPods(t *testing.T) *pods {
 	bin := testkit.Scopectl(t)
 	stub := testkit.GoBuild(t, testkit.Build{Pkg: "./internal/scope/scopestub", Static: true})
-	smi := fakeSMI(t)
+	smi := guardtest.FakeSMI(t)
 	p := &pods{root: t.TempDir(), logs: map[string]*strings.Builder{}}
 	rt := func(v runpodtest.PodView) (*runpodtest.Container, error) {
 		ws := filepath.Join(p.root, v.ID)
 		os.MkdirAll(filepath.Join(ws, "jobs"), 0o755)
-		port := freePort(t)
+		port := guardtest.FreePort(t)
 		scope := exec.Command(stub, "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--sessions", v.Env["TEST_SESSIONS"])
 		if v.Env["TEST_SESSIONS"] == "" {
 			scope.Args[len(scope.Args)-1] = "0"

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,25 +32,6 @@ func TestMain(m *testing.M) { testkit.Main(m) }
 
 const userKey = "rpa_" + "GUARDE2EUSERKEYGUARDE2EUSERKEY0001"
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// fakeSMI writes an nvidia-smi that reports one idle GPU.
-func fakeSMI(t *testing.T) string {
-	dir := t.TempDir()
-	script := "#!/bin/sh\necho \"0, GPU-fake, NVIDIA GeForce RTX 4090, 1000, 24564, 0, 40, 60.5, 450.0, 550.54\"\n"
-	if err := os.WriteFile(filepath.Join(dir, "nvidia-smi"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // pods is a fake RunPod whose pods run Scope's stand-in and an sshd (new port each boot)
 // whose sessions have what RunPod gives a pod: RUNPOD_POD_ID, the pod-scoped
 // RUNPOD_API_KEY, the pod's env (its limits), nothing of the user's.
@@ -67,12 +47,12 @@ type pods struct {
 func newPods(t *testing.T) *pods {
 	testkit.NeedFile(t, "/usr/sbin/sshd", "openssh-server")
 	stub := testkit.GoBuild(t, testkit.Build{Pkg: "./internal/scope/scopestub", Static: true})
-	smi := fakeSMI(t)
+	smi := guardtest.FakeSMI(t)
 	p := &pods{root: t.TempDir(), lap: guardtest.NewLaptop(t), khosts: map[string]string{}}
 	rt := func(v runpodtest.PodView) (*runpodtest.Container, error) {
 		ws := filepath.Join(p.root, v.ID)
 		kh := p.lap.MachineHome(t, ws)
-		port := freePort(t)
+		port := guardtest.FreePort(t)
 		sessions := v.Env["TEST_SESSIONS"]
 		if sessions == "" {
 			sessions = "0"

@@ -5,6 +5,7 @@ package guardtest
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,4 +81,25 @@ func KillGuard(dir string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// FreePort is a TCP port on loopback that nothing listened on a moment ago.
+func FreePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// FakeSMI writes an nvidia-smi that reports one GPU at $FAKE_GPU_UTIL percent (0 unset)
+// and returns its folder, for the PATH.
+func FakeSMI(t testing.TB) string {
+	dir := t.TempDir()
+	script := "#!/bin/sh\necho \"0, GPU-fake, NVIDIA GeForce RTX 4090, 1000, 24564, ${FAKE_GPU_UTIL:-0}, 40, 60.5, 450.0, 550.54\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "nvidia-smi"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
