@@ -211,6 +211,9 @@ func (a *app) kubeTrainMachine(ctx context.Context, cmd *cobra.Command, in *trai
 	in.Image, in.Workspace = "", kubernetes.JobWorkspace  // ai-toolkit is the container's own (/app/ai-toolkit)
 	in.HFToken = secret.Secret{}                          // the pod has it from the Secret
 	in.MachineBinary = kubernetes.JobBinDir + "/scopectl" // when this scopectl cannot run there (not linux/amd64)
+	// Recorded with the job (the path, not the content): later commands reach this
+	// cluster from a shell without the same KUBECONFIG.
+	in.Kubeconfig = kubernetes.KubeconfigInUse(f.kubeconfig)
 	return false, nil
 }
 
@@ -270,10 +273,22 @@ func (a *app) kubeRunFailed(f *kubeTrainFlags, err error) error {
 // isKubeJob reports whether a job runs on a Kubernetes Job.
 func isKubeJob(job store.TrainJob) bool { return strings.HasPrefix(job.Target, "k8s://") }
 
+// addJobKubeconfig registers --kubeconfig on a command that reaches a recorded job.
+func (f *kubeTargetFlags) addJobKubeconfig(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.kubeconfig, "kubeconfig", "", "kubernetes: kubeconfig file (default: the one the job was run with, else $KUBECONFIG, else ~/.kube/config)")
+}
+
+// jobKubeconfig is the kubeconfig that reaches a Kubernetes job: --kubeconfig, else the
+// one recorded with the job ("": the default loading rules).
+func jobKubeconfig(job store.TrainJob, rf remoteFlags) string {
+	return cmpOrString(rf.kube.kubeconfig, job.Kubeconfig)
+}
+
 // kubeTrainer lets t reach Kubernetes jobs: folders through the pod's agent, commands
-// through exec, both through the API server.
+// through exec, both through the API server, with --kubeconfig, else the kubeconfig
+// recorded with the job.
 func (a *app) kubeTrainer(t *train.Trainer, rf remoteFlags) {
-	ms := &kubernetes.Machines{Kubeconfig: rf.kube.kubeconfig, Env: t.Env}
+	ms := &kubernetes.Machines{Kubeconfig: rf.kube.kubeconfig, KubeconfigOf: t.KubeconfigOf, Env: t.Env}
 	t.Dial = ms.Open
 	prev := t.Resolve
 	t.Resolve = func(ctx context.Context, job store.TrainJob) (string, error) {
@@ -285,11 +300,12 @@ func (a *app) kubeTrainer(t *train.Trainer, rf remoteFlags) {
 }
 
 // kubeJobGone says whether a Kubernetes job's pod has gone (Job deleted or ended).
-func (a *app) kubeJobGone(ctx context.Context, job store.TrainJob) (string, bool) {
+func (a *app) kubeJobGone(ctx context.Context, job store.TrainJob, rf remoteFlags) (string, bool) {
 	tg, name, _, err := kubernetes.ParseMachine(job.Target)
 	if err != nil {
 		return "", false
 	}
+	tg.Kubeconfig = jobKubeconfig(job, rf)
 	c, err := kubernetes.New(tg)
 	if err != nil {
 		return "", false
@@ -393,7 +409,7 @@ func (a *app) kubeResumeMachine(ctx context.Context, t *train.Trainer, job *stor
 	if err != nil {
 		return err
 	}
-	tg.Kubeconfig = rf.kube.kubeconfig
+	tg.Kubeconfig = jobKubeconfig(*job, rf)
 	c, err := kubernetes.New(tg)
 	if err != nil {
 		return err
@@ -423,6 +439,9 @@ func (a *app) kubeResumeMachine(ctx context.Context, t *train.Trainer, job *stor
 		return err
 	}
 	job.Target, job.PodID = kubernetes.MachineURL(c.Target(), spec.Name), spec.Name
+	if rf.kube.kubeconfig != "" {
+		job.Kubeconfig = kubernetes.KubeconfigInUse(rf.kube.kubeconfig) // the new Job was reached with it
+	}
 	if err := t.Jobs.PutTrainJob(ctx, *job); err != nil {
 		return err
 	}

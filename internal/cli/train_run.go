@@ -337,7 +337,7 @@ func (a *app) watchJob(ctx context.Context, t *train.Trainer, id string, interva
 		},
 		PodGone: func(ctx context.Context, job store.TrainJob) (string, bool) {
 			if isKubeJob(job) {
-				return a.kubeJobGone(ctx, job)
+				return a.kubeJobGone(ctx, job, rf)
 			}
 			c, err := a.runpod()
 			if err != nil {
@@ -455,6 +455,7 @@ func (a *app) trainStatus() *cobra.Command {
 		},
 	}
 	rf.add(cmd)
+	rf.kube.addJobKubeconfig(cmd)
 	return cmd
 }
 
@@ -479,7 +480,7 @@ func (a *app) trainLogs() *cobra.Command {
 				if !isKubeJob(job) {
 					return usageError("--container: job %s does not run on Kubernetes", job.ID)
 				}
-				return a.kubeJobLogs(cmd.Context(), job, rf.kube.kubeconfig, container, follow)
+				return a.kubeJobLogs(cmd.Context(), job, jobKubeconfig(job, rf), container, follow)
 			}
 			_, err = t.Logs(cmd.Context(), args[0], 0, follow, a.stdout)
 			return err
@@ -488,6 +489,7 @@ func (a *app) trainLogs() *cobra.Command {
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the job ends")
 	cmd.Flags().StringVar(&container, "container", "", "kubernetes: the log of the Job pod's container instead (train: the holder and supervisor; agent: the sidecar), through the API server")
 	rf.add(cmd)
+	rf.kube.addJobKubeconfig(cmd)
 	return cmd
 }
 
@@ -549,6 +551,7 @@ func (a *app) trainCtl(verb, short string) *cobra.Command {
 		},
 	}
 	rf.add(cmd)
+	rf.kube.addJobKubeconfig(cmd)
 	return cmd
 }
 
@@ -645,6 +648,7 @@ func (a *app) trainResume() *cobra.Command {
 	pv.add(cmd)
 	f.DurationVar(&interval, "interval", 10*time.Second, "how often to look at the job")
 	rf.add(cmd)
+	rf.kube.addJobKubeconfig(cmd)
 	return cmd
 }
 
@@ -667,6 +671,7 @@ func (a *app) trainWatch() *cobra.Command {
 	cmd.Flags().DurationVar(&interval, "interval", 10*time.Second, "how often to look at the job")
 	pv.add(cmd)
 	rf.add(cmd)
+	rf.kube.addJobKubeconfig(cmd)
 	return cmd
 }
 
@@ -701,6 +706,7 @@ func (a *app) trainCollect() *cobra.Command {
 		},
 	}
 	rf.add(cmd)
+	rf.kube.addJobKubeconfig(cmd)
 	return cmd
 }
 

@@ -197,4 +197,9 @@ CREATE TABLE IF NOT EXISTS dataset_blobs (
 );
 CREATE INDEX IF NOT EXISTS dataset_blobs_sha ON dataset_blobs(sha256);
 `,
+	// The kubeconfig a training job on Kubernetes was run with (its path, never its
+	// content), so that later commands reach the cluster without the same KUBECONFIG.
+	`
+ALTER TABLE train_jobs ADD COLUMN kubeconfig TEXT NOT NULL DEFAULT '';
+`,
 }

@@ -32,6 +32,10 @@ type TrainJob struct {
 	EndedAt    *time.Time `json:"ended_at,omitempty"`
 	Preview    string     `json:"preview,omitempty"` // a Scope deploy collected checkpoints go to
 	Keep       bool       `json:"keep,omitempty"`    // leave the pod running at the end
+	// Kubeconfig is the kubeconfig a job on Kubernetes was run with: an absolute path,
+	// or a list of them as in KUBECONFIG ("": the default at the time of use). Only
+	// the path, never the file's content.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
 }
 
 // TrainCheckpoint is a checkpoint collected from a job into the library.
@@ -57,7 +61,7 @@ type TrainStore interface {
 	ListTrainCheckpoints(ctx context.Context, jobID string) ([]TrainCheckpoint, error)
 }
 
-const trainJobCols = `id, name, target, pod_id, workspace, job_dir, binary, save_dir, config_path, config_sha, dataset_sha, base_model, steps, cost_per_hr, started_at, phase, step, updated_at, ended_at, preview, keep`
+const trainJobCols = `id, name, target, pod_id, workspace, job_dir, binary, save_dir, config_path, config_sha, dataset_sha, base_model, steps, cost_per_hr, started_at, phase, step, updated_at, ended_at, preview, keep, kubeconfig`
 
 // PutTrainJob inserts or replaces a training job by id.
 func (s *SQLite) PutTrainJob(ctx context.Context, j TrainJob) error {
@@ -68,9 +72,9 @@ func (s *SQLite) PutTrainJob(ctx context.Context, j TrainJob) error {
 		j.StartedAt = time.Now()
 	}
 	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO train_jobs (`+trainJobCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		j.ID, j.Name, j.Target, j.PodID, j.Workspace, j.JobDir, j.Binary, j.SaveDir, j.ConfigPath, j.ConfigSHA, j.DatasetSHA,
-		j.BaseModel, j.Steps, j.CostPerHr, fmtTime(j.StartedAt), j.Phase, j.Step, optTime(j.UpdatedAt), optTime(j.EndedAt), j.Preview, j.Keep)
+		j.BaseModel, j.Steps, j.CostPerHr, fmtTime(j.StartedAt), j.Phase, j.Step, optTime(j.UpdatedAt), optTime(j.EndedAt), j.Preview, j.Keep, j.Kubeconfig)
 	return err
 }
 
@@ -79,7 +83,7 @@ func scanTrainJob(r scanner) (TrainJob, error) {
 	var started string
 	var upd, end sql.NullString
 	if err := r.Scan(&j.ID, &j.Name, &j.Target, &j.PodID, &j.Workspace, &j.JobDir, &j.Binary, &j.SaveDir, &j.ConfigPath, &j.ConfigSHA,
-		&j.DatasetSHA, &j.BaseModel, &j.Steps, &j.CostPerHr, &started, &j.Phase, &j.Step, &upd, &end, &j.Preview, &j.Keep); err != nil {
+		&j.DatasetSHA, &j.BaseModel, &j.Steps, &j.CostPerHr, &started, &j.Phase, &j.Step, &upd, &end, &j.Preview, &j.Keep, &j.Kubeconfig); err != nil {
 		return j, err
 	}
 	j.StartedAt, _ = parseTime(started)

@@ -21,8 +21,11 @@ func TestTrainJobs(t *testing.T) {
 	if err := s.PutTrainJob(ctx, j); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutTrainJob(ctx, TrainJob{ID: "slime-1202cd", Target: "t", JobDir: "d", StartedAt: now.Add(time.Minute)}); err != nil {
+	if err := s.PutTrainJob(ctx, TrainJob{ID: "slime-1202cd", Target: "t", JobDir: "d", StartedAt: now.Add(time.Minute), Kubeconfig: "/home/u/lab.yaml"}); err != nil {
 		t.Fatal(err)
+	}
+	if got, err := s.GetTrainJob(ctx, "slime-1202cd"); err != nil || got.Kubeconfig != "/home/u/lab.yaml" {
+		t.Fatalf("kubeconfig: %+v %v", got, err)
 	}
 	got, err := s.GetTrainJob(ctx, "slime-1202ab")
 	if err != nil || got.BaseModel != j.BaseModel || got.Step != 10 || !got.StartedAt.Equal(now) || got.EndedAt != nil {

@@ -356,3 +356,19 @@ func (t *Trainer) Release(ctx context.Context, job store.TrainJob) error {
 	m := &machine{remote: r}
 	return m.put(ctx, r, ReleaseFile(job.PodID), []byte(job.Phase+"\n"))
 }
+
+// KubeconfigOf is the kubeconfig recorded with the newest job on machine (a Kubernetes
+// Job's address, k8s://CONTEXT/NAMESPACE/JOB); "" when none is (the default loading
+// rules then). kubernetes.Machines.KubeconfigOf.
+func (t *Trainer) KubeconfigOf(ctx context.Context, machine string) string {
+	jobs, err := t.Jobs.ListTrainJobs(ctx) // newest first
+	if err != nil {
+		return ""
+	}
+	for _, j := range jobs {
+		if j.Target == machine {
+			return j.Kubeconfig
+		}
+	}
+	return ""
+}

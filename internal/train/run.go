@@ -124,6 +124,9 @@ type RunInput struct {
 	CostPerHr float64
 	Preview   string
 	Keep      bool
+	// Kubeconfig is recorded with a job on Kubernetes (store.TrainJob.Kubeconfig): the
+	// path(s) its cluster was reached with, never the content.
+	Kubeconfig string
 	// Tuning of the supervisor (zero: defaults).
 	StopGrace, KillGrace, Poll time.Duration
 }
@@ -329,7 +332,7 @@ func (t *Trainer) run(ctx context.Context, in RunInput, rs *resumeFrom) (*RunRes
 	abs, _ := filepath.Abs(in.Config)
 	job := store.TrainJob{ID: id, Name: cfg.Config.Name, Target: m.base, PodID: in.PodID, Workspace: ws, JobDir: jobDir,
 		ConfigPath: abs, ConfigSHA: hex.EncodeToString(csum[:]), BaseModel: base, CostPerHr: in.CostPerHr,
-		StartedAt: time.Now().UTC(), Phase: PhasePreparing, Preview: in.Preview, Keep: in.Keep}
+		StartedAt: time.Now().UTC(), Phase: PhasePreparing, Preview: in.Preview, Keep: in.Keep, Kubeconfig: in.Kubeconfig}
 	if err := t.Jobs.PutTrainJob(ctx, job); err != nil {
 		return res, err
 	}

@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -59,7 +60,9 @@ var (
 
 // Target is where scopectl talks to: a kubeconfig context and a namespace.
 type Target struct {
-	Kubeconfig string // a kubeconfig file; "" = $KUBECONFIG, else ~/.kube/config
+	// Kubeconfig is a kubeconfig file, or a list of them merged as KUBECONFIG's are
+	// (KubeconfigInUse); "" = $KUBECONFIG, else ~/.kube/config.
+	Kubeconfig string
 	Context    string // "" = the kubeconfig's current context
 	Namespace  string // "" = the context's namespace, else "default"
 }
@@ -85,6 +88,31 @@ func ParseTarget(s string) (t Target, name string, err error) {
 	return t, name, nil
 }
 
+// KubeconfigInUse is the kubeconfig a command reaches the cluster with, to record with
+// what it starts there (a training job) so that later commands reach the same cluster
+// from a shell without the same KUBECONFIG: explicit (--kubeconfig) made absolute, else
+// $KUBECONFIG's files made absolute (a list stays a list), else "" (~/.kube/config, the
+// default anywhere). Only paths: a kubeconfig's content is never read here.
+func KubeconfigInUse(explicit string) string {
+	if explicit != "" {
+		if abs, err := filepath.Abs(explicit); err == nil {
+			return abs
+		}
+		return explicit
+	}
+	var out []string
+	for _, p := range filepath.SplitList(os.Getenv(clientcmd.RecommendedConfigPathEnvVar)) {
+		if p == "" {
+			continue
+		}
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		out = append(out, p)
+	}
+	return strings.Join(out, string(filepath.ListSeparator))
+}
+
 // String is the target as k8s://CONTEXT/NAMESPACE.
 func (t Target) String() string { return "k8s://" + t.Context + "/" + t.Namespace }
 
@@ -101,7 +129,9 @@ type Client struct {
 // returns a client for t's context and namespace. It does not contact the API server.
 func New(t Target) (*Client, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if t.Kubeconfig != "" {
+	if paths := filepath.SplitList(t.Kubeconfig); len(paths) > 1 {
+		rules.Precedence = paths // a recorded KUBECONFIG list: merged as client-go merges it
+	} else if t.Kubeconfig != "" {
 		rules.ExplicitPath = t.Kubeconfig
 	}
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: t.Context})

@@ -48,7 +48,13 @@ const TrainContainer = "train"
 // (a port-forward through the API server to its workspace agent), commands through
 // exec in its train container. One port-forward per pod, kept until Close.
 type Machines struct {
+	// Kubeconfig, when set (--kubeconfig), reaches every machine.
 	Kubeconfig string
+	// KubeconfigOf, when set, gives the kubeconfig recorded with the job at a machine
+	// address (k8s://CONTEXT/NAMESPACE/JOB) when Kubeconfig is empty ("": the default
+	// loading rules): a later command reaches the cluster the job was run on from a
+	// shell without the same KUBECONFIG.
+	KubeconfigOf func(ctx context.Context, machine string) string
 	// Env carries the agent remote's options (compress …); the token is the Job's.
 	Env remote.Env
 	// Forward and Exec reach the pod; nil: PortForward and Client.Exec through the API
@@ -83,11 +89,14 @@ func (ms *Machines) Close() {
 	}
 }
 
-func (ms *Machines) client(t Target) (*Client, error) {
+func (ms *Machines) client(ctx context.Context, t Target, job string) (*Client, error) {
 	if ms.Client != nil {
 		return ms.Client, nil
 	}
 	t.Kubeconfig = ms.Kubeconfig
+	if t.Kubeconfig == "" && ms.KubeconfigOf != nil {
+		t.Kubeconfig = ms.KubeconfigOf(ctx, MachineURL(t, job))
+	}
 	return New(t)
 }
 
@@ -101,7 +110,7 @@ func (ms *Machines) machine(ctx context.Context, t Target, job string) (*podMach
 	if m != nil {
 		return m, nil
 	}
-	c, err := ms.client(t)
+	c, err := ms.client(ctx, t, job)
 	if err != nil {
 		return nil, err
 	}
