@@ -5,6 +5,7 @@
 #
 #   KUBEBUILDER_ASSETS=$(tools/k8s-lab/build.sh)      # kube-apiserver + etcd (envtest)
 #   tools/k8s-lab/build.sh all                        # + kube-scheduler, kube-controller-manager
+#   tools/k8s-lab/build.sh node                       # + kubelet (the single-node e2e)
 #
 # Cache: $SCOPECTL_K8S_CACHE, else $XDG_CACHE_HOME/scopectl-k8s, else ~/.cache/scopectl-k8s;
 # binaries land in <cache>/v<K8S_VERSION>/ under their own names, written atomically.
@@ -37,8 +38,14 @@ build kube-apiserver apiserver k8s.io/kubernetes/cmd/kube-apiserver \
 	"-s -w -X $vpkg.gitVersion=v$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=34 -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
 # With "all": the scheduler and the controller manager too (the optional tests that run
 # the real StatefulSet/Job controllers and scheduler against the same API server).
-if [ "${1:-}" = all ]; then
-	for b in kube-scheduler kube-controller-manager; do
+# With "node": the kubelet as well (the single-node end-to-end test runs real pods).
+case "${1:-}" in
+all) extra="kube-scheduler kube-controller-manager" ;;
+node) extra="kube-scheduler kube-controller-manager kubelet" ;;
+*) extra="" ;;
+esac
+if [ -n "$extra" ]; then
+	for b in $extra; do
 		build $b apiserver k8s.io/kubernetes/cmd/$b \
 			"-s -w -X $vpkg.gitVersion=v$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=34 -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
 	done
