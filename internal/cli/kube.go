@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/daydreamlive/scopectl/internal/deploy"
+	"github.com/daydreamlive/scopectl/internal/ledger"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/kubernetes"
 	"github.com/daydreamlive/scopectl/internal/scope"
@@ -84,21 +86,110 @@ func (a *app) kubeTarget(ref string, rf remoteFlags) (provider.Provider, string,
 	return c, name, nil
 }
 
-// kubePodViews lists scopectl's Scope deployments of the namespace.
+// kubePodViews lists scopectl's Scope deployments of the namespace, and brings the
+// cost ledger up to date with them.
 func (a *app) kubePodViews(ctx context.Context, rf remoteFlags) ([]podView, error) {
 	c, _, err := rf.kube.client("")
 	if err != nil {
 		return nil, err
 	}
-	pods, err := c.List(ctx)
+	deps, err := c.Deployments(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	views := make([]podView, 0, len(pods))
-	for _, p := range pods {
+	a.kubeObserve(ctx, c, deps, true)
+	views := make([]podView, 0, len(deps))
+	for _, d := range deps {
+		p := d.Pod
 		views = append(views, podView{Pod: p, Recorded: true, Note: p.Detail, Limits: limitsOf(p, nil)}) // the guard's, from the pod env
 	}
 	return views, nil
+}
+
+// kubeLedgerID is a Kubernetes deployment's id in the cost ledger, its address
+// k8s://CONTEXT/NAMESPACE/NAME: a StatefulSet's name alone is not unique across
+// namespaces and clusters.
+func kubeLedgerID(c *kubernetes.Client, name string) string { return c.Target().String() + "/" + name }
+
+// kubeObserve brings the cost ledger up to date with Kubernetes deployments just read
+// (all of c's namespace when whole, else only those given), as pod ls does RunPod's
+// pods: the guard's stop recorded on a StatefulSet ends its run when the guard stopped
+// it, not when scopectl looks; a running deployment's run is opened (from when scopectl
+// last started it) or seen; one stopped or, whole, no longer listed ends when last seen
+// running. The cluster is the user's: hours, no price. Failures are warnings.
+func (a *app) kubeObserve(ctx context.Context, c *kubernetes.Client, deps []kubernetes.Deployment, whole bool) {
+	ls, err := a.ledgerStore()
+	if err != nil {
+		return
+	}
+	pods := make([]provider.Pod, 0, len(deps))
+	ids := map[string]bool{}
+	for _, d := range deps {
+		p := d.Pod
+		p.ID = kubeLedgerID(c, d.ID)
+		p.CostPerHr, p.VolumeGB = 0, 0 // no price, and RunPod's volume rates are not the cluster's
+		ids[p.ID] = true
+		if s := d.GuardStop; s != nil {
+			if err := ledger.Stopped(ctx, ls, kubernetes.Name, p.ID, s.At, ledger.EndGuard, s.Reason, 0, &p); err != nil {
+				a.warn("cost ledger: the guard's stop of " + p.ID + " was not recorded: " + oneLineErr(err))
+			}
+		}
+		pods = append(pods, p)
+	}
+	in := func(id string) bool { return ids[id] }
+	if whole {
+		prefix := c.Target().String() + "/"
+		in = func(id string) bool { return strings.HasPrefix(id, prefix) }
+	}
+	notes, err := ledger.ObserveIn(ctx, ls, kubernetes.Name, in, pods, nil, time.Now())
+	for _, n := range notes {
+		a.warn(n)
+	}
+	if err != nil {
+		a.warn("cost ledger not updated: " + oneLineErr(err))
+	}
+}
+
+// kubeObserveOne is kubeObserve for deployment name alone; it returns its ledger id.
+func (a *app) kubeObserveOne(ctx context.Context, c *kubernetes.Client, name string) string {
+	if deps, err := c.Deployments(ctx, name); err == nil {
+		a.kubeObserve(ctx, c, deps, false)
+	}
+	return kubeLedgerID(c, name)
+}
+
+// kubeObserveOpen reads again the Kubernetes deployments the cost ledger has open runs
+// of (cost), each namespace through the default kubeconfig and the context in its id:
+// a guard's stop since is recorded at its time. What cannot be read is a warning.
+func (a *app) kubeObserveOpen(ctx context.Context) {
+	ls, err := a.ledgerStore()
+	if err != nil {
+		return
+	}
+	open, err := ls.OpenRuns(ctx, kubernetes.Name)
+	if err != nil {
+		return
+	}
+	seen := map[kubernetes.Target]bool{}
+	for _, r := range open {
+		t, _, err := kubernetes.ParseTarget(r.PodID)
+		if err != nil || seen[t] {
+			continue
+		}
+		seen[t] = true
+		c, err := kubernetes.New(t)
+		if err == nil {
+			rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			var deps []kubernetes.Deployment
+			if deps, err = c.Deployments(rctx, ""); err == nil {
+				a.kubeObserve(rctx, c, deps, true)
+			}
+			cancel()
+		}
+		if err != nil {
+			a.warn(fmt.Sprintf("Kubernetes deployments in %s not read (the ledger as last seen): %s", t, oneLineErr(err)))
+		}
+	}
 }
 
 // kubeDeployFlags are deploy's flags for --provider kubernetes.
@@ -304,6 +395,7 @@ func (a *app) kubeStatus(ctx context.Context, ref string, rf remoteFlags) error 
 	if err != nil {
 		return notFound(err)
 	}
+	a.kubeObserveOne(ctx, c, name)
 	reps, err := c.Replicas(ctx, name)
 	if err != nil {
 		return err
@@ -335,20 +427,30 @@ func (a *app) kubeStatus(ctx context.Context, ref string, rf remoteFlags) error 
 	return a.out(v, func(w io.Writer) {
 		fmt.Fprintf(w, "%s %s: %s, %s, %d × %s\n", c.Target(), p.ID, p.Status, p.Detail, p.GPUCount, p.GPUType)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "REPLICA\tPHASE\tREADY\tNODE\tRESTARTS\tSCOPE\tPIPELINE\tREASON")
+		fmt.Fprintln(tw, "REPLICA\tPHASE\tREADY\tNODE\tRESTARTS\tSCOPE\tPIPELINE\tLORAS\tREASON")
 		for _, r := range views {
-			health, pipe := "-", "-"
+			health, pipe, loras := "-", "-", "-"
 			if r.Health != nil {
 				health = r.Health.Status + " " + r.Health.Version
 			}
-			if r.Pipeline != nil {
-				pipe = r.Pipeline.Status
+			if pl := r.Pipeline; pl != nil {
+				pipe = pl.Status
+				if pl.PipelineID != "" {
+					pipe = pl.PipelineID + " (" + pl.Status + ")"
+				}
+				if len(pl.LoadedLoRAs) > 0 {
+					var ls []string
+					for _, l := range pl.LoadedLoRAs {
+						ls = append(ls, fmt.Sprintf("%s:%g", strings.TrimSuffix(path.Base(l.Path), ".safetensors"), l.Scale))
+					}
+					loras = strings.Join(ls, ",")
+				}
 			}
 			why := r.Reason
 			if r.Error != "" {
 				why = r.Error
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%d\t%s\t%s\t%s\n", r.Name, r.Phase, r.Ready, r.Node, r.Restarts, health, pipe, why)
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Name, r.Phase, r.Ready, r.Node, r.Restarts, health, pipe, loras, why)
 		}
 		tw.Flush()
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/daydreamlive/scopectl/internal/ledger"
 	"github.com/daydreamlive/scopectl/internal/pods"
 	"github.com/daydreamlive/scopectl/internal/provider"
+	"github.com/daydreamlive/scopectl/internal/provider/kubernetes"
 	"github.com/daydreamlive/scopectl/internal/provider/runpod"
 	"github.com/daydreamlive/scopectl/internal/provider/sshhost"
 	"github.com/daydreamlive/scopectl/internal/secret"
@@ -427,7 +428,11 @@ func (a *app) podGet() *cobra.Command {
 			if err != nil {
 				return notFound(err)
 			}
-			v := podGetView{Pod: p, Limits: limitsOf(*p, nil), LastStop: a.lastStop(cmd.Context(), p.ID)}
+			ledgerID := p.ID
+			if kc, ok := c.(*kubernetes.Client); ok {
+				ledgerID = a.kubeObserveOne(cmd.Context(), kc, p.ID) // a guard's stop since, at its time
+			}
+			v := podGetView{Pod: p, Limits: limitsOf(*p, nil), LastStop: a.lastStop(cmd.Context(), ledgerID)}
 			return a.out(v, func(w io.Writer) {
 				printPod(w, c, p, nil)
 				if s := v.LastStop; s != nil && s.EndedAt != nil {
@@ -461,6 +466,11 @@ func (a *app) podAction(verb string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			ledgerID := id
+			if kc, ok := c.(*kubernetes.Client); ok && verb == "stop" {
+				// The ledger first sees it as it is (a guard's stop since is its last stop).
+				ledgerID = a.kubeObserveOne(cmd.Context(), kc, id)
+			}
 			if verb == "stop" {
 				err = c.Stop(cmd.Context(), id)
 			} else {
@@ -471,7 +481,7 @@ func (a *app) podAction(verb string) *cobra.Command {
 			}
 			if verb == "stop" {
 				if n, ok := c.(interface{ Name() string }); ok {
-					a.recordStop(cmd.Context(), n.Name(), id, ledger.EndScopectl, "scopectl pod stop")
+					a.recordStop(cmd.Context(), n.Name(), ledgerID, ledger.EndScopectl, "scopectl pod stop")
 				}
 				return a.out(map[string]string{"id": id, "action": verb}, func(w io.Writer) { fmt.Fprintf(w, "%s: %s requested\n", id, verb) })
 			}
@@ -530,12 +540,16 @@ func (a *app) podRm() *cobra.Command {
 			if !yes {
 				return usageError("terminating %s deletes its volume; pass --yes to confirm", args[0])
 			}
+			ledgerID := id
+			if kc, ok := c.(*kubernetes.Client); ok {
+				ledgerID = a.kubeObserveOne(ctx, kc, id)
+			}
 			if err := c.Terminate(ctx, id); err != nil {
 				return notFound(err)
 			}
 			a.markTerminated(ctx, id)
 			if n, ok := c.(interface{ Name() string }); ok {
-				a.recordStop(ctx, n.Name(), id, ledger.EndScopectl, "scopectl pod rm (terminated)")
+				a.recordStop(ctx, n.Name(), ledgerID, ledger.EndScopectl, "scopectl pod rm (terminated)")
 			}
 			return a.out(map[string]string{"id": id, "action": "terminate"}, func(w io.Writer) { fmt.Fprintf(w, "%s terminated\n", id) })
 		},

@@ -191,7 +191,9 @@ func (a *app) costCmd() *cobra.Command {
 			"they exist ($0.07/GB-month for the first TB, $0.05 beyond; counted from when scopectl first\n" +
 			"listed them), and what idle time before idle stops cost. A run\n" +
 			"whose stop was not seen counts until it was last seen running (a lower bound; said so).\n" +
-			"RunPod's own billing is the reference. --offline reads the ledger without asking RunPod.",
+			"RunPod's own billing is the reference. Kubernetes deployments count hours only (no price),\n" +
+			"their stops (the guard's too) read again from the namespaces of runs still open.\n" +
+			"--offline reads the ledger without asking RunPod or the clusters.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -212,6 +214,9 @@ func (a *app) costCmd() *cobra.Command {
 			} else if !offline {
 				a.warn("RunPod not asked: RUNPOD_API_KEY is not set; the ledger as last seen")
 			}
+			if !offline {
+				a.kubeObserveOpen(ctx) // Kubernetes deployments it has open runs of: a guard's stop since, at its time
+			}
 			ls, err := a.ledgerStore()
 			if err != nil {
 				return err
@@ -228,7 +233,7 @@ func (a *app) costCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&since, "since", "", "only from then: 7d, 36h, 2026-03-01")
-	cmd.Flags().BoolVar(&offline, "offline", false, "do not ask RunPod; report the ledger as it is")
+	cmd.Flags().BoolVar(&offline, "offline", false, "do not ask RunPod or Kubernetes; report the ledger as it is")
 	return cmd
 }
 

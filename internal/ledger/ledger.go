@@ -5,6 +5,10 @@
 // the pod). Rows are only added and completed, never deleted: a row's end, once
 // known exactly (scopectl's or the guard's stop), is not overwritten by a guess.
 //
+// A Kubernetes deployment's rows (provider "kubernetes", pod id k8s://CONTEXT/NAMESPACE/NAME)
+// have no price: hours only, from when scopectl started it to a stop, the guard's read
+// off the StatefulSet at its own time.
+//
 // Where a stop was not seen (the pod was stopped from RunPod's console, by a guard
 // whose record has not been read yet, or terminated), the run ends when it was last
 // seen running: a lower bound, said so in the row (end_source "observed").
@@ -40,8 +44,9 @@ const (
 	hoursPerMonth           = 730
 )
 
-// openRuns is prov's open rows by pod (or volume) id, the newest where there are several.
-func openRuns(ctx context.Context, ls store.LedgerStore, prov string) (map[string]*store.Run, error) {
+// openRuns is prov's open rows by pod (or volume) id, the newest where there are
+// several; in, when set, keeps only the pods it says are its own.
+func openRuns(ctx context.Context, ls store.LedgerStore, prov string, in func(podID string) bool) (map[string]*store.Run, error) {
 	open, err := ls.OpenRuns(ctx, prov)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
@@ -49,6 +54,9 @@ func openRuns(ctx context.Context, ls store.LedgerStore, prov string) (map[strin
 	openBy := map[string]*store.Run{}
 	for i := range open {
 		r := &open[i]
+		if in != nil && !in(r.PodID) {
+			continue
+		}
 		if prev := openBy[r.PodID]; prev == nil || r.StartedAt.After(prev.StartedAt) {
 			openBy[r.PodID] = r
 		}
@@ -62,7 +70,15 @@ func openRuns(ctx context.Context, ls store.LedgerStore, prov string) (map[strin
 // starts the next. recs names the pods scopectl created (by pod id), for their names.
 // notes are one line each (clock skew, a pod gone behind scopectl's back).
 func Observe(ctx context.Context, ls store.LedgerStore, prov string, pods []provider.Pod, recs map[string]store.Pod, now time.Time) (notes []string, err error) {
-	openBy, err := openRuns(ctx, ls, prov)
+	return ObserveIn(ctx, ls, prov, nil, pods, recs, now)
+}
+
+// ObserveIn is Observe for a listing that covers only part of prov's pods (one
+// namespace of a Kubernetes cluster, or one deployment): in says which pod ids the
+// listing covers (nil: all), and open runs of others are left as they are rather
+// than taken for gone.
+func ObserveIn(ctx context.Context, ls store.LedgerStore, prov string, in func(podID string) bool, pods []provider.Pod, recs map[string]store.Pod, now time.Time) (notes []string, err error) {
+	openBy, err := openRuns(ctx, ls, prov, in)
 	if err != nil {
 		return nil, err
 	}
@@ -101,6 +117,15 @@ func Observe(ctx context.Context, ls store.LedgerStore, prov string, pods []prov
 			GPUType: p.GPUType, CostPerHr: p.CostPerHr, VolumeGB: p.VolumeGB, NetworkVolumeID: p.NetworkVolumeID, SeenAt: now.UTC()}
 		switch {
 		case cur == nil:
+			// A start the provider gives as before the pod's last recorded stop (a
+			// Kubernetes deployment restarted without a start time on it) counts from
+			// that stop: runs of one pod never overlap.
+			start, err := afterLastEnd(ctx, ls, prov, p.ID, run.StartedAt)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			run.StartedAt = start
 			if _, err := ls.AddRun(ctx, run); err != nil {
 				errs = append(errs, err)
 			}
@@ -168,8 +193,8 @@ func Stopped(ctx context.Context, ls store.LedgerStore, prov, podID string, at t
 	var best *store.Run
 	for i := range runs {
 		r := &runs[i]
-		if r.Provider != prov || r.PodID != podID || r.StartedAt.After(at) {
-			continue
+		if r.Provider != prov || r.PodID != podID || !r.StartedAt.Before(at) {
+			continue // started at or after the stop: a later run
 		}
 		if r.EndedAt != nil && (r.EndSource == EndScopectl || r.EndSource == EndWatch || r.EndSource == EndGuard || r.EndSource == EndPrice) {
 			continue // an exact end is kept
@@ -182,7 +207,16 @@ func Stopped(ctx context.Context, ls store.LedgerStore, prov, podID string, at t
 		if p == nil || p.StartedAt.IsZero() || p.StartedAt.After(at) {
 			return nil
 		}
-		best = &store.Run{Provider: prov, PodID: podID, StartedAt: p.StartedAt.UTC(), Name: p.Name, GPUType: p.GPUType,
+		// Not before the pod's last recorded end: a stop read again (a guard's stop
+		// still on a Kubernetes StatefulSet) finds its run ended at it and adds nothing.
+		start, err := afterLastEnd(ctx, ls, prov, podID, p.StartedAt.UTC())
+		if err != nil {
+			return err
+		}
+		if !start.Before(at) {
+			return nil
+		}
+		best = &store.Run{Provider: prov, PodID: podID, StartedAt: start, Name: p.Name, GPUType: p.GPUType,
 			CostPerHr: p.CostPerHr, VolumeGB: p.VolumeGB, NetworkVolumeID: p.NetworkVolumeID, SeenAt: at.UTC()}
 		if _, err := ls.AddRun(ctx, *best); err != nil {
 			return fmt.Errorf("ledger: %w", err)
@@ -196,4 +230,18 @@ func Stopped(ctx context.Context, ls store.LedgerStore, prov, podID string, at t
 		return fmt.Errorf("ledger: %w", err)
 	}
 	return nil
+}
+
+// afterLastEnd is start, or the end of pod id's latest run ended after it.
+func afterLastEnd(ctx context.Context, ls store.LedgerStore, prov, id string, start time.Time) (time.Time, error) {
+	runs, err := ls.Runs(ctx, start)
+	if err != nil {
+		return start, fmt.Errorf("ledger: %w", err)
+	}
+	for _, r := range runs {
+		if r.Provider == prov && r.PodID == id && r.EndedAt != nil && r.EndedAt.After(start) {
+			start = r.EndedAt.UTC()
+		}
+	}
+	return start, nil
 }

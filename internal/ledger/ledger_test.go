@@ -124,3 +124,73 @@ func TestBudgetCheck(t *testing.T) {
 		t.Error("no budget")
 	}
 }
+
+// A listing of part of a provider's pods (one namespace of a cluster, one deployment)
+// leaves the others' open runs alone; a stop read again adds nothing; a start given as
+// before the pod's last recorded stop counts from that stop.
+func TestObserveInAndStopsReadAgain(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	const a, b = "k8s://lab/studio/scope", "k8s://lab/render/scope"
+	up := func(id string, start time.Time) provider.Pod {
+		return provider.Pod{ID: id, Name: "scope", Status: provider.StatusRunning, StartedAt: start}
+	}
+	in := func(ns string) func(string) bool {
+		return func(id string) bool { return strings.HasPrefix(id, "k8s://lab/"+ns+"/") }
+	}
+	if _, err := Observe(ctx, s, "kubernetes", []provider.Pod{up(a, t0), up(b, t0)}, nil, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	// Namespace studio listed empty: its deployment is gone, render's is not touched.
+	notes, err := ObserveIn(ctx, s, "kubernetes", in("studio"), nil, nil, t0.Add(time.Hour))
+	if err != nil || len(notes) != 1 || !strings.Contains(notes[0], a) {
+		t.Fatalf("notes %q err %v", notes, err)
+	}
+	open, _ := s.OpenRuns(ctx, "kubernetes")
+	if len(open) != 1 || open[0].PodID != b {
+		t.Fatalf("open runs %+v", open)
+	}
+	// The guard's stop of b at 2h, read at 3h, and again at 4h: one run, ended at 2h.
+	stop := t0.Add(2 * time.Hour)
+	for _, at := range []time.Time{t0.Add(3 * time.Hour), t0.Add(4 * time.Hour)} {
+		p := provider.Pod{ID: b, Name: "scope", Status: provider.StatusExited, StartedAt: t0}
+		if err := Stopped(ctx, s, "kubernetes", b, stop, EndGuard, "idle 30m", 0, &p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ObserveIn(ctx, s, "kubernetes", in("render"), []provider.Pod{p}, nil, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runs, _ := s.Runs(ctx, time.Time{})
+	var bs []store.Run
+	for _, r := range runs {
+		if r.PodID == b {
+			bs = append(bs, r)
+		}
+	}
+	if len(bs) != 1 || bs[0].EndSource != EndGuard || !bs[0].EndedAt.Equal(stop) {
+		t.Fatalf("runs of %s: %+v", b, bs)
+	}
+	// Seen running again with the old start (no start time on it): counted from the
+	// stop, never overlapping the run before.
+	if _, err := ObserveIn(ctx, s, "kubernetes", in("render"), []provider.Pod{up(b, t0)}, nil, t0.Add(5*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	open, _ = s.OpenRuns(ctx, "kubernetes")
+	if len(open) != 1 || !open[0].StartedAt.Equal(stop) {
+		t.Fatalf("restarted run %+v", open)
+	}
+	// The same guard stop read once more: the running run is not ended by it.
+	p := up(b, t0)
+	if err := Stopped(ctx, s, "kubernetes", b, stop, EndGuard, "idle 30m", 0, &p); err != nil {
+		t.Fatal(err)
+	}
+	if open, _ = s.OpenRuns(ctx, "kubernetes"); len(open) != 1 {
+		t.Fatalf("an old stop ended the new run: %+v", open)
+	}
+	rep := Build(runs, time.Time{}, t0.Add(5*time.Hour), nil)
+	if rep.Total.Dollars != 0 {
+		t.Errorf("no price, no dollars: %+v", rep.Total)
+	}
+}

@@ -44,7 +44,7 @@ func NetworkMonthly(sizeGB int) float64 {
 // ObserveVolumes brings the volume rows of prov up to date with the volumes listed now.
 func ObserveVolumes(ctx context.Context, ls store.LedgerStore, prov string, vols []Volume, now time.Time) (notes []string, err error) {
 	vp := VolumeProvider(prov)
-	openBy, err := openRuns(ctx, ls, vp)
+	openBy, err := openRuns(ctx, ls, vp, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -138,12 +140,41 @@ func (c *Client) Apply(ctx context.Context, s ScopeSpec, opt ApplyOptions) ([]Ap
 	out = append(out, applied("Service", curSvc, svc, dry))
 	sets := c.CS.AppsV1().StatefulSets(c.Namespace)
 	curSts, _ := sets.Get(ctx, s.Name, metav1.GetOptions{})
+	if anno := lifeAnnotations(curSts, s.Replicas, time.Now()); len(anno) > 0 {
+		o.StatefulSet.WithAnnotations(anno)
+	}
 	sts, err := sets.Apply(ctx, o.StatefulSet, ao)
 	if err != nil {
 		return out, c.explain(err, "apply statefulset "+s.Name)
 	}
 	out = append(out, applied("StatefulSet", curSts, sts, dry))
 	return out, nil
+}
+
+// lifeAnnotations are the annotations of a StatefulSet's life that a deploy keeps (the
+// cost ledger reads them): when it last started — now, when this apply starts it (a new
+// StatefulSet, or one at zero given replicas), else the start it has — and the guard's
+// last stop. cur is the StatefulSet as it is (empty when there is none).
+func lifeAnnotations(cur *appsv1.StatefulSet, replicas int32, now time.Time) map[string]string {
+	m := map[string]string{}
+	exists := cur != nil && cur.ResourceVersion != ""
+	if exists {
+		for _, k := range []string{AnnoStoppedBy, AnnoStopReason, AnnoStoppedAt} {
+			if v := cur.Annotations[k]; v != "" {
+				m[k] = v
+			}
+		}
+	}
+	running := exists && (cur.Spec.Replicas == nil || *cur.Spec.Replicas > 0)
+	switch {
+	case replicas > 0 && running:
+		if v := cur.Annotations[AnnoStartedAt]; v != "" {
+			m[AnnoStartedAt] = v
+		}
+	case replicas > 0:
+		m[AnnoStartedAt] = now.UTC().Format(time.RFC3339)
+	}
+	return m
 }
 
 // applied says what an apply did to one object: created (before is nil, or Get found

@@ -59,6 +59,10 @@ const (
 	AnnoStoppedBy  = "scopectl.daydream.live/stopped-by"
 	AnnoStopReason = "scopectl.daydream.live/stop-reason"
 	AnnoStoppedAt  = "scopectl.daydream.live/stopped-at"
+	// AnnoStartedAt on a StatefulSet: when scopectl last started it (a deploy that
+	// created it or scaled it up from zero, pod start), RFC 3339; provider.Pod.StartedAt,
+	// where the cost ledger's run begins.
+	AnnoStartedAt = "scopectl.daydream.live/started-at"
 )
 
 // The guard container (a second container from the agent's image: `scopectl guard

@@ -26,13 +26,55 @@ const managedSelector = LabelManagedBy + "=" + FieldManager + "," + LabelName + 
 
 // List returns scopectl's Scope deployments in the namespace.
 func (c *Client) List(ctx context.Context) ([]provider.Pod, error) {
-	l, err := c.CS.AppsV1().StatefulSets(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: managedSelector})
+	ds, err := c.Deployments(ctx, "")
 	if err != nil {
-		return nil, c.explain(err, "list statefulsets")
+		return nil, err
 	}
-	out := make([]provider.Pod, 0, len(l.Items))
-	for i := range l.Items {
-		out = append(out, c.podOf(&l.Items[i]))
+	out := make([]provider.Pod, len(ds))
+	for i, d := range ds {
+		out[i] = d.Pod
+	}
+	return out, nil
+}
+
+// Deployment is a Scope deployment with the guard's last stop recorded on its
+// StatefulSet (nil: none), for the cost ledger.
+type Deployment struct {
+	provider.Pod
+	GuardStop *Stop
+}
+
+// Stop is a stop recorded on a StatefulSet: by whom, why, when.
+type Stop struct {
+	By     string    `json:"by"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// Deployments lists scopectl's Scope deployments in the namespace (name ""), or reads
+// deployment name (provider.ErrNotFound), each with the guard's last stop.
+func (c *Client) Deployments(ctx context.Context, name string) ([]Deployment, error) {
+	var items []appsv1.StatefulSet
+	if name != "" {
+		sts, err := c.CS.AppsV1().StatefulSets(c.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, c.explain(err, "get statefulset "+name)
+		}
+		items = []appsv1.StatefulSet{*sts}
+	} else {
+		l, err := c.CS.AppsV1().StatefulSets(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: managedSelector})
+		if err != nil {
+			return nil, c.explain(err, "list statefulsets")
+		}
+		items = l.Items
+	}
+	out := make([]Deployment, 0, len(items))
+	for i := range items {
+		d := Deployment{Pod: c.podOf(&items[i])}
+		if by, why, at := LastStop(items[i].Annotations); by != "" && !at.IsZero() {
+			d.GuardStop = &Stop{By: by, Reason: why, At: at}
+		}
+		out = append(out, d)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
@@ -57,6 +99,9 @@ func (c *Client) podOf(sts *appsv1.StatefulSet) provider.Pod {
 	}
 	p := provider.Pod{ID: sts.Name, Name: sts.Name, Status: provider.StatusRunning,
 		CreatedAt: sts.CreationTimestamp.Time, Tag: sts.Annotations[AnnoTag]}
+	if at, err := time.Parse(time.RFC3339, sts.Annotations[AnnoStartedAt]); err == nil {
+		p.StartedAt = at // when scopectl last started it; unknown otherwise
+	}
 	if want == 0 {
 		p.Status = provider.StatusExited
 	}
@@ -219,7 +264,7 @@ func (c *Client) Start(ctx context.Context, name string) error {
 	if v, err := strconv.Atoi(sts.Annotations[AnnoStoppedReplicas]); err == nil && v > 0 {
 		n = int32(v)
 	}
-	return c.scale(ctx, name, n, -1, false)
+	return c.scale(ctx, name, n, -1, false, map[string]string{AnnoStartedAt: time.Now().UTC().Format(time.RFC3339)})
 }
 
 // Terminate deletes the deployment: its StatefulSet (and so its pods), Service, Secret
