@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/daydreamlive/scopectl/internal/aitk"
+	"github.com/daydreamlive/scopectl/internal/dataset"
 	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/progress"
 	"github.com/daydreamlive/scopectl/internal/provider"
@@ -207,16 +208,21 @@ func (a *app) printProblems(res *train.RunResult) {
 	for _, p := range res.Problems {
 		fmt.Fprintln(a.stderr, p.String())
 	}
+	// What makes a dataset fail the check: errors, and warnings that change what is
+	// trained (Report.Fails); a refusal always says which.
+	fails := func(f dataset.Finding) bool {
+		return f.Severity == dataset.Error || f.Severity == dataset.Warning && f.Changes
+	}
 	for _, r := range res.Datasets {
 		for _, f := range r.Findings {
-			if f.Severity == "error" {
-				fmt.Fprintf(a.stderr, "%s: %s: %s\n", r.Dir, f.Code, f.Message)
+			if fails(f) {
+				fmt.Fprintf(a.stderr, "%s: %s %s: %s\n", r.Dir, f.Severity, f.Code, f.Message)
 			}
 		}
 		for _, it := range r.Items {
 			for _, f := range it.Findings {
-				if f.Severity == "error" {
-					fmt.Fprintf(a.stderr, "%s: %s: %s\n", it.Path, f.Code, f.Message)
+				if fails(f) {
+					fmt.Fprintf(a.stderr, "%s: %s %s: %s\n", filepath.Join(r.Dir, it.Path), f.Severity, f.Code, f.Message)
 				}
 			}
 		}

@@ -528,8 +528,11 @@ func startSupervisor(ctx context.Context, m *machine, job store.TrainJob) error 
 	d := job.JobDir
 	script := strings.Join([]string{
 		"cd " + shq(d) + " || exit 1",
+		// setsid and nohup where the image has them (minimal images lack nohup; a
+		// new session without a terminal gets no SIGHUP anyway).
 		"S=; command -v setsid >/dev/null 2>&1 && S=setsid",
-		"nohup $S " + shq(job.Binary) + " train supervise --job-dir " + shq(d) + " >> " + SupervisorLog + " 2>&1 < /dev/null &",
+		"N=; command -v nohup >/dev/null 2>&1 && N=nohup",
+		"$N $S " + shq(job.Binary) + " train supervise --job-dir " + shq(d) + " >> " + SupervisorLog + " 2>&1 < /dev/null &",
 		"i=0; while [ $i -lt 100 ]; do [ -f " + StateFile + " ] && exit 0; i=$((i+1)); sleep 0.1; done",
 		"echo 'the supervisor did not start:'; tail -n 5 " + SupervisorLog + "; exit 1",
 	}, "\n")
