@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -50,17 +49,15 @@ func setNodeGPUs(t *testing.T, e *kubetest.Env, n *corev1.Node, gpus int64) {
 	}
 }
 
-// hostPathPV is a volume the binder can give a replica's claim.
+// hostPathPV is a volume of the lab's local class for a replica's claim: the scheduler
+// binds it when it places the replica.
 func hostPathPV(t *testing.T, e *kubetest.Env, name, size string) {
 	t.Helper()
-	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: corev1.PersistentVolumeSpec{Capacity: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)},
-			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
-			PersistentVolumeSource: corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/tmp/" + name}}}}
-	if _, err := e.CS.CoreV1().PersistentVolumes().Create(context.Background(), pv, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	kubetest.LocalStorageClass(t, e.CS, localClass, false)
+	kubetest.HostPathPV(t, e.CS, name, size, "/tmp/"+name, localClass)
 }
+
+const localClass = "lab-local"
 
 // kubelet plays the node's kubelet for the pods of sel: each pod the scheduler bound
 // gets Running and Ready, and a pod being deleted goes at once.
@@ -110,7 +107,7 @@ func TestRealControllersAndScheduler(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	s := spec()
-	s.VolumeSize = "10Gi"
+	s.VolumeSize, s.StorageClass = "10Gi", localClass
 	s.NodeSelector = map[string]string{"gpu": "h100", "kubernetes.io/hostname": node}
 	t0 := time.Now()
 	if _, err := c.Apply(ctx, s, kubernetes.ApplyOptions{}); err != nil {
@@ -256,13 +253,6 @@ func spec() kubernetes.ScopeSpec {
 }
 
 func client(t *testing.T) (*kubetest.Env, *kubernetes.Client) {
-	// An opt-in end-to-end test, like the single-node one the issue allows to skip by
-	// default: the second replica's claim is sometimes left unbound by the volume binder
-	// for the whole wait on this machine (seen 4 times in 6 runs under load), which is not
-	// yet understood. The provider tests against the API server (package kubernetes) run always.
-	if os.Getenv("SCOPECTL_K8S_CONTROLLERS") != "1" {
-		t.Skip("set SCOPECTL_K8S_CONTROLLERS=1 to run the provider against a real scheduler and controller-manager")
-	}
 	e := kubetest.Start(t)
 	c, err := kubernetes.NewForConfig(e.Config, e.Namespace(t))
 	if err != nil {

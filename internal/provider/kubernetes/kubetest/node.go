@@ -19,6 +19,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -38,8 +40,8 @@ type NodeOptions struct {
 	// GPUs is the node's nvidia.com/gpu capacity, written into its status as a device
 	// plugin would report it (default 1).
 	GPUs int64
-	// PVs is how many hostPath PersistentVolumes (10Gi, no storage class) wait for
-	// claims to bind (default 4).
+	// PVs is how many hostPath PersistentVolumes (10Gi, in the default StorageClass
+	// lab-local, bound when a claim's pod is scheduled) wait for claims (default 4).
 	PVs int
 }
 
@@ -269,6 +271,7 @@ podLogsDir: %s
 		return nil
 	})
 	n.SetGPUs(t, opt.GPUs)
+	LocalStorageClass(t, n.CS, StorageClass, true)
 	for i := range opt.PVs {
 		n.AddPV(t, fmt.Sprintf("lab-pv%d", i), "10Gi")
 	}
@@ -292,18 +295,15 @@ func (n *Node) SetGPUs(t testing.TB, gpus int64) {
 	}
 }
 
-// AddPV adds a hostPath PersistentVolume (no storage class, Delete-free: Retain) of
-// size under the node's folder.
+// StorageClass is the node's default storage class: its hostPath volumes, bound when
+// a claim's pod is scheduled (see LocalStorageClass).
+const StorageClass = "lab-local"
+
+// AddPV adds a hostPath PersistentVolume of size in StorageClass under the node's
+// folder.
 func (n *Node) AddPV(t testing.TB, name, size string) {
 	t.Helper()
-	hp := corev1.HostPathDirectoryOrCreate
-	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: corev1.PersistentVolumeSpec{Capacity: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)},
-			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
-			PersistentVolumeSource: corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: filepath.Join(n.PVDir, name), Type: &hp}}}}
-	if _, err := n.CS.CoreV1().PersistentVolumes().Create(context.Background(), pv, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	HostPathPV(t, n.CS, name, size, filepath.Join(n.PVDir, name), StorageClass)
 }
 
 // Namespace creates a fresh namespace and waits for its default ServiceAccount.
@@ -693,4 +693,36 @@ func (n *Node) PodEvents(ns, pod string) string {
 		fmt.Fprintf(&b, "%s %s: %s\n", e.Type, e.Reason, e.Message)
 	}
 	return b.String()
+}
+
+// LocalStorageClass creates a StorageClass for pre-made volumes that binds a claim
+// when its pod is scheduled (no provisioner, WaitForFirstConsumer), as local-volume
+// clusters do: the scheduler then places a pod on its GPUs and a free volume together,
+// instead of first waiting for an immediate binding it may not hear of at once. With
+// dflt it is the cluster's default class.
+func LocalStorageClass(t testing.TB, cs kubernetes.Interface, name string, dflt bool) {
+	t.Helper()
+	mode := storagev1.VolumeBindingWaitForFirstConsumer
+	sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: "kubernetes.io/no-provisioner", VolumeBindingMode: &mode}
+	if dflt {
+		sc.Annotations = map[string]string{"storageclass.kubernetes.io/is-default-class": "true"}
+	}
+	if _, err := cs.StorageV1().StorageClasses().Create(context.Background(), sc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+// HostPathPV creates a hostPath PersistentVolume of size at dir in storage class
+// class ("" for none), kept (Retain) when its claim goes.
+func HostPathPV(t testing.TB, cs kubernetes.Interface, name, size, dir, class string) {
+	t.Helper()
+	hp := corev1.HostPathDirectoryOrCreate
+	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PersistentVolumeSpec{Capacity: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)},
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+			StorageClassName:       class,
+			PersistentVolumeSource: corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: &hp}}}}
+	if _, err := cs.CoreV1().PersistentVolumes().Create(context.Background(), pv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }

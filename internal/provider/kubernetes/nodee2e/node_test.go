@@ -212,7 +212,7 @@ func TestScopeAndTrainingOnARealNode(t *testing.T) {
 		c.must("pod", "rm", "k8s://lab/"+ns+"/nopull", "--yes")
 		defer c.run("pod", "rm", "k8s://lab/"+ns+"/big", "--yes")
 		_, errs, code = c.run("deploy", "--host", "k8s://lab/"+ns+"/big", "--image", scopeImg, "--agent-image", "-",
-			"--host-network", "--gpu", "nvidia.com/gpu=3", "--volume-size", "1Gi", "--wait", "30s")
+			"--host-network", "--gpu", "nvidia.com/gpu=3", "--volume-size", "1Gi", "--wait", "10s")
 		last = lastLine(errs)
 		if code == 0 || !strings.Contains(last, "Insufficient nvidia.com/gpu") {
 			t.Fatalf("three GPUs on a node of two: exit %d:\n%s", code, errs)
