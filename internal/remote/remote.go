@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -189,12 +190,20 @@ func Schemes() []string {
 // Open parses a remote URL and opens it with the backend of its scheme. A plain path is
 // a file:// URL.
 func Open(ctx context.Context, raw string, env Env) (Remote, error) {
+	var u *url.URL
 	if !strings.Contains(raw, "://") {
-		raw = "file://" + raw
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("remote %q: %v", Redact(raw), err)
+		// A plain path is a local folder, taken as it is: relative to the working
+		// directory, and with '#', '?', '%' or spaces in it.
+		p, err := filepath.Abs(raw)
+		if err != nil {
+			return nil, fmt.Errorf("local folder %q: %v", raw, err)
+		}
+		u = &url.URL{Scheme: "file", Path: filepath.ToSlash(p)}
+	} else {
+		var err error
+		if u, err = url.Parse(raw); err != nil {
+			return nil, fmt.Errorf("remote %q: %v", Redact(raw), err)
+		}
 	}
 	mu.RLock()
 	c, ok := backends[u.Scheme]

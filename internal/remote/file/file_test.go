@@ -3,6 +3,7 @@ package file_test
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/daydreamlive/scopectl/internal/remote"
@@ -29,4 +30,25 @@ func TestConformance(t *testing.T) {
 		return out
 	}})
 	_ = file.New
+}
+
+// A plain path is a local folder as it is: relative to the working directory, with
+// '#', '?', '%' and spaces (sync --to ./loras, lora dirs with odd names).
+func TestOpenPlainPath(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, p := range []string{"loras", "./a/b", "odd #1 ?x 100%"} {
+		r, err := remote.Open(context.Background(), p, remote.Env{})
+		if err != nil {
+			t.Fatalf("%q: %v", p, err)
+		}
+		want := filepath.Join(dir, p)
+		if got := r.(*file.Folder).Dir(); got != want {
+			t.Errorf("%q: opened %q, want %q", p, got, want)
+		}
+		if st, err := os.Stat(want); err != nil || !st.IsDir() {
+			t.Errorf("%q: %v", p, err)
+		}
+		r.Close()
+	}
 }
