@@ -266,6 +266,81 @@ func TestScopeAndTrainingOnARealNode(t *testing.T) {
 		})
 	})
 
+	// Stop and resume on the Job's pod: the stop goes through exec into the job
+	// database; the resumed run continues from its last checkpoint to the end, and the
+	// final LoRA reaches the library.
+	t.Run("train stop and resume", func(t *testing.T) {
+		data := t.TempDir()
+		for i := range 2 {
+			os.WriteFile(filepath.Join(data, fmt.Sprintf("img%d.jpg", i)), mediatest.JPEG(64, 64+16*i, 1), 0o644)
+			os.WriteFile(filepath.Join(data, fmt.Sprintf("img%d.txt", i)), []byte(fmt.Sprintf("a drawing, number %d", i)), 0o644)
+		}
+		cfg := filepath.Join(root, "job2.json")
+		os.WriteFile(cfg, []byte(aitktest.Config{Name: "node_lora2", Steps: 40, SaveEvery: 10, Keep: 4,
+			Dataset: data, TrainingFolder: "/workspace/output"}.JSON()), 0o600)
+		out := c.must("train", "run", cfg, "--target", "k8s://lab/"+ns+"/node-lora2", "--image", aitkImg, "--agent-image", agentImg,
+			"--host-network", "--gpu", "nvidia.com/gpu=1", "--volume-size", "1Gi", "--no-prepull", "--wait", "3m",
+			"--env", aitktest.EnvStepMS+"=150", "--detach", "--json")
+		var rr struct {
+			Job struct {
+				ID string `json:"id"`
+			} `json:"job"`
+		}
+		if err := json.Unmarshal([]byte(out), &rr); err != nil || rr.Job.ID == "" {
+			t.Fatalf("train run --detach: %v\n%s", err, out)
+		}
+		id := rr.Job.ID
+		status := func() (phase string, step int) {
+			var st struct {
+				State struct {
+					Phase string `json:"phase"`
+					Step  int    `json:"step"`
+				} `json:"state"`
+			}
+			json.Unmarshal([]byte(c.must("train", "status", id, "--json")), &st)
+			return st.State.Phase, st.State.Step
+		}
+		waitFor(t, "step 12", 2*time.Minute, func() error {
+			if ph, step := status(); step < 12 {
+				return fmt.Errorf("%s at step %d", ph, step)
+			}
+			return nil
+		})
+		c.must("train", "stop", id)
+		waitFor(t, "the job stopped", time.Minute, func() error {
+			if ph, step := status(); ph != "stopped" {
+				return fmt.Errorf("%s at step %d", ph, step)
+			}
+			return nil
+		})
+		_, stoppedAt := status()
+		t5 := time.Now()
+		c.must("train", "resume", id) // on the same pod (it lingers), watched to the end
+		ph, step := status()
+		if ph != "done" || step != 40 {
+			t.Fatalf("after resume: %s at step %d", ph, step)
+		}
+		t.Logf("stopped at step %d; resumed to step 40 in %v", stoppedAt, time.Since(t5).Round(100*time.Millisecond))
+		if lg := c.must("train", "logs", id); !strings.Contains(lg, "Saved checkpoint to") {
+			t.Fatalf("train logs:\n%s", lg)
+		}
+		if ls := c.must("lora", "ls"); strings.Count(ls, "node_lora2") < 2 {
+			t.Fatalf("checkpoints in the library:\n%s", ls)
+		}
+		waitFor(t, "the Job complete", 2*time.Minute, func() error {
+			j, err := n.CS.BatchV1().Jobs(ns).Get(ctx, "node-lora2", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for _, c := range j.Status.Conditions {
+				if c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue {
+					return nil
+				}
+			}
+			return fmt.Errorf("running")
+		})
+	})
+
 	// Back up: the replica returns with the LoRA still on its volume.
 	t1 := time.Now()
 	c.must("pod", "start", target)
