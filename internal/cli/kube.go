@@ -19,6 +19,8 @@ import (
 
 	"github.com/daydreamlive/scopectl/internal/deploy"
 	"github.com/daydreamlive/scopectl/internal/ledger"
+	"github.com/daydreamlive/scopectl/internal/library"
+	"github.com/daydreamlive/scopectl/internal/lorasync"
 	"github.com/daydreamlive/scopectl/internal/provider"
 	"github.com/daydreamlive/scopectl/internal/provider/kubernetes"
 	"github.com/daydreamlive/scopectl/internal/scope"
@@ -515,6 +517,78 @@ func (a *app) kubeScopeUp(ctx context.Context, c *kubernetes.Client, name string
 	}
 	res["scope"] = per
 	return nil
+}
+
+// kubeSync is sync --to k8s://CONTEXT/NAMESPACE/NAME: the library's LoRAs to every
+// ready replica's volume, each through its agent sidecar reached by a port-forward
+// through the API server (the agent token from the deployment's Secret unless set), as
+// sync does to a RunPod pod's agent. A replica that is not ready is named, not waited for.
+func (a *app) kubeSync(ctx context.Context, ref string, rf remoteFlags, lib *library.Library, opt lorasync.Options) error {
+	c, name, err := rf.kube.client(ref)
+	if err != nil {
+		return err
+	}
+	if name == "" {
+		name = kubernetes.DefaultName
+	}
+	if _, err := c.Get(ctx, name); err != nil {
+		return notFound(err)
+	}
+	reps, err := c.Replicas(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !a.cfg.AgentToken.IsSet() {
+		tok, err := c.AgentToken(ctx, name)
+		if err != nil {
+			return err
+		}
+		secret.Default.Add(tok)
+		a.cfg.AgentToken = tok
+	}
+	type replicaSync struct {
+		Replica string           `json:"replica"`
+		Result  *lorasync.Result `json:"result,omitempty"`
+		Skipped string           `json:"skipped,omitempty"`
+	}
+	var out []replicaSync
+	synced := 0
+	for _, r := range reps {
+		if !r.Ready {
+			out = append(out, replicaSync{Replica: r.Name, Skipped: "not ready: " + cmpOrString(r.Reason, r.Phase)})
+			continue
+		}
+		addr, stop, err := c.PortForward(ctx, r.Name, kubernetes.AgentPort)
+		if err != nil {
+			return err
+		}
+		rem, err := a.openRemote(ctx, "http://"+addr, rf)
+		if err != nil {
+			stop()
+			return fmt.Errorf("%s: %w", r.Name, err)
+		}
+		res, err := lorasync.Sync(ctx, lib, rem, opt)
+		rem.Close()
+		stop()
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.Name, err)
+		}
+		out = append(out, replicaSync{Replica: r.Name, Result: res})
+		synced++
+	}
+	if synced == 0 {
+		return fmt.Errorf("%s in %s: no replica is ready (scopectl pod start %s, or status %s)", name, c.Target(), ref, ref)
+	}
+	return a.out(map[string]any{"target": c.Target().String(), "name": name, "replicas": out}, func(w io.Writer) {
+		for _, r := range out {
+			if r.Result == nil {
+				fmt.Fprintf(w, "%s: skipped, %s\n", r.Replica, r.Skipped)
+				continue
+			}
+			fmt.Fprintf(w, "%s:\n", r.Replica)
+			printSync(w, r.Result)
+		}
+	})
 }
 
 // kubeReplicaView is one replica in status: the pod, and Scope in it when it is ready.

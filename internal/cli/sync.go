@@ -112,12 +112,15 @@ func (a *app) syncCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			opt.Progress = a.progress()
+			if strings.HasPrefix(to, "k8s://") {
+				return a.kubeSync(cmd.Context(), to, rf, lib, opt)
+			}
 			r, err := a.openRemote(cmd.Context(), to, rf)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			opt.Progress = a.progress()
 			res, err := lorasync.Sync(cmd.Context(), lib, r, opt)
 			if res != nil {
 				if oerr := a.out(res, func(w io.Writer) { printSync(w, res) }); oerr != nil {
@@ -127,13 +130,14 @@ func (a *app) syncCmd() *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&to, "to", "", "remote URL (default: the lora_dir setting)")
+	cmd.Flags().StringVar(&to, "to", "", "remote URL (default: the lora_dir setting); k8s://CONTEXT/NAMESPACE/NAME syncs every ready replica of a Scope deployment through its agent sidecar")
 	cmd.Flags().BoolVar(&opt.All, "all", false, "sync every library LoRA")
 	cmd.Flags().BoolVar(&opt.Delete, "delete", false, "remove files scopectl put there before that are not being synced now")
 	cmd.Flags().BoolVar(&opt.DryRun, "dry-run", false, "show the plan, change nothing")
 	cmd.Flags().BoolVar(&opt.Force, "force", false, "replace files scopectl did not put there; pass the base-model gate")
 	cmd.Flags().StringVar(&opt.Pipeline, "pipeline", "", "refuse LoRAs whose base model does not fit this Scope pipeline")
 	rf.add(cmd)
+	rf.kube.addTarget(cmd)
 	return cmd
 }
 

@@ -183,6 +183,34 @@ func TestScopeAndTrainingOnARealNode(t *testing.T) {
 		t.Fatalf("logs:\n%s", lg)
 	}
 
+	// sync --to the deployment: a library LoRA onto every ready replica's volume through
+	// its agent, as to a RunPod pod's agent; again, nothing is sent.
+	motion := filepath.Join(root, "motion.safetensors")
+	if err := loratest.Write(motion, loratest.Spec{Base: lora.BaseT2V1_3B, Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	c.must("lora", "add", motion)
+	if out := c.must("sync", "motion", "--to", target); !strings.Contains(out, "scope-0") {
+		t.Fatalf("sync to the deployment:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(onVolume), "motion.safetensors")); err != nil {
+		t.Fatalf("sync: not on the volume: %v", err)
+	}
+	var sj struct {
+		Replicas []struct {
+			Replica string `json:"replica"`
+			Result  struct {
+				Actions []struct {
+					Op string `json:"op"`
+				} `json:"actions"`
+			} `json:"result"`
+		} `json:"replicas"`
+	}
+	json.Unmarshal([]byte(c.must("sync", "motion", "--to", target, "--json")), &sj)
+	if len(sj.Replicas) != 1 || len(sj.Replicas[0].Result.Actions) != 1 || sj.Replicas[0].Result.Actions[0].Op == "put" {
+		t.Fatalf("second sync: %+v", sj)
+	}
+
 	// Scale to zero: the pod goes (the GPU and, on this one node, the host's ports are
 	// free), the claim stays.
 	c.must("pod", "stop", target)
@@ -194,6 +222,9 @@ func TestScopeAndTrainingOnARealNode(t *testing.T) {
 	})
 	if out := c.must("pod", "get", target); !strings.Contains(out, "EXITED") {
 		t.Fatalf("pod get after stop:\n%s", out)
+	}
+	if _, errs, code := c.run("sync", "motion", "--to", target); code == 0 || !strings.Contains(errs, "no replica is ready") {
+		t.Fatalf("sync to a stopped deployment: exit %d %s", code, errs)
 	}
 
 	// Bad input, in one line each: an image that cannot be pulled (said at once, not
