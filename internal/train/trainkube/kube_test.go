@@ -108,6 +108,23 @@ func (k *kubelet) envOf(ct corev1.Container) []string {
 	return env
 }
 
+// jobOnPod makes a checkout and cfg's job config (a dataset of two, output under the
+// job folder) in a new folder, applies Job name and starts its pod; it returns the
+// folder, the checkout, the config's path and the pod.
+func jobOnPod(ctx context.Context, t *testing.T, e *kubetest.Env, c *kubernetes.Client, name string, cfg aitktest.Config) (string, string, string, *kubelet) {
+	t.Helper()
+	root := t.TempDir()
+	checkout := filepath.Join(root, "aitk")
+	aitktest.InstallCheckout(t, checkout)
+	cfg.Dataset, cfg.TrainingFolder = aitktest.Dataset(t, 2, false), "output"
+	path := filepath.Join(root, "job.json")
+	os.WriteFile(path, []byte(cfg.JSON()), 0o600)
+	if _, err := c.ApplyJob(ctx, kubernetes.TrainJobSpec{Name: name, Image: "ostris/aitoolkit:test", HostNetwork: true}, kubernetes.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return root, checkout, path, startPod(t, e, c, name)
+}
+
 // startPod creates the Job's pod on the API server (the job controller's part) and
 // runs its containers here (the kubelet's), then marks it Running and Ready.
 func startPod(t *testing.T, e *kubetest.Env, c *kubernetes.Client, job string) *kubelet {
@@ -361,16 +378,7 @@ func TestStopAndSaveNowOnKubernetes(t *testing.T) {
 	e, c := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	root := t.TempDir()
-	checkout := filepath.Join(root, "aitk")
-	aitktest.InstallCheckout(t, checkout)
-	cfg := filepath.Join(root, "job.json")
-	os.WriteFile(cfg, []byte(aitktest.Config{Name: "stoplora", Steps: 2000, SaveEvery: 1000, Keep: 2,
-		Dataset: aitktest.Dataset(t, 2, false), TrainingFolder: "output"}.JSON()), 0o600)
-	if _, err := c.ApplyJob(ctx, kubernetes.TrainJobSpec{Name: "stoplora-1", Image: "ostris/aitoolkit:test", HostNetwork: true}, kubernetes.ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	k := startPod(t, e, c, "stoplora-1")
+	root, checkout, cfg, k := jobOnPod(ctx, t, e, c, "stoplora-1", aitktest.Config{Name: "stoplora", Steps: 2000, SaveEvery: 1000, Keep: 2})
 	ms := k.machines()
 	defer ms.Close()
 	tr := trainer(t, filepath.Join(root, "data"))

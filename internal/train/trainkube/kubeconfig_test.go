@@ -30,17 +30,8 @@ func TestRecordedKubeconfig(t *testing.T) {
 	e, c := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	root := t.TempDir()
 	kc := kubetest.Kubeconfig(t, t.TempDir(), e.Config, "lab", c.Namespace)
-	checkout := filepath.Join(root, "aitk")
-	aitktest.InstallCheckout(t, checkout)
-	cfg := filepath.Join(root, "job.json")
-	os.WriteFile(cfg, []byte(aitktest.Config{Name: "kcfglora", Steps: 20, SaveEvery: 10, Keep: 2,
-		Dataset: aitktest.Dataset(t, 2, false), TrainingFolder: "output"}.JSON()), 0o600)
-	if _, err := c.ApplyJob(ctx, kubernetes.TrainJobSpec{Name: "kcfg-1", Image: "ostris/aitoolkit:test", HostNetwork: true}, kubernetes.ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	k := startPod(t, e, c, "kcfg-1")
+	root, checkout, cfg, k := jobOnPod(ctx, t, e, c, "kcfg-1", aitktest.Config{Name: "kcfglora", Steps: 20, SaveEvery: 10, Keep: 2})
 
 	// train run --kubeconfig F: the trainer's Machines reach the cluster with F, and
 	// the job records F (absolute).

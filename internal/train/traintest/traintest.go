@@ -207,16 +207,5 @@ func StartScope(t *testing.T, loraDir string, args ...string) string {
 // ScopectlCode runs the CLI and returns stdout, stderr and the exit code.
 func (w *World) ScopectlCode(args ...string) (string, string, int) {
 	w.T.Helper()
-	cmd := exec.Command(w.Bin, args...)
-	cmd.Env = w.Env
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		w.T.Fatal(err)
-	}
-	return out.String(), errb.String(), code
+	return testkit.RunCode(w.T, w.Bin, w.Env, args...)
 }

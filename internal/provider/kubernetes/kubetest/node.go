@@ -494,52 +494,48 @@ func (n *Node) stop(t testing.TB) {
 	}
 }
 
-// pidsWith lists the processes whose command line matches.
-func pidsWith(match func(string) bool) []int {
+// eachProc calls fn with each process's pid and its file /proc/PID/name.
+func eachProc(name string, fn func(pid int, data []byte)) {
 	ents, _ := os.ReadDir("/proc")
-	var out []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
+		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), name)); err == nil {
+			fn(pid, b)
 		}
+	}
+}
+
+// pidsWith lists the processes whose command line matches.
+func pidsWith(match func(string) bool) []int {
+	var out []int
+	eachProc("cmdline", func(pid int, b []byte) {
 		if match(strings.ReplaceAll(string(b), "\x00", " ")) {
 			out = append(out, pid)
 		}
-	}
+	})
 	return out
 }
 
 // descendants lists pid's descendants (not pid), from /proc's parent links.
 func descendants(pid int) []int {
-	ents, _ := os.ReadDir("/proc")
 	children := map[int][]int{}
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
+	eachProc("stat", func(p int, b []byte) {
 		// pid (comm) state ppid …: comm may hold spaces and parentheses.
 		s := string(b)
 		i := strings.LastIndexByte(s, ')')
 		if i < 0 {
-			continue
+			return
 		}
 		f := strings.Fields(s[i+1:])
 		if len(f) < 2 {
-			continue
+			return
 		}
 		pp, _ := strconv.Atoi(f[1])
 		children[pp] = append(children[pp], p)
-	}
+	})
 	var out []int
 	queue := []int{pid}
 	for len(queue) > 0 && len(out) < 10000 {

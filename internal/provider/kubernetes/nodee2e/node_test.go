@@ -12,7 +12,6 @@
 package nodee2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -49,23 +48,11 @@ type cli struct {
 
 func (c *cli) run(args ...string) (string, string, int) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, c.bin, args...)
-	cmd.Env = c.env
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		c.t.Fatal(err)
-	}
-	if strings.Contains(out.String()+errb.String(), hfToken) {
+	out, errs, code := testkit.RunCode(c.t, c.bin, c.env, args...)
+	if strings.Contains(out+errs, hfToken) {
 		c.t.Fatalf("scopectl %v printed HF_TOKEN", args)
 	}
-	return out.String(), errb.String(), code
+	return out, errs, code
 }
 
 func (c *cli) must(args ...string) string {
@@ -280,21 +267,7 @@ func TestScopeAndTrainingOnARealNode(t *testing.T) {
 			t.Fatalf("train ls:\n%s", st)
 		}
 		// Released: the holder ends, the Job completes and gives the GPU back.
-		waitFor(t, "the Job complete", 2*time.Minute, func() error {
-			j, err := n.CS.BatchV1().Jobs(ns).Get(ctx, "node-lora", metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			for _, c := range j.Status.Conditions {
-				if c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue {
-					return nil
-				}
-				if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue {
-					return fmt.Errorf("job failed: %s", c.Message)
-				}
-			}
-			return fmt.Errorf("running")
-		})
+		waitJobComplete(t, n, ns, "node-lora")
 	})
 
 	// Stop and resume on the Job's pod: the stop goes through exec into the job
@@ -358,18 +331,7 @@ func TestScopeAndTrainingOnARealNode(t *testing.T) {
 		if ls := c.must("lora", "ls"); strings.Count(ls, "node_lora2") < 2 {
 			t.Fatalf("checkpoints in the library:\n%s", ls)
 		}
-		waitFor(t, "the Job complete", 2*time.Minute, func() error {
-			j, err := n.CS.BatchV1().Jobs(ns).Get(ctx, "node-lora2", metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			for _, c := range j.Status.Conditions {
-				if c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue {
-					return nil
-				}
-			}
-			return fmt.Errorf("running")
-		})
+		waitJobComplete(t, n, ns, "node-lora2")
 	})
 
 	// Back up: the replica returns with the LoRA still on its volume.
@@ -411,6 +373,26 @@ func TestScopeAndTrainingOnARealNode(t *testing.T) {
 		if out := c.must("pod", "get", target); !strings.Contains(out, "by guard (idle)") {
 			t.Fatalf("pod get after the guard's stop:\n%s", out)
 		}
+	})
+}
+
+// waitJobComplete waits for Job name to complete (its pod released and ended 0).
+func waitJobComplete(t *testing.T, n *kubetest.Node, ns, name string) {
+	t.Helper()
+	waitFor(t, "Job "+name+" complete", 2*time.Minute, func() error {
+		j, err := n.CS.BatchV1().Jobs(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range j.Status.Conditions {
+			switch {
+			case c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue:
+				return nil
+			case c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue:
+				t.Fatalf("Job %s failed: %s", name, c.Message)
+			}
+		}
+		return fmt.Errorf("running")
 	})
 }
 
