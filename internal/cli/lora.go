@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -514,7 +515,8 @@ func (a *app) loraShow() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.out(map[string]any{"lora": e, "installs": installs, "samples": samples}, func(w io.Writer) {
+			trained := trainingLineage(cmd.Context(), lib.Store, e.Origins)
+			return a.out(map[string]any{"lora": e, "installs": installs, "samples": samples, "training": trained}, func(w io.Writer) {
 				fmt.Fprintf(w, "name:     %s\nsha256:   %s\npath:     %s\nadded:    %s\n", e.Name, e.SHA256, e.Path, e.AddedAt.Format("2006-01-02 15:04:05Z07:00"))
 				if e.VerifiedAt != nil {
 					fmt.Fprintf(w, "verified: %s\n", e.VerifiedAt.Format("2006-01-02 15:04:05Z07:00"))
@@ -522,6 +524,19 @@ func (a *app) loraShow() *cobra.Command {
 				for _, o := range e.Origins {
 					b, _ := json.Marshal(o)
 					fmt.Fprintf(w, "origin:   %s\n", b)
+				}
+				for _, tr := range trained {
+					line := fmt.Sprintf("trained:  job %s (%s), step %d", tr.Job, tr.Name, tr.Step)
+					if tr.BaseModel != "" {
+						line += ", base " + tr.BaseModel
+					}
+					if tr.DatasetSHA != "" {
+						line += fmt.Sprintf(", dataset %.12s", tr.DatasetSHA)
+						if len(tr.Datasets) > 0 {
+							line += " (" + strings.Join(tr.Datasets, ", ") + ")"
+						}
+					}
+					fmt.Fprintln(w, line)
 				}
 				for _, in := range installs {
 					fmt.Fprintf(w, "install:  %s (%s, %s)\n", filepath.Join(in.Dir, in.File), in.Form, in.InstalledAt.Format("2006-01-02 15:04"))
@@ -705,4 +720,45 @@ func (a *app) loraUninstall() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", "", "Scope's LoRA dir (default: the lora_dir setting)")
 	cmd.Flags().BoolVar(&force, "force", false, "remove even if the file was changed after install")
 	return cmd
+}
+
+// trainedFrom is a training origin with what its job recorded: the dataset it trained
+// on (its id: the manifest sha256 of its one dataset, or the hash of several) and the
+// library datasets with that id.
+type trainedFrom struct {
+	Job        string   `json:"job"`
+	Name       string   `json:"name,omitempty"`
+	Step       int64    `json:"step"`
+	BaseModel  string   `json:"base_model,omitempty"`
+	ConfigSHA  string   `json:"config_sha256,omitempty"`
+	DatasetSHA string   `json:"dataset_sha256,omitempty"`
+	Datasets   []string `json:"datasets,omitempty"` // NAME@VERSION in the library
+}
+
+// trainingLineage resolves the training origins of a LoRA against the recorded jobs
+// (a job no longer recorded keeps what the origin says).
+func trainingLineage(ctx context.Context, st store.Store, origins []store.Origin) []trainedFrom {
+	ts, _ := st.(store.TrainStore)
+	ds, _ := st.(store.DatasetStore)
+	var out []trainedFrom
+	for _, o := range origins {
+		if o.Kind != "training" || o.Job == "" {
+			continue
+		}
+		tr := trainedFrom{Job: o.Job, Step: o.Step}
+		if ts != nil {
+			if j, err := ts.GetTrainJob(ctx, o.Job); err == nil {
+				tr.Name, tr.BaseModel, tr.ConfigSHA, tr.DatasetSHA = j.Name, j.BaseModel, j.ConfigSHA, j.DatasetSHA
+			}
+		}
+		if ds != nil && tr.DatasetSHA != "" {
+			if l, err := ds.DatasetsByManifest(ctx, tr.DatasetSHA); err == nil {
+				for _, d := range l {
+					tr.Datasets = append(tr.Datasets, fmt.Sprintf("%s@%d", d.Name, d.Version))
+				}
+			}
+		}
+		out = append(out, tr)
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,6 +93,14 @@ func TestTrainOnLibraryDataset(t *testing.T) {
 		}
 	}
 	lib.Close()
+	// lora show says which job, step and dataset made a checkpoint.
+	if len(cps) > 0 {
+		out := w.Scopectl("lora", "show", cps[0].SHA256[:12])
+		want := fmt.Sprintf("trained:  job %s (dslora), step %d", job.ID, cps[0].Step)
+		if !strings.Contains(out, want) || !strings.Contains(out, "dataset "+id[:12]+" (walk@1)") {
+			t.Errorf("lora show lacks %q or the dataset:\n%s", want, out)
+		}
+	}
 	var sh datasetlib.ShowResult
 	if err := json.Unmarshal([]byte(w.Scopectl("dataset", "show", "walk", "--json")), &sh); err != nil {
 		t.Fatal(err)
