@@ -442,6 +442,9 @@ func (a *app) trainStatus() *cobra.Command {
 				if st.Info != "" {
 					fmt.Fprintf(w, "  info: %s\n", st.Info)
 				}
+				if res.Recorded {
+					fmt.Fprintf(w, "  as recorded when it ended; its machine was not reached (%s)\n", oneLineErr(errors.New(res.Unreachable)))
+				}
 				if d := st.Download; d != nil && d.Ended {
 					fmt.Fprintf(w, "  models: %d repo(s), %d file(s), %s pulled into %s\n", d.Items, d.Files, humanBytes(d.Total), d.Cache)
 				}

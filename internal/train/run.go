@@ -585,13 +585,28 @@ type StatusResult struct {
 	State *State         `json:"state"`
 	// Cost is the machine's $/h × the time since the job started (to its end).
 	Cost float64 `json:"cost,omitempty"`
+	// Recorded is set when the machine could not be asked and the job had ended: the
+	// state is the one recorded at its end (the pod released, stopped or gone), and
+	// Unreachable says why the machine was not asked.
+	Recorded    bool   `json:"recorded,omitempty"`
+	Unreachable string `json:"unreachable,omitempty"`
 }
 
-// Status asks the machine how the job goes and records what it says.
+// Status asks the machine how the job goes and records what it says. A job that had
+// ended, whose machine is gone (a training pod released after its last checkpoint was
+// collected, a pod stopped at the job's end), is answered from its record.
 func (t *Trainer) Status(ctx context.Context, id string) (*StatusResult, error) {
 	job, st, err := t.current(ctx, id)
 	if err != nil {
-		return nil, err
+		if job.ID == "" || job.EndedAt == nil || !Terminal(job.Phase) {
+			return nil, err
+		}
+		st = &State{JobID: job.ID, Name: job.Name, Phase: job.Phase, Step: job.Step, Total: job.Steps,
+			Started: job.StartedAt, Ended: job.EndedAt, Checkpoints: []Checkpoint{}}
+		if job.UpdatedAt != nil {
+			st.Updated = *job.UpdatedAt
+		}
+		return &StatusResult{Job: job, State: st, Cost: cost(job), Recorded: true, Unreachable: err.Error()}, nil
 	}
 	return &StatusResult{Job: job, State: st, Cost: cost(job)}, nil
 }

@@ -3,6 +3,7 @@ package trainkube
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,8 +65,10 @@ func TestRecordedKubeconfig(t *testing.T) {
 	bad := k.machines()
 	bad.Client, bad.Kubeconfig, bad.KubeconfigOf = nil, filepath.Join(root, "none.yaml"), tr.KubeconfigOf
 	tr.Dial = bad.Open
-	if _, err := tr.Status(ctx, id); err == nil || !strings.Contains(err.Error(), "none.yaml") {
-		t.Fatalf("status with an explicit kubeconfig that is not there: %v", err)
+	// (the job has ended: status answers from its record, saying why the machine was
+	// not asked)
+	if res, err := tr.Status(ctx, id); err != nil || !res.Recorded || !strings.Contains(res.Unreachable, "none.yaml") {
+		t.Fatalf("status with an explicit kubeconfig that is not there: %+v %v", res, err)
 	}
 	tr.Dial = later.Open
 
@@ -82,17 +85,24 @@ func TestRecordedKubeconfig(t *testing.T) {
 		ls := strings.Split(strings.TrimSpace(s), "\n")
 		return ls[len(ls)-1]
 	}
-	// train status: the pod found and its agent token read through the recorded
-	// kubeconfig; only the port-forward, a kubelet's part, is missing here.
-	_, errs, code := scopectl(t, env, "train", "status", id)
-	if last := lastLine(errs); code == 0 || !strings.Contains(last, "port-forward to "+k.pod) || strings.Contains(errs, "no kubeconfig") {
-		t.Fatalf("train status, KUBECONFIG unset: exit %d:\n%s", code, errs)
+	// train status (the job has ended: when its machine is not reached it answers from
+	// the record, saying why): the pod found and its agent token read through the
+	// recorded kubeconfig; only the port-forward, a kubelet's part, is missing here.
+	unreachable := func(args ...string) string {
+		t.Helper()
+		out, errs, code := scopectl(t, env, append([]string{"train", "status", "--json"}, args...)...)
+		var res train.StatusResult
+		if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || !res.Recorded || res.State.Phase != train.PhaseDone {
+			t.Fatalf("train status %v: exit %d %v:\n%s\n%s", args, code, err, out, errs)
+		}
+		return res.Unreachable
 	}
-	t.Logf("train status, KUBECONFIG unset: %s", lastLine(errs))
+	if why := unreachable(id); !strings.Contains(why, "port-forward to "+k.pod) || strings.Contains(why, "no kubeconfig") {
+		t.Fatalf("train status, KUBECONFIG unset: %s", why)
+	}
 	// --kubeconfig on the later command wins.
-	_, errs, code = scopectl(t, env, "train", "status", id, "--kubeconfig", filepath.Join(root, "none.yaml"))
-	if code == 0 || !strings.Contains(lastLine(errs), "none.yaml") {
-		t.Fatalf("train status --kubeconfig none.yaml: exit %d:\n%s", code, errs)
+	if why := unreachable(id, "--kubeconfig", filepath.Join(root, "none.yaml")); !strings.Contains(why, "none.yaml") {
+		t.Fatalf("train status --kubeconfig none.yaml: %s", why)
 	}
 	// A job on another Job of the cluster recorded without a kubeconfig: nothing reaches
 	// the cluster from this shell.
@@ -102,8 +112,8 @@ func TestRecordedKubeconfig(t *testing.T) {
 	if err := tr.Jobs.PutTrainJob(ctx, bare); err != nil {
 		t.Fatal(err)
 	}
-	_, errs, code = scopectl(t, env, "train", "status", bare.ID)
-	if code == 0 || !strings.Contains(lastLine(errs), "no kubeconfig") {
+	// (recorded as still starting: nothing to answer from, the error itself)
+	if _, errs, code := scopectl(t, env, "train", "status", bare.ID); code == 0 || !strings.Contains(lastLine(errs), "no kubeconfig") {
 		t.Fatalf("train status of a job without a recorded kubeconfig: exit %d:\n%s", code, errs)
 	}
 	// train ls shows the path, never the kubeconfig's content.

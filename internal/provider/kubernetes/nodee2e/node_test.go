@@ -320,18 +320,24 @@ func TestScopeAndTrainingOnARealNode(t *testing.T) {
 		_, stoppedAt := status()
 		t5 := time.Now()
 		c.must("train", "resume", id) // on the same pod (it lingers), watched to the end
+		// Collected and released: the Job completes; status then answers from the record
+		// (its pod has ended: nothing to exec in).
+		waitJobComplete(t, n, ns, "node-lora2")
 		ph, step := status()
 		if ph != "done" || step != 40 {
 			t.Fatalf("after resume: %s at step %d", ph, step)
 		}
+		if out := c.must("train", "status", id); !strings.Contains(out, "as recorded when it ended") {
+			t.Fatalf("status of a released job:\n%s", out)
+		}
 		t.Logf("stopped at step %d; resumed to step 40 in %v", stoppedAt, time.Since(t5).Round(100*time.Millisecond))
-		if lg := c.must("train", "logs", id); !strings.Contains(lg, "Saved checkpoint to") {
-			t.Fatalf("train logs:\n%s", lg)
+		// The ended pod's own log, through the API server: the holder was released.
+		if lg := c.must("train", "logs", id, "--container", "train"); !strings.Contains(lg, "released") {
+			t.Fatalf("train logs --container train:\n%s", lg)
 		}
 		if ls := c.must("lora", "ls"); strings.Count(ls, "node_lora2") < 2 {
 			t.Fatalf("checkpoints in the library:\n%s", ls)
 		}
-		waitJobComplete(t, n, ns, "node-lora2")
 	})
 
 	// Back up: the replica returns with the LoRA still on its volume.
